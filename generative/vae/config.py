@@ -1,0 +1,66 @@
+"""The VAE family's one config dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Everything needed to rebuild a VAE; saved as JSON beside its state_dict.
+
+    input_shape: (D,) for tabular rows or (C, H, W) for images.
+    backbone: "mlp" (any input) or "conv" (images).
+    hidden_dims: widths of the MLP layers (encoder; the decoder mirrors them). Empty = linear maps.
+    conv_channels: channels of the stride-2 conv layers of the conv backbone.
+    likelihood: a key of `generative.vae.likelihoods.LIKELIHOODS`.
+    gaussian_std: fixed (or initial, for "gaussian_learned") decoder standard deviation.
+    kl_warmup_steps: the KL weight ramps linearly from 0 to 1 over this many steps (0 = off).
+    free_bits: nats per latent dimension below which the KL is not penalised (0 = off).
+    """
+
+    input_shape: tuple[int, ...]
+    latent_dim: int = 16
+    backbone: str = "mlp"
+    hidden_dims: tuple[int, ...] = (128, 128)
+    conv_channels: tuple[int, ...] = (32, 64)
+    activation: str = "relu"
+    likelihood: str = "gaussian_learned"
+    gaussian_std: float = 1.0
+    kl_warmup_steps: int = 0
+    free_bits: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+        object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
+        object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
+        if len(self.input_shape) not in (1, 3) or min(self.input_shape) < 1:
+            raise ValueError(f"input_shape must be (D,) or (C, H, W), got {self.input_shape}")
+        if self.backbone == "conv" and len(self.input_shape) != 3:
+            raise ValueError("the conv backbone needs input_shape (C, H, W)")
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if self.free_bits < 0 or self.kl_warmup_steps < 0:
+            raise ValueError("free_bits and kl_warmup_steps must be >= 0")
+
+    @property
+    def data_dim(self) -> int:
+        """Number of scalar dimensions of one input."""
+        return math.prod(self.input_shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> VAEConfig:
+        """Inverse of `to_dict`; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown VAEConfig fields: {sorted(unknown)}")
+        return cls(**values)

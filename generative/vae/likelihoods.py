@@ -1,0 +1,151 @@
+"""Decoder likelihoods p(x|z) over flattened data.
+
+A decoder emits `params` of shape (..., n_params, D); `log_prob(params, x)` broadcasts x of shape
+(..., D) against it and sums over the D dimensions, returning log p(x|z) in nats per row.
+Discrete likelihoods (`bernoulli`, `logistic256`, `categorical256`) give probabilities of the
+observed symbols, so -log p(x) is a code length; `gaussian*` give densities.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Likelihood(nn.Module):
+    """Base class: a family of distributions p(x|params) over D-dimensional rows."""
+
+    n_params: ClassVar[int] = 1
+    discrete: ClassVar[bool] = False
+
+    def __init__(self, data_dim: int, *, gaussian_std: float = 1.0) -> None:
+        super().__init__()
+        self.data_dim = data_dim
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|params) summed over the data dimensions."""
+        raise NotImplementedError
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """E[x|params], shape (..., D)."""
+        return params[..., 0, :]
+
+
+class GaussianFixed(Likelihood):
+    """N(mu, s^2 I) with a fixed standard deviation s = `gaussian_std`."""
+
+    def __init__(self, data_dim: int, *, gaussian_std: float = 1.0) -> None:
+        super().__init__(data_dim)
+        if gaussian_std <= 0:
+            raise ValueError(f"gaussian_std must be positive, got {gaussian_std}")
+        self.register_buffer("fixed_log_std", torch.full((data_dim,), math.log(gaussian_std)))
+
+    def log_std(self) -> torch.Tensor:
+        """Per-feature log standard deviation, shape (D,)."""
+        return self.fixed_log_std
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        log_std = self.log_std().to(params.dtype)
+        scaled = (x - params[..., 0, :]) * torch.exp(-log_std)
+        constant = log_std.sum() + 0.5 * self.data_dim * _LOG_2PI
+        return -0.5 * scaled.square().sum(dim=-1) - constant
+
+
+class GaussianLearned(GaussianFixed):
+    """N(mu, diag(s^2)) with one learned standard deviation per feature, floored at 1e-3."""
+
+    min_log_std: ClassVar[float] = math.log(1e-3)
+
+    def __init__(self, data_dim: int, *, gaussian_std: float = 1.0) -> None:
+        super().__init__(data_dim, gaussian_std=gaussian_std)
+        self.raw_log_std = nn.Parameter(self.fixed_log_std.clone())
+
+    def log_std(self) -> torch.Tensor:
+        return self.raw_log_std.clamp(min=self.min_log_std)
+
+
+class Bernoulli(Likelihood):
+    """Independent Bernoulli pixels with logits; for binarised data."""
+
+    discrete = True
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        logits = params[..., 0, :]
+        return -F.binary_cross_entropy_with_logits(
+            logits, x.expand_as(logits), reduction="none"
+        ).sum(dim=-1)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(params[..., 0, :])
+
+
+class DiscretizedLogistic(Likelihood):
+    """8-bit values k/255 with probability mass of a logistic on bins of width 2/255 in [-1, 1].
+
+    The edge bins take the tails, so the 256 masses sum to one (PixelCNN++, Salimans et al. 2017).
+    """
+
+    n_params = 2
+    discrete = True
+    half_bin: ClassVar[float] = 1.0 / 255.0
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        centred = (2.0 * x - 1.0) - params[..., 0, :]
+        log_scale = params[..., 1, :].clamp(min=-7.0)
+        inv_scale = torch.exp(-log_scale)
+        upper = inv_scale * (centred + self.half_bin)
+        lower = inv_scale * (centred - self.half_bin)
+        log_cdf_upper = upper - F.softplus(upper)
+        log_sf_lower = -F.softplus(lower)
+        mass = torch.sigmoid(upper) - torch.sigmoid(lower)
+        middle = inv_scale * centred
+        log_density_mid = middle - log_scale - 2.0 * F.softplus(middle) + math.log(self.half_bin)
+        log_mass = torch.where(
+            mass > 1e-5, torch.log(mass.clamp(min=1e-12)), log_density_mid + math.log(2.0)
+        )
+        x_full = x.expand_as(centred)
+        log_mass = torch.where(x_full < 0.5 / 255.0, log_cdf_upper, log_mass)
+        log_mass = torch.where(x_full > 254.5 / 255.0, log_sf_lower, log_mass)
+        return log_mass.sum(dim=-1)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return ((params[..., 0, :] + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+class Categorical256(Likelihood):
+    """A 256-way categorical per dimension over the 8-bit value round(255 x)."""
+
+    n_params = 256
+    discrete = True
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        symbols = torch.round(x * 255.0).long().clamp(0, 255)
+        log_probs = torch.log_softmax(params, dim=-2)
+        index = symbols.expand(*log_probs.shape[:-2], symbols.shape[-1]).unsqueeze(-2)
+        return log_probs.gather(-2, index).squeeze(-2).sum(dim=-1)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        levels = torch.arange(256, device=params.device, dtype=params.dtype) / 255.0
+        return (torch.softmax(params, dim=-2) * levels[:, None]).sum(dim=-2)
+
+
+LIKELIHOODS: dict[str, type[Likelihood]] = {
+    "gaussian": GaussianFixed,
+    "gaussian_learned": GaussianLearned,
+    "bernoulli": Bernoulli,
+    "logistic256": DiscretizedLogistic,
+    "categorical256": Categorical256,
+}
+
+
+def make_likelihood(name: str, data_dim: int, *, gaussian_std: float = 1.0) -> Likelihood:
+    """Build the likelihood registered under `name`."""
+    if name not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}")
+    return LIKELIHOODS[name](data_dim, gaussian_std=gaussian_std)
