@@ -44,14 +44,14 @@ class GaussianFixed(Likelihood):
         super().__init__(data_dim)
         if gaussian_std <= 0:
             raise ValueError(f"gaussian_std must be positive, got {gaussian_std}")
-        self.register_buffer("fixed_log_std", torch.full((data_dim,), math.log(gaussian_std)))
+        self.initial_log_std = math.log(gaussian_std)
 
-    def log_std(self) -> torch.Tensor:
-        """Per-feature log standard deviation, shape (D,)."""
-        return self.fixed_log_std
+    def log_std(self, like: torch.Tensor) -> torch.Tensor:
+        """Per-feature log standard deviation (D,), in the dtype and device of `like`."""
+        return torch.full((self.data_dim,), self.initial_log_std, dtype=like.dtype, device=like.device)
 
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        log_std = self.log_std().to(params.dtype)
+        log_std = self.log_std(params)
         scaled = (x - params[..., 0, :]) * torch.exp(-log_std)
         constant = log_std.sum() + 0.5 * self.data_dim * _LOG_2PI
         return -0.5 * scaled.square().sum(dim=-1) - constant
@@ -64,10 +64,10 @@ class GaussianLearned(GaussianFixed):
 
     def __init__(self, data_dim: int, *, gaussian_std: float = 1.0) -> None:
         super().__init__(data_dim, gaussian_std=gaussian_std)
-        self.raw_log_std = nn.Parameter(self.fixed_log_std.clone())
+        self.raw_log_std = nn.Parameter(torch.full((data_dim,), self.initial_log_std))
 
-    def log_std(self) -> torch.Tensor:
-        return self.raw_log_std.clamp(min=self.min_log_std)
+    def log_std(self, like: torch.Tensor) -> torch.Tensor:
+        return self.raw_log_std.clamp(min=self.min_log_std).to(like.dtype)
 
 
 class Bernoulli(Likelihood):

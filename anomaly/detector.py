@@ -1,0 +1,284 @@
+"""VAEDetector: a VAE's log-likelihood estimate behind scikit-learn's outlier-detector contract."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from anomaly.preprocessing import Standardizer, ImageScaler, preprocessor_from_dict
+from anomaly.thresholds import conformal_offset
+from anomaly.validation import check_input
+from generative.registry import read_model_files, write_model_files
+from generative.training import EarlyStopping, ProgressBar, Trainer, TrainerConfig, resolve_device
+from generative.vae import METHODS, VAE, VAEConfig, estimate_log_px
+
+DETECTOR_FILE = "detector.json"
+FITTED_ATTRIBUTES = ("offset_", "n_features_in_", "input_shape_", "active_units_")
+
+
+class VAEDetector(OutlierMixin, BaseEstimator):
+    """Flag rows that a variational autoencoder, trained on normal data, finds unlikely.
+
+    `score_samples(X)` is an estimate of log p(x) in nats (higher = more normal), by
+    `score="elbo"` (a lower bound), `"iwae"` (the importance-sampled bound, tighter with K) or
+    `"prior_mc"` (the seed's Monte Carlo estimate from prior samples), each with K = `n_samples`.
+    Works for tabular arrays (n, d) and images (n, c, h, w) (or (n, h, w)).
+
+    `fit` holds out `calibration_fraction` of the rows (and `validation_fraction` for early
+    stopping), trains on the rest and sets `offset_` on the calibration scores only: with
+    `target_fpr` (or, if None, `contamination`) = q, a new normal row is flagged with probability
+    at most q (a conformal order statistic; exact for continuous scores).
+
+    Architecture options left at "auto"/None are resolved in `fit`: MLP with Gaussian (learned
+    variance) likelihood for tabular data; conv net with an 8-bit discretised logistic likelihood
+    for images (`image_mode="scale"`), or Bernoulli on binarised pixels (`image_mode="binarize"`).
+
+    Fitted attributes: `model_` (the VAE), `preprocessor_`, `offset_`, `calibration_scores_`,
+    `threshold_` (alias of `offset_`, PyOD's name), `n_features_in_`, `input_shape_`,
+    `active_units_`, `history_`.
+    """
+
+    def __init__(
+        self,
+        *,
+        score: str = "iwae",
+        n_samples: int = 100,
+        latent_dim: int | None = None,
+        hidden_dims: tuple[int, ...] | None = None,
+        backbone: str = "auto",
+        likelihood: str = "auto",
+        image_mode: str = "scale",
+        epochs: int = 100,
+        batch_size: int = 128,
+        learning_rate: float = 1e-3,
+        kl_warmup_steps: int = 0,
+        free_bits: float = 0.0,
+        patience: int = 10,
+        validation_fraction: float = 0.1,
+        calibration_fraction: float = 0.2,
+        contamination: float = 0.1,
+        target_fpr: float | None = None,
+        random_state: int = 0,
+        device: str = "auto",
+        verbose: bool = False,
+    ) -> None:
+        self.score = score
+        self.n_samples = n_samples
+        self.latent_dim = latent_dim
+        self.hidden_dims = hidden_dims
+        self.backbone = backbone
+        self.likelihood = likelihood
+        self.image_mode = image_mode
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.kl_warmup_steps = kl_warmup_steps
+        self.free_bits = free_bits
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.calibration_fraction = calibration_fraction
+        self.contamination = contamination
+        self.target_fpr = target_fpr
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # --- fitting ---------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> VAEDetector:
+        """Train on X (normal data) and set the threshold on a held-out calibration split."""
+        self._check_params()
+        X = check_input(X)
+        train_idx, val_idx, cal_idx = self._split(len(X))
+        self.preprocessor_ = self._make_preprocessor(X).fit(X[train_idx])
+        data = self._to_tensor(self.preprocessor_.transform(X))
+        self.model_ = VAE(self._vae_config(tuple(data.shape[1:])))
+        trainer = Trainer(self.model_, self._trainer_config(), self._callbacks(len(val_idx)))
+        self.history_ = trainer.fit(data[train_idx], data[val_idx] if len(val_idx) else None)
+        self.input_shape_ = tuple(X.shape[1:])
+        self.n_features_in_ = math.prod(self.input_shape_)
+        self.active_units_ = self.model_.active_units(data[train_idx].to(trainer.device))
+        self.calibration_scores_ = np.sort(self._log_px(data[cal_idx]))
+        self.offset_ = self._offset(self.calibration_scores_)
+        return self
+
+    def _check_params(self) -> None:
+        if self.score not in METHODS:
+            raise ValueError(f"score must be one of {sorted(METHODS)}, got {self.score!r}")
+        if not (isinstance(self.n_samples, int | np.integer) and self.n_samples >= 1):
+            raise ValueError(f"n_samples must be a positive integer, got {self.n_samples!r}")
+        if self.image_mode not in ("scale", "binarize"):
+            raise ValueError(f"image_mode must be 'scale' or 'binarize', got {self.image_mode!r}")
+        for name in ("contamination", "target_fpr"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 0.5:
+                raise ValueError(f"{name} must be in (0, 0.5), got {value!r}")
+        for name in ("validation_fraction", "calibration_fraction"):
+            if not 0.0 <= getattr(self, name) < 0.5:
+                raise ValueError(f"{name} must be in [0, 0.5), got {getattr(self, name)!r}")
+
+    def _split(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Shuffled disjoint index sets: training, validation (early stopping), calibration."""
+        n_cal = max(1, round(self.calibration_fraction * n))
+        n_val = round(self.validation_fraction * n)
+        if n - n_cal - n_val < 2:
+            n_val = 0
+        if n - n_cal < 1 or n < 2:
+            raise ValueError(
+                f"VAEDetector needs at least 2 samples (training plus calibration), got {n} sample(s)"
+            )
+        order = np.random.default_rng(self.random_state).permutation(n)
+        return order[n_cal + n_val :], order[n_cal : n_cal + n_val], order[:n_cal]
+
+    def _make_preprocessor(self, X: np.ndarray) -> Standardizer | ImageScaler:
+        return ImageScaler(mode=self.image_mode) if X.ndim == 4 else Standardizer()
+
+    def _vae_config(self, input_shape: tuple[int, ...]) -> VAEConfig:
+        images = len(input_shape) == 3
+        data_dim = math.prod(input_shape)
+        backbone = ("conv" if images else "mlp") if self.backbone == "auto" else self.backbone
+        likelihood = self.likelihood
+        if likelihood == "auto":
+            image_likelihood = "bernoulli" if self.image_mode == "binarize" else "logistic256"
+            likelihood = image_likelihood if images else "gaussian_learned"
+        if self.hidden_dims is not None:
+            hidden = tuple(self.hidden_dims)
+        else:
+            width = int(min(512, max(32, 2 ** math.ceil(math.log2(2 * data_dim)))))
+            hidden = (width, width) if not images else (256,)
+        latent = self.latent_dim or int(min(32, max(2, data_dim // 2)))
+        return VAEConfig(
+            input_shape=input_shape,
+            latent_dim=latent,
+            backbone=backbone,
+            hidden_dims=hidden,
+            likelihood=likelihood,
+            kl_warmup_steps=self.kl_warmup_steps,
+            free_bits=self.free_bits,
+        )
+
+    def _trainer_config(self) -> TrainerConfig:
+        return TrainerConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            seed=self.random_state,
+            device=self.device,
+        )
+
+    def _callbacks(self, n_val: int) -> list:
+        callbacks: list = [ProgressBar("VAEDetector.fit")] if self.verbose else []
+        if n_val and self.patience:
+            callbacks.append(EarlyStopping(patience=self.patience))
+        return callbacks
+
+    def _offset(self, calibration_scores: np.ndarray) -> float:
+        rate = self.target_fpr if self.target_fpr is not None else self.contamination
+        offset = conformal_offset(calibration_scores, rate)
+        if offset == -np.inf:
+            warnings.warn(
+                f"{len(calibration_scores)} calibration rows are too few to flag at rate {rate}: "
+                "nothing will be flagged; use more data or a larger calibration_fraction",
+                stacklevel=3,
+            )
+        return offset
+
+    # --- scoring ---------------------------------------------------------------------------
+    @property
+    def threshold_(self) -> float:
+        """PyOD's name for `offset_`: rows scoring below it are flagged."""
+        check_is_fitted(self, "offset_")
+        return self.offset_
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Estimated log p(x) per row in nats (higher = more normal)."""
+        check_is_fitted(self, FITTED_ATTRIBUTES)
+        X = check_input(X, n_features=self.n_features_in_, image_shape=self._image_shape())
+        return self._log_px(self._to_tensor(self.preprocessor_.transform(X)))
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """score_samples(X) - offset_: negative for flagged rows."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X: Any) -> np.ndarray:
+        """+1 for inliers, -1 for flagged rows."""
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def _image_shape(self) -> tuple[int, ...] | None:
+        return self.input_shape_ if len(self.input_shape_) == 3 else None
+
+    def _log_px(self, data: torch.Tensor) -> np.ndarray:
+        scores = estimate_log_px(
+            self.model_,
+            data,
+            method=self.score,
+            n_samples=self.n_samples,
+            seed=self.random_state,
+            progress=self.verbose,
+        )
+        return scores.double().cpu().numpy()
+
+    @staticmethod
+    def _to_tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+    # --- persistence -----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fitted detector to folder `path` atomically (state_dict + JSON, no pickle)."""
+        check_is_fitted(self, FITTED_ATTRIBUTES)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            write_model_files(self.model_, staging)
+            (staging / DETECTOR_FILE).write_text(json.dumps(self._state(), indent=2))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "params": self.get_params(),
+            "preprocessor": self.preprocessor_.to_dict(),
+            "offset": self.offset_,
+            "calibration_scores": self.calibration_scores_.tolist(),
+            "input_shape": list(self.input_shape_),
+            "active_units": self.active_units_,
+            "history": self.history_,
+        }
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> VAEDetector:
+        """Load a detector written by `save`; the model goes to `device`."""
+        folder = Path(path)
+        state_file = folder / DETECTOR_FILE
+        if not state_file.is_file():
+            raise FileNotFoundError(f"no saved VAEDetector at {folder} (missing {DETECTOR_FILE})")
+        state = json.loads(state_file.read_text())
+        params = state["params"]
+        if params.get("hidden_dims") is not None:
+            params["hidden_dims"] = tuple(params["hidden_dims"])
+        detector = cls(**params)
+        detector.model_ = read_model_files(folder).to(resolve_device(device)).eval()
+        detector.preprocessor_ = preprocessor_from_dict(state["preprocessor"])
+        detector.offset_ = float(state["offset"])
+        detector.calibration_scores_ = np.asarray(state["calibration_scores"], dtype=np.float64)
+        detector.input_shape_ = tuple(state["input_shape"])
+        detector.n_features_in_ = math.prod(detector.input_shape_)
+        detector.active_units_ = int(state["active_units"])
+        detector.history_ = state["history"]
+        return detector
