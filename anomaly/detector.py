@@ -16,7 +16,7 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from anomaly.preprocessing import Standardizer, ImageScaler, preprocessor_from_dict
+from anomaly.preprocessing import ImageScaler, Standardizer, preprocessor_from_dict
 from anomaly.thresholds import conformal_offset
 from anomaly.validation import check_input
 from generative.registry import read_model_files, write_model_files
@@ -102,6 +102,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         train_idx, val_idx, cal_idx = self._split(len(X))
         self.preprocessor_ = self._make_preprocessor(X).fit(X[train_idx])
         data = self._to_tensor(self.preprocessor_.transform(X))
+        torch.manual_seed(self.random_state)  # the weight initialisation, for repeatable fits
         self.model_ = VAE(self._vae_config(tuple(data.shape[1:])))
         trainer = Trainer(self.model_, self._trainer_config(), self._callbacks(len(val_idx)))
         self.history_ = trainer.fit(data[train_idx], data[val_idx] if len(val_idx) else None)
@@ -135,7 +136,8 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             n_val = 0
         if n - n_cal < 1 or n < 2:
             raise ValueError(
-                f"VAEDetector needs at least 2 samples (training plus calibration), got {n} sample(s)"
+                "VAEDetector needs at least 2 samples (training plus calibration), "
+                f"got {n} sample(s)"
             )
         order = np.random.default_rng(self.random_state).permutation(n)
         return order[n_cal + n_val :], order[n_cal : n_cal + n_val], order[:n_cal]
@@ -203,7 +205,13 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     def score_samples(self, X: Any) -> np.ndarray:
         """Estimated log p(x) per row in nats (higher = more normal)."""
         check_is_fitted(self, FITTED_ATTRIBUTES)
-        X = check_input(X, n_features=self.n_features_in_, image_shape=self._image_shape())
+        images = len(self.input_shape_) == 3
+        X = check_input(
+            X,
+            n_features=None if images else self.n_features_in_,
+            image_shape=self.input_shape_ if images else None,
+            estimator=type(self).__name__,
+        )
         return self._log_px(self._to_tensor(self.preprocessor_.transform(X)))
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -213,9 +221,6 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """+1 for inliers, -1 for flagged rows."""
         return np.where(self.decision_function(X) < 0, -1, 1)
-
-    def _image_shape(self) -> tuple[int, ...] | None:
-        return self.input_shape_ if len(self.input_shape_) == 3 else None
 
     def _log_px(self, data: torch.Tensor) -> np.ndarray:
         scores = estimate_log_px(

@@ -1,4 +1,7 @@
-"""Generative networks, losses, trainers and samplers (torch only: no MLflow, Prefect or dataset IO)."""
+"""Generative networks, losses, trainers and samplers.
+
+Torch only: no MLflow, no Prefect, no dataset IO.
+"""
 
 from generative.registry import MODEL_FAMILIES, build_model, load_model, save_model
 from generative.training import Trainer, TrainerConfig

@@ -37,9 +37,10 @@ def _mul32(h: torch.Tensor, constant: int) -> torch.Tensor:
 def row_keys(x: torch.Tensor, seed: int) -> torch.Tensor:
     """One 32-bit key per row of `x`: an exact integer hash of the row's float32 bit pattern.
 
-    The row's bits are read as signed 16-bit halves and projected on random integer coefficients with
-    a float64 matmul. Every partial sum is an integer below 2**53, so the result is exact whatever
-    order the BLAS sums in, and identical for a row alone or inside any batch.
+    The row's bits are read as signed 16-bit halves and projected on random integer
+    coefficients with a float64 matmul. Every partial sum is an integer below 2**53, so the
+    result is exact whatever order the BLAS sums in, and identical for a row alone or inside
+    any batch.
     """
     flat = x.detach().reshape(x.shape[0], -1).to(torch.float32).contiguous()
     halves = flat.view(torch.int16).to(torch.float64)
@@ -57,7 +58,9 @@ def _coefficients(width: int, seed: int, device: torch.device) -> torch.Tensor:
     return coefficients.to(device=device, dtype=torch.float64)
 
 
-def normal_table(n_samples: int, dim: int, seed: int, *, dtype: torch.dtype, device) -> torch.Tensor:
+def normal_table(
+    n_samples: int, dim: int, seed: int, *, dtype: torch.dtype, device
+) -> torch.Tensor:
     """The shared table of standard normals, (M, dim) with M = max(65536, n_samples)."""
     rows = max(_MIN_TABLE_ROWS, n_samples)
     generator = torch.Generator().manual_seed(seed + 0x5EED)

@@ -71,9 +71,7 @@ def estimate_log_px(
     x = x.to(device=parameter.device, dtype=parameter.dtype)
     chunk_rows = rows_for_budget(model, memory_mb, max_rows)
     keys = row_keys(x, seed)
-    table = normal_table(
-        n_samples, model.config.latent_dim, seed, dtype=x.dtype, device=x.device
-    )
+    table = normal_table(n_samples, model.config.latent_dim, seed, dtype=x.dtype, device=x.device)
     block = max(1, chunk_rows // n_samples)
     starts = range(0, x.shape[0], block)
     out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
@@ -97,7 +95,9 @@ def _estimate_block(
     mu, logvar = model.encode(x) if method.from_posterior else (None, None)
     per_chunk = max(1, chunk_rows // x.shape[0])
     log_weights = [
-        _log_weights(model, x, keys, table, start, min(per_chunk, n_samples - start), mu, logvar, method)
+        _log_weights(
+            model, x, keys, table, start, min(per_chunk, n_samples - start), mu, logvar, method
+        )
         for start in range(0, n_samples, per_chunk)
     ]
     weights = torch.cat(log_weights, dim=0)

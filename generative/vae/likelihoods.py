@@ -48,7 +48,9 @@ class GaussianFixed(Likelihood):
 
     def log_std(self, like: torch.Tensor) -> torch.Tensor:
         """Per-feature log standard deviation (D,), in the dtype and device of `like`."""
-        return torch.full((self.data_dim,), self.initial_log_std, dtype=like.dtype, device=like.device)
+        return torch.full(
+            (self.data_dim,), self.initial_log_std, dtype=like.dtype, device=like.device
+        )
 
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         log_std = self.log_std(params)

@@ -27,7 +27,9 @@ class VAE(nn.Module):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         if config.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {config.backbone!r}; choose one of {sorted(BACKBONES)}")
+            raise ValueError(
+                f"unknown backbone {config.backbone!r}; choose one of {sorted(BACKBONES)}"
+            )
         encoder_cls, decoder_cls = BACKBONES[config.backbone]
         self.config = config
         self.likelihood = make_likelihood(
@@ -48,7 +50,7 @@ class VAE(nn.Module):
 
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = mu + sigma * eps with eps ~ N(0, I): a sample of q(z|x) that gradients flow through."""
+        """z = mu + sigma * eps, eps ~ N(0, I): a sample of q(z|x) that gradients flow through."""
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
     @staticmethod

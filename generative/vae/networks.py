@@ -71,7 +71,10 @@ class ConvEncoder(nn.Module):
         channels = [config.input_shape[0], *config.conv_channels]
         layers: list[nn.Module] = []
         for n_in, n_out in zip(channels[:-1], channels[1:], strict=True):
-            layers += [nn.Conv2d(n_in, n_out, 4, stride=2, padding=1), _activation(config.activation)]
+            layers += [
+                nn.Conv2d(n_in, n_out, 4, stride=2, padding=1),
+                _activation(config.activation),
+            ]
         self.features = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
             n_features = self.features(torch.zeros(1, *config.input_shape)).shape[1]

@@ -1,0 +1,148 @@
+"""Preprocessors fitted on training data only, saved as JSON-compatible dicts.
+
+Each one offers `fit(X) -> self`, `transform(X) -> float32 array`, `to_dict()` and
+`from_dict(d)`; `preprocessor_from_dict` rebuilds any of them through the `PREPROCESSORS`
+registry from the "type" key that `to_dict` writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Self
+
+import numpy as np
+from sklearn.exceptions import NotFittedError
+
+from anomaly.validation import check_input
+
+IMAGE_MODES = ("scale", "binarize")
+
+
+class Standardizer:
+    """Per-feature standardisation (x - mean) / std for tabular data.
+
+    Features whose training std is below `min_std` (constant ones) get scale 1: they are only
+    centred, so nothing is divided by zero.
+    """
+
+    kind: ClassVar[str] = "standardize"
+
+    def __init__(self, *, min_std: float = 1e-8) -> None:
+        self.min_std = min_std
+
+    def fit(self, X: Any) -> Self:
+        """Learn `mean_` and `scale_` from the training rows X (n, d)."""
+        data = _tabular(check_input(X))
+        std = data.std(axis=0, dtype=np.float64)
+        self.mean_ = data.mean(axis=0, dtype=np.float64)
+        self.scale_ = np.where(std < self.min_std, 1.0, std)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Standardise X with the training statistics; returns float32 (n, d)."""
+        _require_fitted(self, "mean_")
+        data = _tabular(check_input(X, n_features=len(self.mean_)))
+        return ((data - self.mean_) / self.scale_).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fitted state as a JSON-compatible dict."""
+        _require_fitted(self, "mean_")
+        return {
+            "type": self.kind,
+            "min_std": self.min_std,
+            "mean": self.mean_.tolist(),
+            "scale": self.scale_.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> Standardizer:
+        """Rebuild a fitted Standardizer from `to_dict`'s output."""
+        standardizer = cls(min_std=float(state["min_std"]))
+        standardizer.mean_ = np.asarray(state["mean"], dtype=np.float64)
+        standardizer.scale_ = np.asarray(state["scale"], dtype=np.float64)
+        return standardizer
+
+
+class ImageScaler:
+    """Map 8-bit images (n, c, h, w) or (n, h, w) to [0, 1].
+
+    mode="scale" divides by 255; mode="binarize" then sets pixels above 0.5 to 1 and the rest
+    to 0. `fit` records the image shape (c, h, w) in `input_shape_`; `transform` rejects others.
+    """
+
+    kind: ClassVar[str] = "image"
+
+    def __init__(self, mode: str = "scale") -> None:
+        self.mode = mode
+
+    def fit(self, X: Any) -> Self:
+        """Check the mode and record the images' shape (c, h, w)."""
+        if self.mode not in IMAGE_MODES:
+            raise ValueError(f"ImageScaler mode must be one of {IMAGE_MODES}, got {self.mode!r}.")
+        self.input_shape_ = _images(check_input(X)).shape[1:]
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Scale (or binarise) X; returns float32 (n, c, h, w) in [0, 1]."""
+        _require_fitted(self, "input_shape_")
+        images = _images(check_input(X, image_shape=self.input_shape_))
+        low, high = images.min(), images.max()
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"ImageScaler expects 8-bit pixel values in [0, 255], got values in "
+                f"[{low}, {high}]."
+            )
+        scaled = (images / 255.0).astype(np.float32)
+        return (scaled > 0.5).astype(np.float32) if self.mode == "binarize" else scaled
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fitted state as a JSON-compatible dict."""
+        _require_fitted(self, "input_shape_")
+        return {"type": self.kind, "mode": self.mode, "input_shape": list(self.input_shape_)}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> ImageScaler:
+        """Rebuild a fitted ImageScaler from `to_dict`'s output."""
+        scaler = cls(mode=state["mode"])
+        scaler.input_shape_ = tuple(int(size) for size in state["input_shape"])
+        return scaler
+
+
+PREPROCESSORS: dict[str, type[Standardizer] | type[ImageScaler]] = {
+    Standardizer.kind: Standardizer,
+    ImageScaler.kind: ImageScaler,
+}
+
+
+def preprocessor_from_dict(state: dict[str, Any]) -> Standardizer | ImageScaler:
+    """Rebuild the fitted preprocessor that `to_dict` saved, chosen by its "type" key."""
+    kind = state.get("type")
+    if kind not in PREPROCESSORS:
+        raise ValueError(
+            f"Unknown preprocessor type {kind!r}; known types: {sorted(PREPROCESSORS)}."
+        )
+    return PREPROCESSORS[kind].from_dict(state)
+
+
+def _tabular(data: np.ndarray) -> np.ndarray:
+    if data.ndim != 2:
+        raise ValueError(
+            f"Standardizer expects tabular data (n_samples, n_features), got shape {data.shape}; "
+            "use ImageScaler for images."
+        )
+    return data
+
+
+def _images(data: np.ndarray) -> np.ndarray:
+    if data.ndim != 4:
+        raise ValueError(
+            f"ImageScaler expects images (n, c, h, w) or (n, h, w), got shape {data.shape}; "
+            "use Standardizer for tabular data."
+        )
+    return data
+
+
+def _require_fitted(preprocessor: Standardizer | ImageScaler, attribute: str) -> None:
+    if not hasattr(preprocessor, attribute):
+        raise NotFittedError(
+            f"This {type(preprocessor).__name__} is not fitted yet; call fit(X) first."
+        )

@@ -1,0 +1,1 @@
+"""Thin entry points over the library: the CLI now, Prefect flows later."""
