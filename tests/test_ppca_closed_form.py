@@ -3,8 +3,8 @@
 With decoder x = W z + b + sigma * noise and p(z) = N(0, I), log p(x) = log N(x; b, C) exactly,
 C = W W^T + sigma^2 I. The posterior is Gaussian with mean M^-1 W^T (x - b) and covariance
 sigma^2 M^-1, M = W^T W + sigma^2 I (diagonal when W's columns are orthogonal, so a diagonal
-encoder can be exact), and the ELBO of any Gaussian q has a closed form too. Tolerances are standard errors of the numbers
-themselves, not constants picked to pass.
+encoder can be exact), and the ELBO of any Gaussian q has a closed form too. Tolerances are
+standard errors of the numbers themselves, not constants picked to pass.
 """
 
 from __future__ import annotations
