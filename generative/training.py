@@ -89,6 +89,9 @@ class EarlyStopping(Callback):
     def __init__(self, patience: int = 10, min_delta: float = 0.0) -> None:
         self.patience = patience
         self.min_delta = min_delta
+        self.on_train_begin(None)
+
+    def on_train_begin(self, trainer: Trainer | None) -> None:
         self.best_score = -math.inf
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -115,6 +118,9 @@ class Checkpoint(Callback):
     def __init__(self, path: str | Path, save_fn: Callable[[nn.Module, Path], object]) -> None:
         self.path = Path(path)
         self.save_fn = save_fn
+        self.best_score = -math.inf
+
+    def on_train_begin(self, trainer: Trainer) -> None:
         self.best_score = -math.inf
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:

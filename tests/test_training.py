@@ -199,3 +199,20 @@ def test_trainer_config_rejects_bad_values(overrides, message):
 def test_early_stopping_needs_validation_data():
     with pytest.raises(ValueError, match="validation"):
         Trainer(new_model(), trainer_config(epochs=2), [EarlyStopping()]).fit(TRAIN)
+
+
+def test_callbacks_start_fresh_on_every_fit():
+    """A reused EarlyStopping must not carry the first run's best weights into the second."""
+    x = (torch.rand(200, 16, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    config = TrainerConfig(epochs=3, device="cpu", autocast="off")
+    stopper = EarlyStopping(patience=1)
+
+    def make() -> VAE:
+        return VAE(VAEConfig((16,), latent_dim=2, hidden_dims=(8,), likelihood="bernoulli"))
+
+    Trainer(make(), config, [stopper]).fit(x, x)
+    second = make()
+    second.decoder.net[-1].bias.data.fill_(-20.0)  # a much worse start than the first run's end
+    history = Trainer(second, config, [stopper]).fit(x, x)
+    assert stopper.best_epoch >= 0
+    assert stopper.best_score == max(h["val_score"] for h in history)

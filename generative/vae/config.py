@@ -18,7 +18,7 @@ class VAEConfig:
     conv_channels: channels of the stride-2 conv layers of the conv backbone.
     likelihood: a key of `generative.vae.likelihoods.LIKELIHOODS`.
     gaussian_std: fixed (or initial, for "gaussian_learned") decoder standard deviation.
-    kl_warmup_steps: the KL weight ramps linearly from 0 to 1 over this many steps (0 = off).
+    kl_warmup_steps: the KL weight at step t is min(1, (t + 1) / kl_warmup_steps) (0 = off).
     free_bits: nats per latent dimension below which the KL is not penalised (0 = off).
     """
 
