@@ -42,7 +42,7 @@ def test_standardizer_constant_feature_is_only_centred() -> None:
 
 def test_standardizer_rejects_wrong_width_and_images() -> None:
     scaler = Standardizer().fit(np.ones((4, 3)))
-    with pytest.raises(ValueError, match="X has 2 features, but the model was fitted with 3"):
+    with pytest.raises(ValueError, match="X has 2 features, but model is expecting 3 features"):
         scaler.transform(np.ones((4, 2)))
     with pytest.raises(ValueError, match="ImageScaler"):
         Standardizer().fit(np.ones((4, 1, 2, 2)))
