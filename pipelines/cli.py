@@ -11,6 +11,7 @@ import numpy as np
 from anomaly import VAEDetector
 from anomaly.data import load_dataset
 from anomaly.evaluation import novelty_split, ranking_metrics
+from anomaly.plots import plot_score_histogram
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -50,6 +51,9 @@ def demo(args: argparse.Namespace) -> int:
         f"{flagged[~normal].mean():.3f} of anomalous test rows"
     )
     print_top(split.test_index, scores, split.y_test, args.top)
+    title = f"{dataset.name}: {args.score} K={args.n_samples}, AUROC {metrics['auroc']:.3f}"
+    picture = plot_score_histogram(scores, split.y_test, detector.offset_, args.plot, title=title)
+    print(f"\nscore histogram: {picture}")
     return 0
 
 
@@ -73,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--fpr", type=float, default=0.05)
     demo_parser.add_argument("--seed", type=int, default=0)
     demo_parser.add_argument("--top", type=int, default=10)
+    demo_parser.add_argument("--plot", default=".state/demo_scores.png", help="PNG to write")
     demo_parser.set_defaults(handler=demo)
     return parser
 
