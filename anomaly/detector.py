@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from anomaly.preprocessing import ImageScaler, Standardizer, preprocessor_from_dict
 from anomaly.thresholds import conformal_offset
 from anomaly.validation import check_input
-from generative.registry import read_model_files, write_model_files
+from generative.registry import atomic_directory, read_model_files, write_model_files
 from generative.training import EarlyStopping, ProgressBar, Trainer, TrainerConfig, resolve_device
 from generative.vae import METHODS, VAE, VAEConfig, estimate_log_px
 
@@ -241,19 +239,10 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     def save(self, path: str | os.PathLike) -> Path:
         """Write the fitted detector to folder `path` atomically (state_dict + JSON, no pickle)."""
         check_is_fitted(self, FITTED_ATTRIBUTES)
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with atomic_directory(path) as staging:
             write_model_files(self.model_, staging)
             (staging / DETECTOR_FILE).write_text(json.dumps(self._state(), indent=2))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return target
+        return Path(path)
 
     def _state(self) -> dict[str, Any]:
         return {

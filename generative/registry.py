@@ -6,10 +6,12 @@ A saved model is a folder with `config.json` ({"family": ..., "config": {...}}) 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,20 +47,28 @@ def write_model_files(model: nn.Module, folder: Path) -> None:
     torch.save(state, folder / WEIGHTS_FILE)
 
 
-def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Save atomically: files go to a temporary sibling folder that is renamed into place."""
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; on success it replaces `path` in one rename,
+    on failure it is deleted and `path` is left as it was."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        write_model_files(model, staging)
+        yield staging
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return target
+
+
+def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Save atomically: files go to a temporary sibling folder that is renamed into place."""
+    with atomic_directory(path) as staging:
+        write_model_files(model, staging)
+    return Path(path)
 
 
 def read_model_files(folder: Path, map_location: str | torch.device = "cpu") -> nn.Module:
