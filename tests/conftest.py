@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,3 +26,12 @@ def data_env(shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("GENAD_DATA_DIR", str(shared_data_dir))
     monkeypatch.setenv("GENAD_DATA_MIRROR", "http://127.0.0.1:9/")
     return shared_data_dir
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Test nets are tiny: one torch thread is as fast, and does not stall on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -85,15 +85,6 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
 TRAIN, VAL = sample(2000, seed=1), sample(500, seed=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These nets are tiny: one thread is as fast and does not stall when the cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_source_entropy_is_right():
     # far-apart prototypes: nearly log 2 for the component plus D binary entropies of the flips
     h_flip = -(FLIP * math.log(FLIP) + (1 - FLIP) * math.log(1 - FLIP))

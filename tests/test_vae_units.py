@@ -22,15 +22,6 @@ from generative.vae import LIKELIHOODS, VAE, VAEConfig, estimate_log_px
 LEVELS = torch.arange(256, dtype=torch.float64) / 255.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These nets are tiny: one thread is as fast and does not stall when the cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_vae(likelihood="gaussian", d=8, latent=4, **extra) -> VAE:
     config = VAEConfig(
         input_shape=(d,), latent_dim=latent, hidden_dims=(16,), likelihood=likelihood, **extra
