@@ -11,6 +11,8 @@ and leaves each row's estimate unbiased.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 _MASK32 = 0xFFFFFFFF
@@ -61,8 +63,16 @@ def _coefficients(width: int, seed: int, device: torch.device) -> torch.Tensor:
 def normal_table(
     n_samples: int, dim: int, seed: int, *, dtype: torch.dtype, device
 ) -> torch.Tensor:
-    """The shared table of standard normals, (M, dim) with M = max(65536, n_samples)."""
+    """The shared table of standard normals, (M, dim) with M = max(65536, n_samples); cached,
+    so treat it as read-only."""
     rows = max(_MIN_TABLE_ROWS, n_samples)
+    return _cached_table(rows, dim, seed, dtype, torch.device(device))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_table(
+    rows: int, dim: int, seed: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed + 0x5EED)
     table = torch.randn(rows, dim, generator=generator, dtype=torch.float64)
     return table.to(device=device, dtype=dtype)

@@ -171,3 +171,16 @@ def test_invalid_parameters_name_the_parameter():
         fast_detector(score="likelihood").fit(gaussian_blob(50))
     with pytest.raises(ValueError, match="target_fpr"):
         fast_detector(target_fpr=0.9).fit(gaussian_blob(50))
+
+
+def test_bf16_scoring_moves_scores_by_a_fraction_of_a_percent(data_env):
+    """bf16 keeps 8 significant bits per activation; the likelihood is summed in fp32."""
+    X = load_dataset("fashion-mnist", split="test").X[:500]
+    detector = fast_detector(epochs=3, image_mode="binarize", backbone="mlp").fit(X[:400])
+    fp32 = detector.score_samples(X[400:])
+    bf16 = detector.set_params(precision="bf16").score_samples(X[400:])
+    relative = np.abs(bf16 - fp32) / np.abs(fp32)
+    assert 0 < relative.mean() < 2.0**-8  # changed, but by less than one bf16 rounding step
+    assert np.corrcoef(fp32, bf16)[0, 1] > 0.999
+    with pytest.raises(ValueError, match="precision"):
+        fast_detector(precision="fp8").fit(gaussian_blob(50))

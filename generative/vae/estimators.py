@@ -50,6 +50,9 @@ def rows_for_budget(model: torch.nn.Module, memory_mb: float, max_rows: int) -> 
     return max(1, min(max_rows, int(memory_mb * 2**20 // bytes_per_row)))
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @torch.no_grad()
 def estimate_log_px(
     model: torch.nn.Module,
@@ -60,74 +63,92 @@ def estimate_log_px(
     seed: int = 0,
     max_rows: int = DEFAULT_MAX_ROWS,
     memory_mb: float = DEFAULT_MEMORY_MB,
+    precision: str = "fp32",
     progress: bool = False,
 ) -> torch.Tensor:
-    """Per-row estimate (N,) of log p(x) in nats by `method` ("elbo", "iwae" or "prior_mc")."""
+    """Per-row estimate (N,) of log p(x) in nats by `method` ("elbo", "iwae" or "prior_mc").
+
+    `precision="bf16"` runs the encoder and decoder under bfloat16 autocast (CPUs with bf16
+    matrix units and GPUs), keeping the likelihood, weights and logsumexp in the model's dtype.
+    The result is on the model's device.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown estimator {method!r}; choose one of {sorted(METHODS)}")
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     parameter = next(model.parameters())
-    x = x.to(device=parameter.device, dtype=parameter.dtype)
     chunk_rows = rows_for_budget(model, memory_mb, max_rows)
-    keys = row_keys(x, seed)
-    table = normal_table(n_samples, model.config.latent_dim, seed, dtype=x.dtype, device=x.device)
+    table = normal_table(
+        n_samples, model.config.latent_dim, seed, dtype=parameter.dtype, device=parameter.device
+    )
+    engine = _Engine(model, table, METHODS[method], n_samples, chunk_rows, precision)
     block = max(1, chunk_rows // n_samples)
+    out = torch.empty(x.shape[0], dtype=parameter.dtype, device=parameter.device)
     starts = range(0, x.shape[0], block)
-    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for start in tqdm(starts, desc=f"{method} K={n_samples}", disable=not progress, leave=False):
-        stop = start + block
-        out[start:stop] = _estimate_block(
-            model, x[start:stop], keys[start:stop], table, METHODS[method], n_samples, chunk_rows
-        )
+        rows = x[start : start + block].to(device=parameter.device, dtype=parameter.dtype)
+        out[start : start + block] = engine.estimate(rows, row_keys(rows, seed))
     return out
 
 
-def _estimate_block(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    keys: torch.Tensor,
-    table: torch.Tensor,
-    method: _Method,
-    n_samples: int,
-    chunk_rows: int,
-) -> torch.Tensor:
-    mu, logvar = model.encode(x) if method.from_posterior else (None, None)
-    per_chunk = max(1, chunk_rows // x.shape[0])
-    log_weights = [
-        _log_weights(
-            model, x, keys, table, start, min(per_chunk, n_samples - start), mu, logvar, method
+@dataclass(frozen=True)
+class _Engine:
+    """The per-block work of `estimate_log_px`, with its fixed settings."""
+
+    model: torch.nn.Module
+    table: torch.Tensor
+    method: _Method
+    n_samples: int
+    chunk_rows: int
+    precision: str
+
+    def _autocast(self, x: torch.Tensor) -> torch.autocast:
+        enabled = self.precision == "bf16"
+        return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def estimate(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Estimates for one block of rows whose K x B decoder rows fit in chunks."""
+        mu = logvar = None
+        if self.method.from_posterior:
+            with self._autocast(x):
+                mu, logvar = self.model.encode(x)
+            mu, logvar = mu.to(x.dtype), logvar.to(x.dtype)
+        per_chunk = max(1, self.chunk_rows // x.shape[0])
+        weights = torch.cat(
+            [
+                self._log_weights(
+                    x, keys, start, min(per_chunk, self.n_samples - start), mu, logvar
+                )
+                for start in range(0, self.n_samples, per_chunk)
+            ]
         )
-        for start in range(0, n_samples, per_chunk)
-    ]
-    weights = torch.cat(log_weights, dim=0)
-    if not method.importance_weighted:
-        return weights.mean(dim=0) - model.kl_divergence(mu, logvar)
-    return torch.logsumexp(weights, dim=0) - math.log(n_samples)
+        if not self.method.importance_weighted:
+            return weights.mean(dim=0) - self.model.kl_divergence(mu, logvar)
+        return torch.logsumexp(weights, dim=0) - math.log(self.n_samples)
 
-
-def _log_weights(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    keys: torch.Tensor,
-    table: torch.Tensor,
-    start: int,
-    count: int,
-    mu: torch.Tensor | None,
-    logvar: torch.Tensor | None,
-    method: _Method,
-) -> torch.Tensor:
-    """(count, B) log p(x|z_k), plus log p(z_k) - log q(z_k|x) when importance weighting."""
-    eps = keyed_normal(table, keys, start, count)
-    if mu is None or logvar is None:
-        z = eps
+    def _log_weights(
+        self,
+        x: torch.Tensor,
+        keys: torch.Tensor,
+        start: int,
+        count: int,
+        mu: torch.Tensor | None,
+        logvar: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """(count, B) log p(x|z_k), plus log p(z_k) - log q(z_k|x) when importance weighting."""
+        eps = keyed_normal(self.table, keys, start, count)
         correction: torch.Tensor | float = 0.0
-    else:
-        z = mu + torch.exp(0.5 * logvar) * eps
-        correction = 0.5 * (eps.square() - z.square()).sum(-1) + 0.5 * logvar.sum(-1)
-    params = model.decode(z.reshape(-1, z.shape[-1]))
-    params = params.view(count, x.shape[0], *params.shape[1:])
-    log_px_z = model.likelihood.log_prob(params, x.flatten(1))
-    if method.importance_weighted:
-        return log_px_z + correction
-    return log_px_z
+        if mu is None or logvar is None:
+            z = eps
+        else:
+            z = mu + torch.exp(0.5 * logvar) * eps
+            correction = 0.5 * (eps.square() - z.square()).sum(-1) + 0.5 * logvar.sum(-1)
+        with self._autocast(x):
+            params = self.model.decode(z.reshape(-1, z.shape[-1]))
+        params = params.to(x.dtype).view(count, x.shape[0], *params.shape[1:])
+        log_px_z = self.model.likelihood.log_prob(params, x.flatten(1))
+        if self.method.importance_weighted:
+            return log_px_z + correction
+        return log_px_z
