@@ -29,11 +29,13 @@ import datetime
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -239,9 +241,9 @@ def summarise(dataset: dict, method: str) -> dict:
         summary[key] = float(np.mean(values)) if values else None
         summary[f"{key}_std"] = float(np.std(values)) if values else None
     if method == "genad" and good:
-        summary["active"] = "/".join(sorted({f"{r['active_units']}" for r in good}))
+        summary["active"] = ",".join(str(r["active_units"]) for r in good)
         summary["latent"] = good[0]["latent_dim"]
-        summary["epochs"] = "/".join(str(r["epochs"]) for r in good)
+        summary["epochs"] = ",".join(str(r["epochs"]) for r in good)
         summary["nonfinite"] = sum(r["nonfinite"] for r in good)
     return summary
 
@@ -249,7 +251,7 @@ def summarise(dataset: dict, method: str) -> dict:
 def cell(summary: dict, key: str) -> str:
     """'mean ± std' of one metric, marked when some seeds failed, or the error text."""
     if summary[key] is None:
-        return f"error: {summary['errors'][0][:90]}"
+        return "error: " + summary["errors"][0][:90].replace("|", "\\|")
     text = f"{summary[key]:.3f} ± {summary[key + '_std']:.3f}"
     if summary["n_ok"] < summary["n"]:
         text += f" ({summary['n_ok']}/{summary['n']} seeds)"
@@ -285,6 +287,7 @@ def header_lines(args: argparse.Namespace, wall: float) -> list[str]:
         f"Command: `{command}`",
         "",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"- code (git, at start of the run): {args.commit}",
         f"- torch {torch.__version__}, scikit-learn {sklearn.__version__}, "
         f"pyod {pyod.__version__}, numpy {np.__version__}, Python {platform.python_version()}",
         f"- torch threads per process: {args.threads}; worker processes (--jobs): {args.jobs}; "
@@ -293,6 +296,17 @@ def header_lines(args: argparse.Namespace, wall: float) -> list[str]:
         f"total wall time: {wall / 60:.1f} min",
         "",
     ]
+
+
+def git_commit() -> str:
+    """The checkout's short commit, '+ local changes' when the tree differs; or 'unknown'."""
+    try:
+        run = partial(subprocess.run, capture_output=True, text=True, check=True, timeout=30)
+        commit = run(["git", "rev-parse", "--short", "HEAD"]).stdout.strip()
+        dirty = run(["git", "status", "--porcelain", "--", "anomaly", "generative"]).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + (" + local changes in anomaly/ or generative/" if dirty.strip() else "")
 
 
 def protocol_lines(args: argparse.Namespace, results: list[dict]) -> list[str]:
@@ -361,19 +375,19 @@ def time_table(table: dict, results: list[dict], means: dict) -> list[str]:
     """Per-set seconds of each method and genad's diagnostics."""
     lines = [
         "| set | rows × features | genad s | IsolationForest s | PyOD VAE s | "
-        "genad active units / latent | genad epochs per seed |",
+        "genad active units per seed, of latent dim | genad epochs per seed |",
         "|---|---|---|---|---|---|---|",
     ]
     for dataset in results:
         row = table[dataset["name"]]
         genad = row["genad"]
-        active = f"{genad.get('active', '-')} / {genad.get('latent', '-')}"
-        secs = " | ".join(f"{row[m]['seconds']:.1f}" for m in METHODS)
+        active = f"{genad.get('active', '-')} of {genad.get('latent', '-')}"
+        secs = " | ".join(f"{row[m]['seconds']:.2f}" for m in METHODS)
         lines.append(
             f"| {short(dataset['name'])} | {dataset['rows']} × {dataset['features']} | {secs} | "
             f"{active} | {genad.get('epochs', '-')} |"
         )
-    secs = " | ".join(f"**{means[m]['seconds']:.1f}**" for m in METHODS)
+    secs = " | ".join(f"**{means[m]['seconds']:.2f}**" for m in METHODS)
     lines.append(f"| **mean over sets** | | {secs} | | |")
     return [*lines, ""]
 
@@ -381,7 +395,9 @@ def time_table(table: dict, results: list[dict], means: dict) -> list[str]:
 def verdict_lines(table: dict, results: list[dict], means: dict) -> list[str]:
     """Wins count, the target's PASS / FAIL and the errors."""
     pairs = [table[d["name"]] for d in results]
-    both = [r for r in pairs if r["genad"]["auroc"] is not None and r["iforest"]["auroc"]]
+    both = [
+        r for r in pairs if r["genad"]["auroc"] is not None and r["iforest"]["auroc"] is not None
+    ]
     wins = sum(r["genad"]["auroc"] >= r["iforest"]["auroc"] for r in both)
     genad, forest = means["genad"]["auroc"], means["iforest"]["auroc"]
     verdict = "PASS" if genad >= forest else "FAIL"
@@ -396,7 +412,7 @@ def verdict_lines(table: dict, results: list[dict], means: dict) -> list[str]:
         "",
     ]
     errors = [
-        f"- {short(d['name'])} / {LABELS[m]}: {e}"
+        f"- {short(d['name'])} / {LABELS[m]}: `{e}`"
         for d in results
         for m in METHODS
         for e in table[d["name"]][m]["errors"]
@@ -405,10 +421,10 @@ def verdict_lines(table: dict, results: list[dict], means: dict) -> list[str]:
 
 
 TUNING = (
-    "What was tuned: nothing was tuned on these sets for this benchmark; every method runs at "
-    "its defaults (only the seed and PyOD's progress bar set). VAEDetector's defaults were set "
-    "by the lead a priori; the lead looked at the breastw and satimage-2 results while "
-    "developing."
+    "What was tuned: nothing was tuned on these sets by the author of this benchmark; every "
+    "method runs at its defaults (only the seed, and PyOD's progress bar off, are set). "
+    "VAEDetector's defaults were set by the lead a priori; the lead looked at the breastw and "
+    "satimage-2 results while developing."
 )
 
 
@@ -431,6 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmark, print the markdown and write it to --out."""
     os.environ.setdefault("GENAD_DATA_DIR", DEFAULT_DATA_DIR)
     args = parse_args(argv)
+    args.commit = git_commit()  # the code imported now is the code measured
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)  # inherited by the spawned workers
     torch.set_num_threads(args.threads)
