@@ -129,9 +129,15 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             value = getattr(self, name)
             if value is not None and not 0.0 < value < 0.5:
                 raise ValueError(f"{name} must be in (0, 0.5), got {value!r}")
-        for name in ("validation_fraction", "calibration_fraction"):
-            if not 0.0 <= getattr(self, name) < 0.5:
-                raise ValueError(f"{name} must be in [0, 0.5), got {getattr(self, name)!r}")
+        if not 0.0 <= self.validation_fraction < 0.5:
+            raise ValueError(
+                f"validation_fraction must be in [0, 0.5), got {self.validation_fraction!r}"
+            )
+        if not 0.0 < self.calibration_fraction < 0.5:
+            raise ValueError(
+                f"calibration_fraction must be in (0, 0.5), got {self.calibration_fraction!r}: "
+                "the threshold needs held-out rows"
+            )
 
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Shuffled disjoint index sets: training, validation (early stopping), calibration."""

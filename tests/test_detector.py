@@ -171,6 +171,8 @@ def test_invalid_parameters_name_the_parameter():
         fast_detector(score="likelihood").fit(gaussian_blob(50))
     with pytest.raises(ValueError, match="target_fpr"):
         fast_detector(target_fpr=0.9).fit(gaussian_blob(50))
+    with pytest.raises(ValueError, match="calibration_fraction"):
+        fast_detector(calibration_fraction=0.0).fit(gaussian_blob(50))
 
 
 def test_bf16_scoring_moves_scores_by_a_fraction_of_a_percent(data_env):
