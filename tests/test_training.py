@@ -207,3 +207,29 @@ def test_callbacks_start_fresh_on_every_fit():
     history = Trainer(second, config, [stopper]).fit(x, x)
     assert stopper.best_epoch >= 0
     assert stopper.best_score == max(h["val_score"] for h in history)
+
+
+def test_median_validation_is_not_hijacked_by_one_unseen_value():
+    """One validation row with a value never seen in training (as on ADBench mnist, where a
+    feature constant in training made the mean ELBO fall from epoch 0 and early stopping kept
+    the untrained model) moves the mean validation score by thousands of nats; the median moves
+    by at most one order statistic."""
+    generator = torch.Generator().manual_seed(0)
+    val = torch.randn(201, 8, generator=generator)
+    odd = val.clone()
+    odd[0, 0] = 5000.0
+    torch.manual_seed(0)
+    model = VAE(VAEConfig((8,), latent_dim=4, hidden_dims=(32,)))
+    shifts = {}
+    for statistic in ("mean", "median"):
+        trainer = Trainer(model, TrainerConfig(validation_statistic=statistic, device="cpu"))
+        scores = []
+        for data in (val, odd):
+            torch.manual_seed(1)  # the same reparameterisation noise for both
+            scores.append(trainer.evaluate(data))
+        shifts[statistic] = abs(scores[1] - scores[0])
+    torch.manual_seed(1)
+    rows = model.validation_score(val).detach().sort().values
+    neighbour_gap = float((rows[101] - rows[99]).abs())
+    assert shifts["mean"] > 1000, shifts  # 5000^2 / 2 / 201 rows, at unit std
+    assert shifts["median"] <= neighbour_gap + 1e-4, (shifts, neighbour_gap)
