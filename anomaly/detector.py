@@ -6,6 +6,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,14 @@ from anomaly.preprocessing import ImageScaler, Standardizer, preprocessor_from_d
 from anomaly.thresholds import conformal_offset
 from anomaly.validation import check_input
 from generative.registry import atomic_directory, read_model_files, write_model_files
-from generative.training import EarlyStopping, ProgressBar, Trainer, TrainerConfig, resolve_device
+from generative.training import (
+    Callback,
+    EarlyStopping,
+    ProgressBar,
+    Trainer,
+    TrainerConfig,
+    resolve_device,
+)
 from generative.vae import METHODS, VAE, VAEConfig, estimate_log_px
 from generative.vae.estimators import PRECISIONS
 
@@ -98,8 +106,11 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self.verbose = verbose
 
     # --- fitting ---------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None) -> VAEDetector:
-        """Train on X (normal data) and set the threshold on a held-out calibration split."""
+    def fit(self, X: Any, y: Any = None, *, callbacks: Sequence[Callback] = ()) -> VAEDetector:
+        """Train on X (normal data) and set the threshold on a held-out calibration split.
+
+        `callbacks` are extra `generative.training.Callback`s (e.g. a per-epoch metrics logger).
+        """
         self._check_params()
         X = check_input(X)
         train_idx, val_idx, cal_idx = self._split(len(X))
@@ -107,7 +118,8 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         data = self._to_tensor(self.preprocessor_.transform(X))
         torch.manual_seed(self.random_state)  # the weight initialisation, for repeatable fits
         self.model_ = VAE(self._vae_config(tuple(data.shape[1:])))
-        trainer = Trainer(self.model_, self._trainer_config(), self._callbacks(len(val_idx)))
+        callbacks = [*self._callbacks(len(val_idx)), *callbacks]
+        trainer = Trainer(self.model_, self._trainer_config(), callbacks)
         self.history_ = trainer.fit(data[train_idx], data[val_idx] if len(val_idx) else None)
         self.input_shape_ = tuple(X.shape[1:])
         self.n_features_in_ = math.prod(self.input_shape_)

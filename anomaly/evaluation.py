@@ -47,3 +47,69 @@ def ranking_metrics(y_true: np.ndarray, anomaly_score: np.ndarray) -> dict[str, 
         "auroc": float(roc_auc_score(y_true, anomaly_score)),
         "auprc": float(average_precision_score(y_true, anomaly_score)),
     }
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    """A data set's rows with binary labels (1 = anomaly / novelty; None when unlabelled)."""
+
+    X: np.ndarray
+    y: np.ndarray | None
+    name: str
+    feature_names: list[str] | None
+    digest: str
+
+    def holdout(self, fraction: float, seed: int) -> NoveltySplit:
+        """Training rows (normal only) and a labelled held-out part of `fraction` of the rows.
+
+        Unlabelled data count as all normal. The same (data, fraction, seed) always gives the
+        same split, so the training flow and the evaluation gate agree on which rows are which.
+        """
+        labels = np.zeros(len(self.X), dtype=int) if self.y is None else self.y
+        return novelty_split(self.X, labels, test_fraction=fraction, seed=seed)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data: a catalog name or a file, its split, its label column, and which classes
+    count as novelties (for multi-class sets such as Fashion-MNIST)."""
+
+    dataset: str
+    split: str | None = None
+    label_column: str | None = None
+    novelty_classes: tuple[int, ...] = ()
+
+    def load(self) -> LabelledData:
+        """Load the rows and turn the labels into 0 (normal) / 1 (novelty)."""
+        from anomaly.data import load_dataset
+
+        data = load_dataset(self.dataset, split=self.split, label_column=self.label_column)
+        return LabelledData(
+            data.X, self.binary_labels(data.y), data.name, data.feature_names, digest(data.X)
+        )
+
+    def binary_labels(self, y: np.ndarray | None) -> np.ndarray | None:
+        """1 for novelty rows, 0 for normal ones; None when the data set has no labels."""
+        if y is None:
+            if self.novelty_classes:
+                raise ValueError(f"{self.dataset}: novelty_classes given but it has no labels")
+            return None
+        if self.novelty_classes:
+            return np.isin(y, self.novelty_classes).astype(int)
+        values = set(np.unique(y).tolist())
+        if not values <= {0, 1}:
+            raise ValueError(
+                f"{self.dataset}: labels take values {sorted(values)[:10]}; name the novelty "
+                "classes (e.g. novelty_classes=(0,)) or use 0 = normal / 1 = anomaly labels"
+            )
+        return np.asarray(y).astype(int)
+
+
+def digest(X: np.ndarray) -> str:
+    """SHA-256 of an array's shape, dtype and bytes (hex, first 16 characters)."""
+    import hashlib
+
+    array = np.ascontiguousarray(X)
+    hasher = hashlib.sha256(f"{array.shape}|{array.dtype.str}|".encode())
+    hasher.update(memoryview(array).cast("B"))
+    return hasher.hexdigest()[:16]

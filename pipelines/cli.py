@@ -1,91 +1,191 @@
-"""The `genad` command line."""
+"""The `genad` command line: demo, train vae, promote, score, schedule score, models list.
+
+Every command runs the same Prefect flows and MLflow store as the Python API. Bad input
+(a missing file, wrong columns, an unknown model or alias) prints one clear line on stderr and
+exits with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import time
+from pathlib import Path
+from typing import Any
 
-import numpy as np
+from anomaly.data import DatasetFormatError, DatasetNotFoundError, UnknownDatasetError
+from anomaly.scoring import InputColumnsError
 
-from anomaly import VAEDetector
-from anomaly.data import load_dataset
-from anomaly.evaluation import novelty_split, ranking_metrics
-from anomaly.plots import plot_score_histogram
+USER_ERRORS = (
+    FileNotFoundError,
+    DatasetFormatError,
+    DatasetNotFoundError,
+    UnknownDatasetError,
+    InputColumnsError,
+    LookupError,
+    ValueError,
+)
+DEMO_CONFIG = {
+    "epochs": 12,
+    "backbone": "mlp",
+    "hidden_dims": [512, 256],
+    "latent_dim": 16,
+    "batch_size": 256,
+    "score": "iwae",
+    "n_samples": 16,
+    "target_fpr": 0.05,
+    "patience": 3,
+    "verbose": True,
+}
 
 
-def demo(args: argparse.Namespace) -> int:
-    """Train a VAE detector on the normal rows of a real data set; print AUROC and top anomalies."""
-    dataset = load_dataset(args.dataset)
-    if dataset.y is None:
-        raise SystemExit(f"{args.dataset} has no labels; the demo needs a labelled data set")
-    split = novelty_split(dataset.X, dataset.y, seed=args.seed)
-    print(
-        f"{dataset.name}: {len(dataset.X)} rows, {dataset.X.shape[1:]} features, "
-        f"{int(dataset.y.sum())} anomalies; training on {len(split.X_train)} normal rows"
+def detector_config(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
+    """VAEDetector parameters: defaults, then --config JSON, then the explicit flags."""
+    config = dict(defaults)
+    if args.config:
+        text = Path(args.config).read_text() if args.config.endswith(".json") else args.config
+        try:
+            config.update(json.loads(text))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--config is not valid JSON ({error})") from error
+    for key in ("epochs", "score", "n_samples", "target_fpr"):
+        value = getattr(args, key, None)
+        if value is not None:
+            config[key] = value
+    if isinstance(config.get("hidden_dims"), list):
+        config["hidden_dims"] = tuple(config["hidden_dims"])
+    return config
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train on Fashion-MNIST without one class, register, promote, batch-score the test set."""
+    from pipelines.demo import print_report, run_demo
+
+    novelty = None if args.novelty_class < 0 else args.novelty_class
+    config = detector_config(args, DEMO_CONFIG)
+    result = run_demo(
+        dataset=args.dataset,
+        novelty_class=novelty,
+        config=config,
+        workdir=Path(args.workdir),
+        model_name=args.model_name,
+        seed=args.seed,
     )
-    detector = VAEDetector(
-        score=args.score,
-        n_samples=args.n_samples,
-        epochs=args.epochs,
-        target_fpr=args.fpr,
-        random_state=args.seed,
-        verbose=True,
-    )
-    started = time.perf_counter()
-    detector.fit(split.X_train)
-    fitted = time.perf_counter()
-    scores = detector.score_samples(split.X_test)
-    scored = time.perf_counter()
-    metrics = ranking_metrics(split.y_test, -scores)
-    flagged = scores < detector.offset_  # what predict() flags, without scoring twice
-    normal = split.y_test == 0
-    print(
-        f"fit {fitted - started:.1f}s ({len(detector.history_)} epochs, "
-        f"{detector.active_units_}/{detector.model_.config.latent_dim} active latent units); "
-        f"scored {len(scores)} rows by {args.score} K={args.n_samples} in {scored - fitted:.2f}s"
-    )
-    print(f"AUROC {metrics['auroc']:.4f}  AUPRC {metrics['auprc']:.4f}")
-    print(
-        f"threshold at target FPR {args.fpr}: flagged {flagged[normal].mean():.3f} of normal and "
-        f"{flagged[~normal].mean():.3f} of anomalous test rows"
-    )
-    print_top(split.test_index, scores, split.y_test, args.top)
-    title = f"{dataset.name}: {args.score} K={args.n_samples}, AUROC {metrics['auroc']:.3f}"
-    picture = plot_score_histogram(scores, split.y_test, detector.offset_, args.plot, title=title)
-    print(f"\nscore histogram: {picture}")
+    print_report(result, args.dataset, novelty)
     return 0
 
 
-def print_top(row_index: np.ndarray, scores: np.ndarray, labels: np.ndarray, top: int) -> None:
-    """The `top` lowest-likelihood rows with their data set row number and label."""
-    print(f"\nmost anomalous {top} test rows (lowest log p(x)):")
-    print(f"{'row':>8} {'log p(x)':>12} {'label':>8}")
-    for i in np.argsort(scores)[:top]:
-        label = "anomaly" if labels[i] else "normal"
-        print(f"{row_index[i]:>8} {scores[i]:>12.2f} {label:>8}")
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a VAE detector, log it to MLflow and register it as `challenger`."""
+    from pipelines.train import train_vae_flow
+
+    result = train_vae_flow(
+        args.dataset,
+        detector_config(args, {"verbose": True}),
+        model_name=args.model_name,
+        split=args.split,
+        label_column=args.label_column,
+        novelty_classes=args.novelty_class,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+    )
+    print(json.dumps(result, indent=2, default=str))
+    return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genad", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help=demo.__doc__)
-    demo_parser.add_argument("--dataset", default="adbench/satimage-2")
-    demo_parser.add_argument("--score", default="iwae", choices=["elbo", "iwae", "prior_mc"])
-    demo_parser.add_argument("--n-samples", type=int, default=100)
-    demo_parser.add_argument("--epochs", type=int, default=100)
-    demo_parser.add_argument("--fpr", type=float, default=0.05)
-    demo_parser.add_argument("--seed", type=int, default=0)
-    demo_parser.add_argument("--top", type=int, default=10)
-    demo_parser.add_argument("--plot", default=".state/demo_scores.png", help="PNG to write")
-    demo_parser.set_defaults(handler=demo)
-    return parser
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Compare challenger and champion on labelled data; move champion if the gate passes."""
+    from pipelines.promote import evaluate_and_promote_flow
+
+    result = evaluate_and_promote_flow(
+        args.model_name,
+        args.validation,
+        split=args.split,
+        label_column=args.label_column,
+        novelty_classes=args.novelty_class,
+        holdout_fraction=None if args.all_rows else args.holdout_fraction,
+        seed=args.seed,
+        metric=args.metric,
+        margin=args.margin,
+    )
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def score_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """The batch_score_flow parameters shared by `score` and `schedule score`."""
+    return {
+        "model_uri": args.model_uri,
+        "input": str(Path(args.input).expanduser().resolve()),
+        "output": str(Path(args.output).expanduser().resolve()),
+        "rows_per_partition": args.rows_per_partition,
+        "chunk_rows": args.chunk_rows,
+    }
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Batch-score a file with a registered model (optionally on Dask workers)."""
+    from pipelines.score import batch_score_flow, dask_batch_score
+
+    if not Path(args.input).expanduser().exists():
+        raise FileNotFoundError(f"input not found: {args.input}")
+    parameters = score_parameters(args)
+    if args.workers or args.dask_address:
+        workers = args.workers or 2
+        summary = dask_batch_score(address=args.dask_address, n_workers=workers, **parameters)
+    else:
+        summary = batch_score_flow(**parameters)
+    print(
+        f"scored {summary['rows']} rows with {summary['model_name']} "
+        f"v{summary['model_version']}: {summary['anomalies']} flagged "
+        f"({summary['anomaly_rate']:.2%}); output {summary['output']}"
+    )
+    return 0
+
+
+def cmd_schedule_score(args: argparse.Namespace) -> int:
+    """Serve batch scoring as a Prefect deployment on a cron schedule (needs a Prefect server)."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from pipelines.schedule import serve_scoring
+
+    try:
+        CronSchedule(cron=args.cron, timezone=args.timezone)
+    except ValueError as error:
+        raise ValueError(f"--cron {args.cron!r} is not a valid cron expression") from error
+    serve_scoring(args.name, args.cron, score_parameters(args), timezone=args.timezone)
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    """Registered models: versions, aliases and the champion's validation metrics."""
+    from pipelines import tracking
+
+    rows = tracking.list_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no registered models in {tracking.tracking_uri()}")
+    for row in rows:
+        aliases = ", ".join(f"{a}=v{v}" for a, v in row["aliases"].items()) or "no aliases"
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.get("champion_metrics", {}).items())
+        print(f"{row['name']}: {row['versions']} versions (latest v{row['latest']}); {aliases}")
+        if metrics:
+            print(f"    champion: {metrics}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `genad` console script."""
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
+    from pipelines.cli_parser import build_parser
+
+    args = build_parser(sys.modules[__name__]).parse_args(argv)
+    try:
+        return args.handler(args)
+    except USER_ERRORS as error:
+        print(f"genad {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

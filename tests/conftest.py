@@ -35,3 +35,77 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --- platform fixtures: one real Prefect test server and one sqlite MLflow store per session ---
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A real (temporary) Prefect server for the flows of this test session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """MLFLOW_TRACKING_URI pointed at a fresh sqlite store (artifacts beside it)."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+def make_tabular(n: int = 800, d: int = 4, anomalies: int = 80, seed: int = 0):
+    """Gaussian normal rows and shifted anomalies, with named columns and a label column."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = np.zeros(n, dtype=int)
+    X[n - anomalies :] += 3.0
+    y[n - anomalies :] = 1
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(d)])
+    frame["label"] = y
+    return frame
+
+
+@pytest.fixture(scope="session")
+def tabular_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A labelled tabular CSV: 720 normal rows, 80 anomalies (label 1)."""
+    path = tmp_path_factory.mktemp("data") / "tabular.csv"
+    make_tabular().to_csv(path, index=False, float_format="%.17g")
+    return path
+
+
+TINY_CONFIG = {
+    "epochs": 4,
+    "hidden_dims": [16],
+    "latent_dim": 2,
+    "n_samples": 8,
+    "batch_size": 64,
+    "target_fpr": 0.1,
+}
+
+
+@pytest.fixture(scope="session")
+def champion(prefect_harness, mlflow_store: str, tabular_csv: Path) -> dict:
+    """A tiny tabular model trained by the flow, registered and promoted to champion."""
+    from pipelines.promote import evaluate_and_promote_flow
+    from pipelines.train import train_vae_flow
+
+    trained = train_vae_flow(
+        str(tabular_csv), TINY_CONFIG, model_name="tabular-test", label_column="label"
+    )
+    gate = evaluate_and_promote_flow("tabular-test", str(tabular_csv), label_column="label")
+    assert gate["promoted"], gate
+    return {**trained, "uri": "models:/tabular-test@champion", "csv": tabular_csv}

@@ -1,0 +1,141 @@
+"""A fitted detector packaged for serving: its input columns, its name and version, and the
+per-row output every consumer sees (`log_px`, `score`, `is_anomaly`).
+
+The package is a folder: the detector's own files (state_dict + JSON, see `VAEDetector.save`)
+plus `model_info.json` with the feature columns and where the training data came from. The
+MLflow pyfunc model, the batch scoring job and the CLI all load it with `load_bundle`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from anomaly.detector import VAEDetector
+
+MODEL_INFO_FILE = "model_info.json"
+OUTPUT_COLUMNS = ("log_px", "score", "is_anomaly")
+UNREGISTERED = "unregistered"
+
+
+class InputColumnsError(ValueError):
+    """A frame to score lacks columns the model needs, or has non-numeric ones."""
+
+
+def default_feature_names(input_shape: tuple[int, ...]) -> list[str]:
+    """Column names for flattened rows: x0..x{d-1} for tables, pixel0.. for images."""
+    prefix = "pixel" if len(input_shape) == 3 else "x"
+    return [f"{prefix}{i}" for i in range(math.prod(input_shape))]
+
+
+@dataclass
+class ScoringModel:
+    """A fitted VAEDetector with the column names it expects and its registry identity.
+
+    `score_array` / `score_frame` return one row per input with
+    `log_px` (estimated log p(x), nats; higher = more normal),
+    `score` (threshold - log_px: how far below the threshold, > 0 exactly when flagged) and
+    `is_anomaly` (bool).
+    """
+
+    detector: VAEDetector
+    feature_names: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+    name: str = UNREGISTERED
+    version: str = UNREGISTERED
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input row: (d,) for tables, (c, h, w) for images."""
+        return tuple(self.detector.input_shape_)
+
+    def score_array(self, X: np.ndarray) -> pd.DataFrame:
+        """Score rows of X: (n, d) for tables; (n, c, h, w), (n, h, w) or flattened (n, c*h*w)
+        for image models."""
+        X = np.asarray(X)
+        if len(self.input_shape) == 3 and X.ndim == 2:
+            X = X.reshape(len(X), *self.input_shape)
+        if len(X) == 0:
+            return empty_output()
+        log_px = self.detector.score_samples(X)
+        score = self.detector.offset_ - log_px
+        return pd.DataFrame({"log_px": log_px, "score": score, "is_anomaly": score > 0})
+
+    def score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Score a DataFrame holding (at least) the model's feature columns, in any order."""
+        return self.score_array(select_features(frame, self.feature_names))
+
+
+def select_features(frame: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
+    """The model's feature columns of `frame` as float64, with errors that name the problem."""
+    if not isinstance(frame, pd.DataFrame):
+        raise InputColumnsError(f"expected a pandas DataFrame, got {type(frame).__name__}")
+    columns = [str(c) for c in frame.columns]
+    missing = [name for name in feature_names if name not in columns]
+    if missing:
+        shown = ", ".join(missing[:10]) + (
+            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        )
+        raise InputColumnsError(
+            f"input is missing {len(missing)} of the model's {len(feature_names)} feature "
+            f"columns: {shown}"
+        )
+    selected = frame.set_axis(columns, axis=1)[feature_names]
+    bad = [name for name in feature_names if not pd.api.types.is_numeric_dtype(selected[name])]
+    if bad:
+        first = bad[0]
+        values = pd.to_numeric(selected[first], errors="coerce")
+        row = int(np.flatnonzero(values.isna() & selected[first].notna())[0])
+        raise InputColumnsError(
+            f"non-numeric values in column(s) {bad[:10]}: e.g. row {row} of column {first!r} "
+            f"is {selected[first].iloc[row]!r}"
+        )
+    return selected.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def empty_output() -> pd.DataFrame:
+    """A zero-row output frame with the right dtypes."""
+    return pd.DataFrame(
+        {
+            "log_px": np.empty(0, np.float64),
+            "score": np.empty(0, np.float64),
+            "is_anomaly": np.empty(0, bool),
+        }
+    )
+
+
+def save_bundle(
+    detector: VAEDetector,
+    path: str | os.PathLike,
+    *,
+    feature_names: list[str] | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write the detector and `model_info.json` (feature columns, provenance) to folder `path`."""
+    folder = detector.save(path)
+    names = feature_names or default_feature_names(tuple(detector.input_shape_))
+    if len(names) != detector.n_features_in_:
+        raise ValueError(
+            f"{len(names)} feature names for a model with {detector.n_features_in_} features"
+        )
+    payload = {"feature_names": list(names), "info": info or {}}
+    (folder / MODEL_INFO_FILE).write_text(json.dumps(payload, indent=2))
+    return folder
+
+
+def load_bundle(path: str | os.PathLike, *, device: str = "cpu") -> ScoringModel:
+    """Load a folder written by `save_bundle`."""
+    folder = Path(path)
+    info_file = folder / MODEL_INFO_FILE
+    if not info_file.is_file():
+        raise FileNotFoundError(f"no genad model at {folder} (missing {MODEL_INFO_FILE})")
+    payload = json.loads(info_file.read_text())
+    detector = VAEDetector.load(folder, device=device)
+    return ScoringModel(detector, list(payload["feature_names"]), dict(payload.get("info", {})))

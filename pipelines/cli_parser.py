@@ -1,0 +1,97 @@
+"""Argument parsing for the `genad` command line (handlers live in `pipelines.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+from types import ModuleType
+
+
+def _data_arguments(parser: argparse.ArgumentParser, dataset_flag: str) -> None:
+    parser.add_argument(
+        dataset_flag, required=dataset_flag != "--dataset", default="fashion-mnist",
+        help="a catalog name (fashion-mnist, mnist, adbench/<name>) or a CSV/Parquet/npz file "
+        "or image folder",
+    )  # fmt: skip
+    parser.add_argument("--split", default=None, help="train/test/all for image sets")
+    parser.add_argument("--label-column", default=None, help="label column of a CSV/Parquet file")
+    parser.add_argument(
+        "--novelty-class", type=int, action="append", default=None,
+        help="a class treated as the novelty (repeatable); others are normal",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _detector_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="VAEDetector parameters as JSON text or a .json file")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--score", choices=["elbo", "iwae", "prior_mc"])
+    parser.add_argument("--n-samples", type=int, help="K samples per row for the score")
+    parser.add_argument("--target-fpr", type=float, help="share of normal rows to flag")
+
+
+def _score_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-uri", required=True, help="e.g. models:/NAME@champion")
+    parser.add_argument("--input", required=True, help="CSV, Parquet, npz or image folder")
+    parser.add_argument("--output", required=True, help="Parquet file to write")
+    parser.add_argument("--rows-per-partition", type=int, default=100_000)
+    parser.add_argument("--chunk-rows", type=int, default=8192)
+
+
+def build_parser(handlers: ModuleType) -> argparse.ArgumentParser:
+    """The parser; each subcommand's `handler` is the matching `cmd_*` of `handlers`."""
+    parser = argparse.ArgumentParser(prog="genad", description=handlers.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help=handlers.cmd_demo.__doc__)
+    demo.add_argument("--dataset", default="fashion-mnist")
+    demo.add_argument(
+        "--novelty-class", type=int, default=0, help="held-out class (-1: labelled anomalies)"
+    )
+    demo.add_argument("--model-name", default=None)
+    demo.add_argument("--workdir", default=".state/demo", help="where the scores are written")
+    demo.add_argument("--seed", type=int, default=0)
+    _detector_arguments(demo)
+    demo.set_defaults(handler=handlers.cmd_demo)
+
+    train = commands.add_parser("train", help="train a model").add_subparsers(
+        dest="family", required=True
+    )
+    vae = train.add_parser("vae", help=handlers.cmd_train.__doc__)
+    _data_arguments(vae, "--dataset")
+    vae.add_argument("--model-name", default=None, help="registered name (default genad-<data>)")
+    vae.add_argument("--validation-fraction", type=float, default=0.2)
+    _detector_arguments(vae)
+    vae.set_defaults(handler=handlers.cmd_train)
+
+    promote = commands.add_parser("promote", help=handlers.cmd_promote.__doc__)
+    promote.add_argument("--model-name", required=True)
+    _data_arguments(promote, "--validation")
+    promote.add_argument("--holdout-fraction", type=float, default=0.2)
+    promote.add_argument("--all-rows", action="store_true", help="use every validation row")
+    promote.add_argument("--metric", choices=["auroc", "auprc"], default="auroc")
+    promote.add_argument("--margin", type=float, default=0.0)
+    promote.set_defaults(handler=handlers.cmd_promote)
+
+    score = commands.add_parser("score", help=handlers.cmd_score.__doc__)
+    _score_arguments(score)
+    score.add_argument("--workers", type=int, default=0, help="local Dask worker processes")
+    score.add_argument("--dask-address", default=None, help="existing Dask scheduler address")
+    score.set_defaults(handler=handlers.cmd_score)
+
+    schedule = commands.add_parser("schedule", help="scheduled jobs").add_subparsers(
+        dest="job", required=True
+    )
+    scheduled = schedule.add_parser("score", help=handlers.cmd_schedule_score.__doc__)
+    _score_arguments(scheduled)
+    scheduled.add_argument("--cron", required=True, help='e.g. "0 2 * * *"')
+    scheduled.add_argument("--timezone", default="UTC")
+    scheduled.add_argument("--name", default="nightly", help="deployment name")
+    scheduled.set_defaults(handler=handlers.cmd_schedule_score)
+
+    models = commands.add_parser("models", help="the model registry").add_subparsers(
+        dest="action", required=True
+    )
+    listing = models.add_parser("list", help=handlers.cmd_models_list.__doc__)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=handlers.cmd_models_list)
+    return parser

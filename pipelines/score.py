@@ -1,0 +1,194 @@
+"""`batch_score_flow`: score a file with a registered model, partition by partition.
+
+Outputs: a Parquet file (row_id, [file,] log_px, score, is_anomaly, model_name, model_version)
+and a summary JSON beside it, both written to temp paths and renamed; an MLflow scoring run;
+a Prefect markdown artifact with the top anomalies. Partitions can run on Dask workers
+(`dask_batch_score`): every row's score is independent of its batch, so the output is the same.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from anomaly.batch import (
+    BatchPlan,
+    cached_bundle,
+    merge_parts,
+    output_schema,
+    plan_batch,
+    score_partition,
+    write_json_atomic,
+)
+from anomaly.batchio import Partition
+from pipelines import tracking
+
+SCORE_EXPERIMENT = "genad-scoring"
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NONE)
+def resolve(model_uri: str, scratch: str) -> tracking.ResolvedModel:
+    """Download the model version the URI names (retried: the tracking server may blink)."""
+    return tracking.resolve_model(model_uri, dst=scratch)
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NONE)
+def plan(model: tracking.ResolvedModel, input: str, rows_per_partition: int) -> BatchPlan:
+    """Open the input without reading it; check its columns or shape; partition it."""
+    return plan_batch(
+        input, cached_bundle(str(model.bundle_dir)), rows_per_partition=rows_per_partition
+    )
+
+
+@task(retries=1, retry_delay_seconds=1, cache_policy=NONE)
+def score_part(
+    model: tracking.ResolvedModel,
+    batch: BatchPlan,
+    partition: Partition,
+    part_path: str,
+    chunk_rows: int,
+    torch_threads: int | None,
+) -> dict[str, int]:
+    """Score one partition into its own part file (on whichever worker runs the task)."""
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    bundle = cached_bundle(str(model.bundle_dir))
+    bundle.name, bundle.version = model.name, model.version
+    return score_partition(bundle, batch, partition, part_path, chunk_rows=chunk_rows)
+
+
+@task(cache_policy=NONE)
+def merge(parts: list[str], output: str, with_files: bool, top_k: int) -> dict[str, Any]:
+    """Concatenate the parts in row order into the output file; summarise."""
+    return merge_parts(parts, output, output_schema(with_files), top_k=top_k)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NONE)
+def log_scoring_run(summary: dict[str, Any], summary_path: str) -> str:
+    """An MLflow run with the rows, anomaly rate, score quantiles and the model version used."""
+    experiment_id = tracking.ensure_experiment(SCORE_EXPERIMENT)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="batch-score") as run:
+        mlflow.set_tags({"genad.flow": "batch-score", "genad.model_uri": summary["model_uri"]})
+        mlflow.log_params(
+            {k: summary[k] for k in ("model_name", "model_version", "input", "output", "rule")}
+        )
+        mlflow.log_metrics({"rows": summary["rows"], "anomaly_rate": summary["anomaly_rate"]})
+        mlflow.log_metrics({f"score_{k}": v for k, v in summary["score_quantiles"].items()})
+        mlflow.log_artifact(summary_path)
+    return run.info.run_id
+
+
+def top_anomalies_markdown(summary: dict[str, Any]) -> str:
+    """A markdown table of the most anomalous rows, for the Prefect UI."""
+    rows = summary["top_anomalies"]
+    lines = [
+        f"# Batch scoring: {summary['rows']} rows, {summary['anomalies']} flagged "
+        f"({summary['anomaly_rate']:.2%})",
+        f"Model `{summary['model_name']}` version {summary['model_version']}; "
+        f"output `{summary['output']}`.",
+        "",
+        "| rank | row_id | file | log_px | score |",
+        "|---:|---:|---|---:|---:|",
+    ]
+    for rank, row in enumerate(rows, 1):
+        name = row.get("file", "")
+        lines.append(
+            f"| {rank} | {row['row_id']} | {name} | {row['log_px']:.2f} | {row['score']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+@flow(name="batch-score", log_prints=True)
+def batch_score_flow(
+    model_uri: str,
+    input: str,
+    output: str,
+    *,
+    summary: str | None = None,
+    rows_per_partition: int = 100_000,
+    chunk_rows: int = 8192,
+    parallel: bool = False,
+    torch_threads: int | None = None,
+    top_k: int = 20,
+) -> dict[str, Any]:
+    """Score `input` (CSV, Parquet, npz or an image folder) with `model_uri`
+    (e.g. models:/genad-fashion-mnist@champion) into Parquet at `output`.
+
+    Reads in chunks of `chunk_rows` (memory does not grow with the file), scores partitions of
+    `rows_per_partition` rows (submitted concurrently when `parallel`, e.g. to Dask workers),
+    then writes the output and `summary` (default: `<output>.summary.json`) atomically: a
+    failed run leaves neither, and re-running on the same input gives the same output.
+    """
+    logger = get_run_logger()
+    target = Path(output).expanduser().resolve()
+    summary_path = Path(summary) if summary else target.with_name(target.name + ".summary.json")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        model = resolve(model_uri, os.path.join(scratch, "model"))
+        batch = plan(model, str(Path(input).expanduser()), rows_per_partition)
+        logger.info(
+            "scoring %d rows of %s in %d partitions with %s version %s",
+            batch.source.n_rows,
+            input,
+            len(batch.partitions),
+            model.name,
+            model.version,
+        )
+        parts = [os.path.join(scratch, f"part-{p.index:06d}.parquet") for p in batch.partitions]
+        arguments = [
+            (model, batch, p, path, chunk_rows, torch_threads)
+            for p, path in zip(batch.partitions, parts, strict=True)
+        ]
+        if parallel:
+            futures = [score_part.submit(*args) for args in arguments]
+            counts = [future.result() for future in futures]
+        else:
+            counts = [score_part(*args) for args in arguments]
+        logger.info("scored %d rows", sum(c["rows"] for c in counts))
+        result = merge(parts, str(target), batch.source.format == "images", top_k)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result.update(
+        model_uri=model_uri,
+        model_name=model.name,
+        model_version=model.version,
+        input=str(input),
+        output=str(target),
+        rule="threshold",
+        threshold=cached_bundle(str(model.bundle_dir)).detector.offset_,
+        partitions=len(batch.partitions),
+    )
+    write_json_atomic(result, summary_path)
+    result["mlflow_run_id"] = log_scoring_run(result, str(summary_path))
+    create_markdown_artifact(
+        markdown=top_anomalies_markdown(result),
+        key="top-anomalies",
+        description=f"most anomalous rows scored by {model.name} v{model.version}",
+    )
+    return result
+
+
+def dask_batch_score(
+    *, address: str | None = None, n_workers: int = 2, **parameters: Any
+) -> dict[str, Any]:
+    """Run `batch_score_flow` with partitions on Dask: an existing scheduler at `address`, or
+    a local cluster of `n_workers` single-threaded worker processes."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        runner = DaskTaskRunner(address=address)
+    else:
+        cluster = {"n_workers": n_workers, "threads_per_worker": 1, "processes": True}
+        runner = DaskTaskRunner(cluster_kwargs={**cluster, "dashboard_address": None})
+    parameters.setdefault("torch_threads", 1)
+    return batch_score_flow.with_options(task_runner=runner)(parallel=True, **parameters)

@@ -1,0 +1,272 @@
+"""All of genad's MLflow glue: where the store is, logging models, the registry and its aliases.
+
+Default store: sqlite at `<repo>/mlflow/mlflow.db` with artifacts under `<repo>/mlflow/artifacts`.
+`MLFLOW_TRACKING_URI` overrides it (e.g. a shared `mlflow server`); for any sqlite URI the
+artifacts go to an `artifacts/` folder beside the database file.
+
+Registry rules: every training run registers a version and points `challenger` at it;
+`champion` moves only through the evaluation gate. Each alias move is recorded as tags on the
+versions involved (who, what, why, the metric compared): see `move_alias`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
+
+from anomaly.pyfunc import DETECTOR_ARTIFACT
+from anomaly.scoring import ScoringModel, load_bundle
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STORE = PROJECT_ROOT / "mlflow"
+CHAMPION, CHALLENGER = "champion", "challenger"
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+CODE_PACKAGES = ("anomaly", "generative")
+PYFUNC_REQUIREMENTS = [
+    "torch",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "scipy",
+    "pillow",
+    "tqdm",
+]
+
+
+class ModelNotFoundError(LookupError):
+    """A registered model, version or alias does not exist."""
+
+
+def tracking_uri() -> str:
+    """The tracking URI in effect: MLFLOW_TRACKING_URI, else the embedded sqlite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE / 'mlflow.db'}"
+
+
+def configure() -> str:
+    """Point mlflow at `tracking_uri()` (creating the embedded store's folder); return it."""
+    uri = tracking_uri()
+    database = sqlite_path(uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI, else None."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+def ensure_experiment(name: str) -> str:
+    """Create experiment `name` if needed (artifacts beside a sqlite store); return its id."""
+    configure()
+    existing = mlflow.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    database = sqlite_path(tracking_uri())
+    location = (database.parent / "artifacts" / name).as_uri() if database else None
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created concurrently
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def ui_command() -> str:
+    """The shell command that opens the MLflow UI on the store in use."""
+    uri = tracking_uri()
+    if sqlite_path(uri) is None:
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+# --- logging models ---------------------------------------------------------------------------
+def log_pyfunc_model(
+    bundle_dir: Path, model_name: str, example: pd.DataFrame, *, name: str = "model"
+) -> mlflow.models.model.ModelInfo:
+    """Log the bundle as a pyfunc model (models from code, genad's code shipped inside) in the
+    active run, with a signature and an input example."""
+    bundle = load_bundle(bundle_dir)
+    signature = model_signature(bundle, example)
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(PROJECT_ROOT / "anomaly" / "pyfunc_entry.py"),
+        artifacts={DETECTOR_ARTIFACT: str(bundle_dir)},
+        code_paths=[str(PROJECT_ROOT / package) for package in CODE_PACKAGES],
+        model_config={"model_name": model_name},
+        signature=signature,
+        input_example=example,
+        pip_requirements=PYFUNC_REQUIREMENTS,
+    )
+
+
+def model_signature(bundle: ScoringModel, example: pd.DataFrame) -> ModelSignature:
+    """Input: the feature columns as doubles; output: the columns `predict` returns."""
+    output = bundle.score_frame(example)
+    output["model_name"] = bundle.name
+    output["model_version"] = str(bundle.version)
+    return infer_signature(example.astype("float64"), output)
+
+
+def example_frame(bundle: ScoringModel, rows: np.ndarray) -> pd.DataFrame:
+    """A small input example: `rows` flattened into the model's feature columns."""
+    flat = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+    return pd.DataFrame(flat, columns=bundle.feature_names)
+
+
+# --- the registry ------------------------------------------------------------------------------
+def register(model_uri: str, model_name: str, *, run_id: str, reason: str) -> ModelVersion:
+    """Register a new version of `model_name` and point `challenger` at it."""
+    configure()
+    version = mlflow.register_model(model_uri, model_name, tags={"genad.run_id": run_id})
+    move_alias(model_name, CHALLENGER, version.version, reason=reason, action="register")
+    return MlflowClient().get_model_version(model_name, version.version)
+
+
+def move_alias(
+    model_name: str,
+    alias: str,
+    version: str | int,
+    *,
+    reason: str,
+    action: str,
+    metric: dict[str, Any] | None = None,
+) -> None:
+    """Point `alias` at `version`, recording the move on the versions involved.
+
+    The new holder gets a tag `genad.alias.<alias>.<time ns>` holding JSON with who made the
+    move (user@host), what made it (`action`), why (`reason`), the metric compared, and the
+    version that held the alias before; the old holder gets a matching "removed" record.
+    Tag keys are unique per move, so concurrent moves never overwrite each other's records.
+    """
+    client = MlflowClient()
+    previous = alias_version(model_name, alias)
+    client.set_registered_model_alias(model_name, alias, str(version))
+    stamp = time.time_ns()
+    record = {
+        "alias": alias,
+        "event": "set",
+        "by": f"{getpass.getuser()}@{socket.gethostname()}",
+        "what": action,
+        "why": reason,
+        "metric": metric or {},
+        "previous_version": previous,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp / 1e9)),
+    }
+    client.set_model_version_tag(
+        model_name, str(version), f"genad.alias.{alias}.{stamp}", json.dumps(record)
+    )
+    if previous is not None and previous != str(version):
+        removed = {**record, "event": "removed", "replaced_by": str(version)}
+        client.set_model_version_tag(
+            model_name, previous, f"genad.alias.{alias}.{stamp}", json.dumps(removed)
+        )
+
+
+def alias_history(model_name: str, version: str | int) -> list[dict[str, Any]]:
+    """The alias records on one version, oldest first."""
+    tags = MlflowClient().get_model_version(model_name, str(version)).tags
+    events = [(k, v) for k, v in tags.items() if k.startswith("genad.alias.")]
+    return [json.loads(v) for _, v in sorted(events, key=lambda kv: int(kv[0].rsplit(".", 1)[1]))]
+
+
+def alias_version(model_name: str, alias: str) -> str | None:
+    """The version `alias` points at, or None."""
+    try:
+        return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A registered model version, downloaded and loaded."""
+
+    name: str
+    version: str
+    run_id: str | None
+    local_dir: Path
+    bundle_dir: Path
+
+
+def resolve_model(model_uri: str, *, dst: str | os.PathLike | None = None) -> ResolvedModel:
+    """Download `models:/<name>@<alias>` or `models:/<name>/<version>` and locate its bundle."""
+    configure()
+    match = MODEL_URI.match(model_uri)
+    if match is None:
+        raise ValueError(
+            f"model URI {model_uri!r} is not of the form models:/<name>@<alias> or "
+            "models:/<name>/<version>"
+        )
+    name = match["name"]
+    version = _lookup_version(name, match["alias"], match["version"])
+    target = Path(dst or tempfile.mkdtemp(prefix="genad-model-"))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version.version}", dst_path=str(target)
+        )
+    )
+    bundle_dir = local / "artifacts" / DETECTOR_ARTIFACT
+    if not bundle_dir.is_dir():
+        raise ModelNotFoundError(f"{model_uri} is not a genad model (no '{DETECTOR_ARTIFACT}')")
+    return ResolvedModel(name, str(version.version), version.run_id, local, bundle_dir)
+
+
+def _lookup_version(name: str, alias: str | None, number: str | None) -> ModelVersion:
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException as error:
+        known = sorted(m.name for m in client.search_registered_models())
+        raise ModelNotFoundError(
+            f"no registered model {name!r} in {tracking_uri()}; known: {known or 'none'}"
+        ) from error
+    try:
+        if alias is not None:
+            return client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name, number)
+    except MlflowException as error:
+        aliases = client.get_registered_model(name).aliases
+        what = f"alias {alias!r}" if alias else f"version {number}"
+        raise ModelNotFoundError(
+            f"model {name!r} has no {what}; its aliases: {aliases or 'none'}"
+        ) from error
+
+
+def list_models() -> list[dict[str, Any]]:
+    """One row per registered model: versions, aliases and the champion's key metrics."""
+    configure()
+    client = MlflowClient()
+    rows = []
+    for model in client.search_registered_models(max_results=1000):
+        versions = client.search_model_versions(f"name='{model.name}'")
+        row: dict[str, Any] = {
+            "name": model.name,
+            "versions": len(versions),
+            "latest": max((int(v.version) for v in versions), default=None),
+            "aliases": {a: str(v) for a, v in sorted(model.aliases.items())},
+        }
+        champion = model.aliases.get(CHAMPION)
+        if champion is not None:
+            run_id = client.get_model_version(model.name, champion).run_id
+            metrics = client.get_run(run_id).data.metrics if run_id else {}
+            row["champion_metrics"] = {k: v for k, v in metrics.items() if k.startswith("val_")}
+        rows.append(row)
+    return rows

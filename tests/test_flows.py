@@ -1,0 +1,213 @@
+"""The Prefect flows on a real (temporary) Prefect server and a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY_CONFIG, make_tabular
+from mlflow import MlflowClient
+
+from anomaly.data import DatasetFormatError
+from anomaly.scoring import load_bundle
+from pipelines import tracking
+from pipelines.promote import evaluate_and_promote_flow
+from pipelines.score import batch_score_flow, dask_batch_score, merge, plan, score_part
+from pipelines.train import train_vae_flow
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def in_process_scores(champion: dict, frame: pd.DataFrame) -> pd.DataFrame:
+    resolved = tracking.resolve_model(champion["uri"])
+    return load_bundle(resolved.bundle_dir).score_frame(frame)
+
+
+# --- training and the registry -----------------------------------------------------------------
+def test_training_run_logs_config_metrics_dataset_plots_and_model(champion):
+    client = MlflowClient()
+    run = client.get_run(champion["run_id"])
+    epochs = int(run.data.metrics["epochs_run"])
+    assert epochs == TINY_CONFIG["epochs"]
+    assert len(client.get_metric_history(run.info.run_id, "epoch_loss")) == epochs
+    assert len(client.get_metric_history(run.info.run_id, "epoch_val_score")) == epochs
+    assert run.data.params["detector.epochs"] == str(TINY_CONFIG["epochs"])
+    assert len(run.data.params["data.digest"]) == 16
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == run.data.params["data.digest"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    expected = {"loss_curves.png", "roc.png", "score_histogram.png"}
+    assert {f"plots/{name}" for name in expected} <= artifacts
+    config = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/config/resolved.json")
+    assert config["vae"]["latent_dim"] == TINY_CONFIG["latent_dim"]
+    assert 0.9 <= run.data.metrics["val_auroc"] <= 1.0  # 3-sigma shifted anomalies
+
+
+def test_training_registers_a_challenger_with_signature(champion):
+    version = MlflowClient().get_model_version("tabular-test", str(champion["version"]))
+    assert version.aliases and "challenger" in version.aliases
+    assert version.tags["genad.run_id"] == champion["run_id"]
+    info = mlflow.models.get_model_info(champion["uri"])
+    assert info.signature.inputs.input_names() == FEATURES
+    outputs = set(info.signature.outputs.input_names())
+    assert outputs == {"log_px", "score", "is_anomaly", "model_name", "model_version"}
+
+
+def test_gate_keeps_the_champion_unless_beaten_and_says_why(champion, tabular_csv):
+    name = "gate-test"
+    train_vae_flow(str(tabular_csv), TINY_CONFIG, model_name=name, label_column="label")
+    first = evaluate_and_promote_flow(name, str(tabular_csv), label_column="label")
+    assert first["promoted"] and first["reason"] == "no champion yet"
+    train_vae_flow(str(tabular_csv), TINY_CONFIG, model_name=name, label_column="label")
+    # Same data and config: the challenger cannot beat the champion by more than 0.
+    kept = evaluate_and_promote_flow(name, str(tabular_csv), label_column="label", margin=0.0)
+    assert not kept["promoted"] and "does not beat" in kept["reason"]
+    assert tracking.alias_version(name, "champion") == "1"
+    assert tracking.alias_version(name, "challenger") == "2"
+    gate_tags = MlflowClient().get_model_version(name, "2").tags
+    records = [json.loads(v) for k, v in gate_tags.items() if k.startswith("genad.gate.")]
+    assert records and records[0]["promoted"] is False
+    # A negative margin accepts a tie: the champion moves, and both versions record it.
+    moved = evaluate_and_promote_flow(name, str(tabular_csv), label_column="label", margin=-1.0)
+    assert moved["promoted"]
+    assert tracking.alias_version(name, "champion") == "2"
+    history = tracking.alias_history(name, "2")
+    assert history[-1]["alias"] == "champion" and history[-1]["previous_version"] == "1"
+    assert history[-1]["metric"]["challenger_value"] == pytest.approx(moved["challenger_value"])
+    assert tracking.alias_history(name, "1")[-1]["event"] == "removed"
+
+
+# --- batch scoring -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scoring_inputs(tmp_path_factory, champion) -> dict[str, Path]:
+    """The same 1000 rows as CSV (with an extra id column), Parquet and npz."""
+    folder = tmp_path_factory.mktemp("inputs")
+    frame = make_tabular(n=1000, anomalies=100, seed=1)
+    frame.insert(0, "id", np.arange(len(frame)))
+    paths = {
+        "csv": folder / "batch.csv",
+        "parquet": folder / "batch.parquet",
+        "npz": folder / "batch.npz",
+    }
+    frame.to_csv(paths["csv"], index=False, float_format="%.17g")
+    frame.to_parquet(paths["parquet"], row_group_size=300)
+    np.savez_compressed(paths["npz"], X=frame[FEATURES].to_numpy(), y=frame["label"].to_numpy())
+    return {**paths, "frame": frame}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "npz"])
+def test_batch_scores_equal_in_process_scores(champion, scoring_inputs, tmp_path, fmt):
+    output = tmp_path / "scores.parquet"
+    summary = batch_score_flow(
+        champion["uri"], str(scoring_inputs[fmt]), str(output), rows_per_partition=300
+    )
+    scored = pd.read_parquet(output)
+    expected = in_process_scores(champion, scoring_inputs["frame"])
+    assert list(scored.columns) == [
+        "row_id", "log_px", "score", "is_anomaly", "model_name", "model_version",
+    ]  # fmt: skip
+    np.testing.assert_array_equal(scored["row_id"], np.arange(1000))
+    np.testing.assert_allclose(scored["log_px"], expected["log_px"], rtol=1e-6)
+    np.testing.assert_array_equal(scored["is_anomaly"], expected["is_anomaly"])
+    assert (scored["model_version"] == str(champion["version"])).all()
+    assert summary["rows"] == 1000 and summary["partitions"] == 4
+    assert summary["anomalies"] == int(expected["is_anomaly"].sum())
+    on_disk = json.loads((tmp_path / "scores.parquet.summary.json").read_text())
+    assert on_disk["anomaly_rate"] == pytest.approx(expected["is_anomaly"].mean())
+    assert on_disk["score_quantiles"]["q0.5"] == pytest.approx(
+        np.median(expected["score"]), rel=1e-5, abs=1e-5
+    )
+    top = on_disk["top_anomalies"][0]
+    assert top["row_id"] == int(expected["score"].idxmax())
+
+
+def test_rerun_gives_identical_files_and_logs_a_scoring_run(champion, scoring_inputs, tmp_path):
+    first, second = tmp_path / "a.parquet", tmp_path / "b" / "a.parquet"
+    summary = batch_score_flow(champion["uri"], str(scoring_inputs["csv"]), str(first))
+    batch_score_flow(champion["uri"], str(scoring_inputs["csv"]), str(second))
+    assert sha256(first) == sha256(second)
+    run = MlflowClient().get_run(summary["mlflow_run_id"])
+    assert run.data.metrics["rows"] == 1000
+    assert run.data.metrics["anomaly_rate"] == pytest.approx(summary["anomaly_rate"])
+    assert run.data.params["model_version"] == str(champion["version"])
+    assert "score_q0.5" in run.data.metrics
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.parquet",
+        "a.parquet.summary.json",
+        "b",
+    ]
+
+
+def test_markdown_artifact_lists_the_top_anomalies(champion, scoring_inputs, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    batch_score_flow(champion["uri"], str(scoring_inputs["npz"]), str(tmp_path / "o.parquet"))
+    with get_client(sync_client=True) as client:
+        key = ArtifactFilterKey(any_=["top-anomalies"])
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=key))
+    assert artifacts
+    latest = max(artifacts, key=lambda a: a.created)
+    assert "| rank | row_id |" in latest.data and "tabular-test" in latest.data
+
+
+def test_a_failing_run_leaves_no_output(champion, scoring_inputs, tmp_path):
+    frame = scoring_inputs["frame"].astype({"f2": object})
+    frame.loc[700, "f2"] = "oops"
+    bad = tmp_path / "bad.csv"
+    frame.to_csv(bad, index=False)
+    output = tmp_path / "out" / "scores.parquet"
+    output.parent.mkdir()
+    output.write_bytes(b"previous run")
+    with pytest.raises(DatasetFormatError, match="f2"):
+        batch_score_flow(champion["uri"], str(bad), str(output), rows_per_partition=300)
+    assert output.read_bytes() == b"previous run"
+    assert sorted(p.name for p in output.parent.iterdir()) == ["scores.parquet"]
+
+
+def test_wrong_columns_fail_before_scoring(champion, scoring_inputs, tmp_path):
+    frame = scoring_inputs["frame"].drop(columns=["f3"])
+    path = tmp_path / "missing.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(DatasetFormatError, match="f3"):
+        batch_score_flow(champion["uri"], str(path), str(tmp_path / "o.parquet"))
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_task_bodies_run_without_a_flow(champion, scoring_inputs, tmp_path):
+    resolved = tracking.resolve_model(champion["uri"], dst=tmp_path / "model")
+    batch = plan.fn(resolved, str(scoring_inputs["parquet"]), 400)
+    assert [(p.start, p.stop) for p in batch.partitions] == [(0, 400), (400, 800), (800, 1000)]
+    parts = [str(tmp_path / f"p{p.index}.parquet") for p in batch.partitions]
+    counts = [
+        score_part.fn(resolved, batch, p, path, 128, None)
+        for p, path in zip(batch.partitions, parts, strict=True)
+    ]
+    assert [c["rows"] for c in counts] == [400, 400, 200]
+    summary = merge.fn(parts, str(tmp_path / "all.parquet"), False, 5)
+    assert summary["rows"] == 1000 and len(summary["top_anomalies"]) == 5
+
+
+def test_dask_workers_give_the_sequential_output(champion, scoring_inputs, tmp_path):
+    sequential, parallel = tmp_path / "seq.parquet", tmp_path / "dask.parquet"
+    batch_score_flow(
+        champion["uri"], str(scoring_inputs["csv"]), str(sequential), rows_per_partition=250
+    )
+    summary = dask_batch_score(
+        n_workers=2,
+        model_uri=champion["uri"],
+        input=str(scoring_inputs["csv"]),
+        output=str(parallel),
+        rows_per_partition=250,
+    )
+    assert summary["partitions"] == 4
+    pd.testing.assert_frame_equal(pd.read_parquet(sequential), pd.read_parquet(parallel))
