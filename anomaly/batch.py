@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from anomaly.atomic import atomic_file
 from anomaly.batchio import (
     AtomicParquetWriter,
     BatchSource,
@@ -183,17 +183,9 @@ class _SummaryBuilder:
 
 def write_json_atomic(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write JSON to a temp file beside `path`, then rename it over `path`."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, default=_json_default)
-        os.replace(staging, target)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-    return target
+    with atomic_file(path) as staging:
+        staging.write_text(json.dumps(payload, indent=2, default=_json_default))
+    return Path(path)
 
 
 def _json_default(value: Any) -> Any:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from anomaly.atomic import atomic_file
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -39,22 +40,12 @@ def _save_atomically(figure: Figure, path: str | os.PathLike, *, dpi: int = 110)
     """Write `figure` as a PNG at `path` via a temporary file and `os.replace`; always closes
     the figure and never leaves the temporary file behind."""
     plt = _pyplot()
-    target = Path(path)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, staging = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".png", dir=target.parent
-        )
-        os.close(handle)
-        try:
+        with atomic_file(path, suffix=".png") as staging:
             figure.savefig(staging, dpi=dpi, format="png")
-            os.replace(staging, target)
-        except BaseException:
-            Path(staging).unlink(missing_ok=True)
-            raise
     finally:
         plt.close(figure)
-    return target
+    return Path(path)
 
 
 # --- score histogram --------------------------------------------------------------------------

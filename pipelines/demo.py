@@ -7,8 +7,6 @@ and `batch_score_flow` scores the whole test split from the registry's champion.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from anomaly.atomic import atomic_file
 from anomaly.data import load_dataset
 from anomaly.data.catalog import IMAGE_SETS
 from anomaly.evaluation import DataSpec, ranking_metrics
@@ -34,11 +33,8 @@ FASHION_CLASSES = (
 
 def write_npz_atomic(path: Path, **arrays: np.ndarray) -> Path:
     """np.savez to a temp file beside `path`, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(handle)
-    np.savez(staging, **arrays)
-    os.replace(staging, path)
+    with atomic_file(path, suffix=".npz") as staging:
+        np.savez(staging, **arrays)
     return path
 
 

@@ -19,6 +19,7 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
+from tqdm.auto import tqdm
 
 from anomaly.batch import (
     BatchPlan,
@@ -153,7 +154,8 @@ def batch_score_flow(
             futures = [score_part.submit(*args) for args in arguments]
             counts = [future.result() for future in futures]
         else:
-            counts = [score_part(*args) for args in arguments]
+            progress = tqdm(arguments, desc="scoring", unit="partition", mininterval=1.0)
+            counts = [score_part(*args) for args in progress]
         logger.info("scored %d rows", sum(c["rows"] for c in counts))
         result = merge(parts, str(target), batch.source.format == "images", top_k)
     finally:

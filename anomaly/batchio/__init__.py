@@ -1,0 +1,135 @@
+"""Bounded-memory input and atomic Parquet output for batch scoring.
+
+A batch job reads its input in three steps, none of which holds the whole input in memory:
+
+1. `open_source` learns the row count and row shape from metadata only: the Parquet footer, the
+   .npy header of the npz member `X.npy`, the header line of a CSV plus a streaming count of its
+   lines (read in 1 MiB blocks), or the listing of an image folder plus its first image.
+2. `plan_partitions` splits the rows into consecutive ranges (`Partition`s) that can be scored
+   independently, in any order or process. For CSV it also records each partition's byte range
+   (one streaming pass that keeps only the partition boundaries), so a worker seeks straight to
+   its rows.
+3. `iter_chunks` yields a partition as `Chunk`s of at most `chunk_rows` rows: Parquet through
+   `iter_batches` over the row groups that overlap the partition, CSV through pandas' chunked
+   reader on a file object that stops at the partition's last byte, npz by reading the
+   (progressively decompressed) member stream one chunk at a time, images by opening only the
+   files of the chunk. Memory is proportional to the chunk (plus, for Parquet, the column
+   buffers of one row group), whatever the size of the file.
+
+`AtomicParquetWriter` writes to a temp file beside the target and renames it into place only
+on success, so no reader ever sees a half-written output.
+
+CSV limits: one row per line (\\n or \\r\\n endings, no quoted fields spanning lines); blank and
+whitespace-only lines are skipped, as pandas does. A partition that parses to a different number
+of rows than planned raises `DatasetFormatError` rather than misnumbering rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Sequence
+
+from anomaly.batchio import csvfiles, imagefiles, npzfiles, parquetfiles
+from anomaly.batchio.base import BatchSource, Chunk, Partition, check_columns, reject_columns
+from anomaly.batchio.writer import AtomicParquetWriter
+from anomaly.data.readers import DatasetFormatError, DatasetNotFoundError, to_path
+
+__all__ = [
+    "AtomicParquetWriter",
+    "BatchSource",
+    "Chunk",
+    "Partition",
+    "iter_chunks",
+    "open_source",
+    "plan_partitions",
+]
+
+FILE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".npz": "npz"}
+
+
+def open_source(
+    path: str | os.PathLike[str], *, columns: Sequence[str] | None = None
+) -> BatchSource:
+    """Open a .csv, .parquet or .npz file or a folder of PNG/JPEG images without reading it.
+
+    `columns` (CSV/Parquet only) are the feature columns a model needs: they must exist (and be
+    numeric in Parquet); `row_shape` then counts them and `iter_chunks` reads them by default.
+    """
+    path = to_path(path)
+    if not path.exists():
+        raise DatasetNotFoundError(f"No such file or folder: {path}")
+    fmt = "images" if path.is_dir() else FILE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DatasetFormatError(
+            f"{path}: unsupported input format {path.suffix!r}; supported: "
+            f"{', '.join(FILE_FORMATS)} files or a folder of PNG/JPEG images."
+        )
+    reject_columns(fmt, columns, path)
+    openers = {
+        "csv": csvfiles.open_csv,
+        "parquet": parquetfiles.open_parquet,
+        "npz": npzfiles.open_npz,
+        "images": imagefiles.open_images,
+    }
+    source = openers[fmt](path)
+    if columns is None:
+        return source
+    selected = check_columns(source, columns)
+    if fmt == "parquet":
+        with parquetfiles.parquet_file(path) as parquet:
+            parquetfiles.check_parquet_types(parquet, path, selected)
+    return dataclasses.replace(source, row_shape=(len(selected),), feature_columns=selected)
+
+
+def plan_partitions(source: BatchSource, rows_per_partition: int) -> list[Partition]:
+    """Split [0, n_rows) into consecutive ranges of at most `rows_per_partition` rows.
+
+    CSV partitions also get their byte range, found in one streaming pass over the file.
+    """
+    if rows_per_partition < 1:
+        raise ValueError(f"rows_per_partition must be at least 1, got {rows_per_partition}")
+    ranges = [
+        (lo, min(lo + rows_per_partition, source.n_rows))
+        for lo in range(0, source.n_rows, rows_per_partition)
+    ]
+    if source.format != "csv" or not ranges:
+        return [Partition(i, lo, hi) for i, (lo, hi) in enumerate(ranges)]
+    data_start = csvfiles.csv_header(source.path)[1]
+    ends = csvfiles.csv_row_offsets(source, data_start, [hi for _, hi in ranges])
+    starts = [data_start, *ends[:-1]]
+    return [
+        Partition(i, lo, hi, byte_lo, byte_hi)
+        for i, ((lo, hi), byte_lo, byte_hi) in enumerate(zip(ranges, starts, ends, strict=True))
+    ]
+
+
+def iter_chunks(
+    source: BatchSource,
+    partition: Partition | None = None,
+    *,
+    chunk_rows: int = 8192,
+    columns: Sequence[str] | None = None,
+) -> Iterator[Chunk]:
+    """Yield the rows of `partition` (default: all rows) in order, `chunk_rows` at a time.
+
+    Tabular X is float64 with `columns` (default: the source's feature columns, else all of
+    them) in the given order; image X is uint8 (n, c, h, w), npz 3-D/4-D X keeps its dtype.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    reject_columns(source.format, columns, source.path)
+    start, stop = 0, source.n_rows
+    if partition is not None:
+        start, stop = partition.start, partition.stop
+        if not 0 <= start <= stop <= source.n_rows:
+            raise ValueError(f"partition rows [{start}, {stop}) outside [0, {source.n_rows})")
+    if source.format == "npz":
+        return npzfiles.npz_chunks(source, start, stop, chunk_rows)
+    if source.format == "images":
+        return imagefiles.image_chunks(source, start, stop, chunk_rows)
+    default = source.feature_columns or source.columns or []
+    selected = check_columns(source, default if columns is None else columns)
+    if source.format == "csv":
+        return csvfiles.csv_chunks(source, partition, stop, chunk_rows, selected)
+    return parquetfiles.parquet_chunks(source, start, stop, chunk_rows, selected)

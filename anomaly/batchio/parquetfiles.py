@@ -1,0 +1,74 @@
+"""Parquet inputs: metadata from the footer, one row group at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from anomaly.batchio.base import BatchSource, Chunk, next_or_none, row_ids
+from anomaly.data.readers import DatasetFormatError
+
+
+def parquet_file(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 16)
+    except (pa.ArrowException, OSError) as error:
+        raise DatasetFormatError(f"{path}: not a readable Parquet file ({error}).") from error
+
+
+def open_parquet(path: Path) -> BatchSource:
+    with parquet_file(path) as parquet:
+        names = list(parquet.schema_arrow.names)
+        return BatchSource(path, "parquet", parquet.metadata.num_rows, names, (len(names),))
+
+
+def check_parquet_types(parquet: pq.ParquetFile, path: Path, names: list[str]) -> None:
+    schema = parquet.schema_arrow
+    for name in names:
+        kind = schema.field(name).type
+        numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+        if not any(test(kind) for test in (*numeric, pa.types.is_decimal, pa.types.is_null)):
+            raise DatasetFormatError(
+                f"{path}: column {name!r} has non-numeric type {kind}; encode or drop it."
+            )
+
+
+def parquet_chunks(
+    source: BatchSource, start: int, stop: int, chunk_rows: int, names: list[str]
+) -> Iterator[Chunk]:
+    """Row groups one at a time, unthreaded, without pre-buffering: measured, this keeps the
+    peak memory near 1.5 row groups (pyarrow's defaults cache far more, up to the whole file)."""
+    with parquet_file(source.path) as parquet:
+        check_parquet_types(parquet, source.path, names)
+        row = 0
+        for group in range(parquet.metadata.num_row_groups):
+            size = parquet.metadata.row_group(group).num_rows
+            if row >= stop:
+                break
+            if row + size <= start:
+                row += size
+                continue
+            batches = parquet.iter_batches(
+                chunk_rows, [group], list(dict.fromkeys(names)), use_threads=False
+            )
+            while (
+                row < stop and (batch := next_or_none(batches, source.path, "Parquet")) is not None
+            ):
+                lo, hi = max(start - row, 0), min(stop - row, batch.num_rows)
+                if lo < hi:
+                    yield Chunk(
+                        row_ids(row + lo, row + hi), _batch_X(batch.slice(lo, hi - lo), names)
+                    )
+                row += batch.num_rows
+
+
+def _batch_X(batch: pa.RecordBatch, names: list[str]) -> np.ndarray:
+    X = np.empty((batch.num_rows, len(names)), dtype=np.float64)
+    for j, name in enumerate(names):
+        X[:, j] = pc.cast(batch.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+    return X
