@@ -146,6 +146,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_schedule_score(args: argparse.Namespace) -> int:
     """Serve batch scoring as a Prefect deployment on a cron schedule (needs a Prefect server)."""
     from prefect.client.schemas.schedules import CronSchedule
+    from prefect.settings import PREFECT_API_URL
 
     from pipelines.schedule import serve_scoring
 
@@ -153,6 +154,11 @@ def cmd_schedule_score(args: argparse.Namespace) -> int:
         CronSchedule(cron=args.cron, timezone=args.timezone)
     except ValueError as error:
         raise ValueError(f"--cron {args.cron!r} is not a valid cron expression") from error
+    if not PREFECT_API_URL.value():
+        raise ValueError(
+            "schedules run only on a real Prefect server: start one (prefect server start) "
+            "and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
+        )
     serve_scoring(args.name, args.cron, score_parameters(args), timezone=args.timezone)
     return 0
 

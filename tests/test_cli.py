@@ -64,6 +64,18 @@ def test_schedule_rejects_a_bad_cron(capsys):
     assert code == 2 and "not a valid cron expression" in err
 
 
+def test_schedule_needs_a_real_prefect_server(capsys, monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        code, _, err = run(
+            capsys, "schedule", "score", "--cron", "0 2 * * *", "--model-uri",
+            "models:/m@champion", "--input", "in.csv", "--output", "out.parquet",
+        )  # fmt: skip
+    assert code == 2 and "prefect server start" in err and "PREFECT_API_URL" in err
+
+
 def test_models_list_shows_the_champion(champion, capsys):
     code, out, _ = run(capsys, "models", "list", "--json")
     assert code == 0

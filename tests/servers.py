@@ -1,0 +1,159 @@
+"""Helpers for tests that start real servers (MLflow, Prefect) as child processes.
+
+Every child runs in its own process group (a new session), so stopping it stops the workers
+it spawned too: SIGTERM to the group, then SIGKILL to whatever is left after a grace period.
+Output goes to a log file, whose tail is shown when a server fails to come up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+QUIET_ENV = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(
+    updates: Mapping[str, str] | None = None, remove: Sequence[str] = ()
+) -> dict[str, str]:
+    """This process's environment without the variables in `remove`, quiet (no telemetry),
+    with the venv's scripts first on PATH, then `updates` (which win over all of that)."""
+    env = {name: value for name, value in os.environ.items() if name not in set(remove)}
+    env.update(QUIET_ENV)
+    env["PATH"] = os.pathsep.join([str(VENV_BIN), env.get("PATH", "")])
+    env.update(updates or {})
+    return env
+
+
+class Server:
+    """A child process in its own process group, logging to a file."""
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path):
+        self.args = [str(a) for a in args]
+        self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        try:
+            self.process = subprocess.Popen(
+                self.args,
+                env=dict(env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except BaseException:
+            self._log_file.close()
+            raise
+        self.pgid = self.process.pid  # the session leader's pid is the group id
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the child's output."""
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def wait_http(self, url: str, timeout: float = 60.0, *, interval: float = 0.25) -> float:
+        """Poll GET `url` until it answers 200; return the seconds waited. Fails early when
+        the child exits, and with the log tail on timeout."""
+        start = time.monotonic()
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"{self.args[:4]} exited with status {code} before {url} was healthy; "
+                    f"log tail:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return time.monotonic() - start
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(
+                    f"{url} not healthy after {timeout:.0f} s; log tail:\n{self.log_tail()}"
+                )
+            time.sleep(interval)
+
+    def group_alive(self) -> bool:
+        """Whether any process of the child's group is still running (the leader is reaped
+        first, so a finished leader does not count as a member)."""
+        self.process.poll()
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # a member we may not signal: still there
+            return True
+        return True
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the whole group; SIGKILL it if anything is left after `timeout` seconds."""
+        try:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pgid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not self.group_alive():
+                    break
+                time.sleep(0.1)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pgid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=5)
+                kill_deadline = time.monotonic() + 5
+                while self.group_alive() and time.monotonic() < kill_deadline:
+                    time.sleep(0.1)
+        finally:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=1)
+            self._log_file.close()
+
+
+@contextlib.contextmanager
+def running(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log: Path,
+    cwd: Path = REPO_ROOT,
+    health_url: str | None = None,
+    health_timeout: float = 60.0,
+    stop_timeout: float = 15.0,
+) -> Iterator[Server]:
+    """Start `args`, wait until `health_url` answers 200 (when given), yield the server, and
+    stop its whole process group afterwards, also when the start or the test fails."""
+    server = Server(args, env, log, cwd)
+    try:
+        if health_url is not None:
+            server.wait_http(health_url, health_timeout)
+        yield server
+    finally:
+        server.stop(stop_timeout)
