@@ -5,8 +5,8 @@ splits it into row ranges. `score_partition` scores one range chunk by chunk int
 Parquet part file; parts are independent, so they can run in any order or process (the
 scores are batch-invariant: a row's score depends only on the model, the row and K).
 `merge_parts` streams the parts, in order, into the final Parquet file (written to a temp
-path and renamed) and computes the summary. Memory is bounded by the chunk size plus 4 bytes
-per row for the exact score quantiles.
+path and renamed) and computes the summary. Memory is bounded by the chunk size plus 8 bytes
+per row (score and log_px as float32) for the exact quantiles.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 It is logged as "models from code" (`anomaly/pyfunc_entry.py`) with genad's `anomaly` and
 `generative` packages shipped as `code_paths`, and the detector folder (state_dict + JSON,
 see `anomaly.scoring.save_bundle`) as the artifact "detector": nothing is pickled. A consumer
-needs mlflow, torch and pandas, not genad.
+needs mlflow (which brings pandas, scikit-learn and scipy) and torch, not genad.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ class GenadVAEModel(mlflow.pyfunc.PythonModel):
     """predict(frame) -> one row per input: log_px, score, is_anomaly, model_name, model_version.
 
     The input frame must hold the model's feature columns (see the model signature); extra
-    columns are ignored. Missing or non-numeric columns raise a ValueError naming them.
+    columns are ignored. Through `mlflow.pyfunc.load_model` or `mlflow models serve`, MLflow's
+    signature check rejects missing or non-numeric columns first; called directly, the model
+    raises `InputColumnsError` naming them.
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
 from anomaly.data import DatasetFormatError, DatasetNotFoundError, UnknownDatasetError
 from anomaly.scoring import InputColumnsError
 
@@ -24,6 +26,7 @@ USER_ERRORS = (
     InputColumnsError,
     LookupError,
     ValueError,
+    MlflowException,  # e.g. an unreachable tracking server
 )
 DEMO_CONFIG = {
     "epochs": 12,

@@ -8,7 +8,7 @@ from types import ModuleType
 
 def _data_arguments(parser: argparse.ArgumentParser, dataset_flag: str) -> None:
     parser.add_argument(
-        dataset_flag, required=dataset_flag != "--dataset", default="fashion-mnist",
+        dataset_flag, required=True,
         help="a catalog name (fashion-mnist, mnist, adbench/<name>) or a CSV/Parquet/npz file "
         "or image folder",
     )  # fmt: skip

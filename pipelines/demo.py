@@ -60,6 +60,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Train -> register -> promote -> batch-score the test split; return what was measured."""
     started = time.perf_counter()
+    workdir = workdir.resolve()
     split = "train" if dataset in IMAGE_SETS else None
     novelty = [] if novelty_class is None else [novelty_class]
     trained = train_vae_flow(

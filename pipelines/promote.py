@@ -16,6 +16,7 @@ from prefect.cache_policies import NONE
 from anomaly.evaluation import DataSpec, ranking_metrics
 from anomaly.scoring import load_bundle
 from pipelines import tracking
+from pipelines.retries import io_task_options
 from pipelines.train import load_data
 
 EVAL_EXPERIMENT = "genad-evaluation"
@@ -60,7 +61,7 @@ def decide(
     return Decision(False, reason, metric, version, value, best_version, best_value, margin)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NONE)
+@task(**io_task_options(2, 2), cache_policy=NONE)
 def score_version(model_name: str, version: str, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Download one version and compute its ranking metrics on (X, y)."""
     resolved = tracking.resolve_model(f"models:/{model_name}/{version}")

@@ -32,17 +32,18 @@ from anomaly.batch import (
 )
 from anomaly.batchio import Partition
 from pipelines import tracking
+from pipelines.retries import io_task_options
 
 SCORE_EXPERIMENT = "genad-scoring"
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NONE)
+@task(**io_task_options(2, 2), cache_policy=NONE)
 def resolve(model_uri: str, scratch: str) -> tracking.ResolvedModel:
     """Download the model version the URI names (retried: the tracking server may blink)."""
     return tracking.resolve_model(model_uri, dst=scratch)
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NONE)
+@task(**io_task_options(2, 1), cache_policy=NONE)
 def plan(model: tracking.ResolvedModel, input: str, rows_per_partition: int) -> BatchPlan:
     """Open the input without reading it; check its columns or shape; partition it."""
     return plan_batch(
@@ -50,7 +51,7 @@ def plan(model: tracking.ResolvedModel, input: str, rows_per_partition: int) -> 
     )
 
 
-@task(retries=1, retry_delay_seconds=1, cache_policy=NONE)
+@task(**io_task_options(1, 1), cache_policy=NONE)
 def score_part(
     model: tracking.ResolvedModel,
     batch: BatchPlan,
@@ -73,7 +74,7 @@ def merge(parts: list[str], output: str, with_files: bool, top_k: int) -> dict[s
     return merge_parts(parts, output, output_schema(with_files), top_k=top_k)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NONE)
+@task(**io_task_options(2, 2), cache_policy=NONE)
 def log_scoring_run(summary: dict[str, Any], summary_path: str) -> str:
     """An MLflow run with the rows, anomaly rate, score quantiles and the model version used."""
     experiment_id = tracking.ensure_experiment(SCORE_EXPERIMENT)
@@ -126,8 +127,9 @@ def batch_score_flow(
 
     Reads in chunks of `chunk_rows` (memory does not grow with the file), scores partitions of
     `rows_per_partition` rows (submitted concurrently when `parallel`, e.g. to Dask workers),
-    then writes the output and `summary` (default: `<output>.summary.json`) atomically: a
-    failed run leaves neither, and re-running on the same input gives the same output.
+    then writes the output and `summary` (default: `<output>.summary.json`), each to a temp
+    path renamed into place: a failure while reading or scoring leaves any previous output
+    untouched and no partial file, and re-running on the same input gives the same output.
     """
     logger = get_run_logger()
     target = Path(output).expanduser().resolve()
@@ -136,7 +138,9 @@ def batch_score_flow(
     scratch = tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         model = resolve(model_uri, os.path.join(scratch, "model"))
-        batch = plan(model, str(Path(input).expanduser()), rows_per_partition)
+        source = Path(input).expanduser().resolve()
+        batch = plan(model, str(source), rows_per_partition)
+        threshold = cached_bundle(str(model.bundle_dir)).detector.offset_
         logger.info(
             "scoring %d rows of %s in %d partitions with %s version %s",
             batch.source.n_rows,
@@ -164,10 +168,10 @@ def batch_score_flow(
         model_uri=model_uri,
         model_name=model.name,
         model_version=model.version,
-        input=str(input),
+        input=str(source),
         output=str(target),
         rule="threshold",
-        threshold=cached_bundle(str(model.bundle_dir)).detector.offset_,
+        threshold=threshold,
         partitions=len(batch.partitions),
     )
     write_json_atomic(result, summary_path)

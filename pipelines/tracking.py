@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ def ui_command() -> str:
     uri = tracking_uri()
     if sqlite_path(uri) is None:
         return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    return f"{sys.executable} -m mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
 
 
 # --- logging models ---------------------------------------------------------------------------

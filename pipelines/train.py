@@ -20,6 +20,7 @@ from anomaly.evaluation import DataSpec, LabelledData, NoveltySplit
 from anomaly.scoring import default_feature_names, load_bundle, save_bundle
 from generative.training import Callback, Trainer
 from pipelines import reports, tracking
+from pipelines.retries import io_task_options
 
 TRAIN_EXPERIMENT = "genad-train"
 
@@ -37,7 +38,7 @@ class MlflowEpochLogger(Callback):
         self.client.log_batch(self.run_id, metrics=metrics)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NONE)
+@task(**io_task_options(2, 2), cache_policy=NONE)
 def load_data(spec: DataSpec) -> LabelledData:
     """Read the data set (retried: it may be downloaded)."""
     return spec.load()

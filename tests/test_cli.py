@@ -95,4 +95,4 @@ def test_tabular_demo_runs_through_the_same_cli(
     assert "genad demo: adbench/satimage-2, labelled anomalies" in out
     auroc = float(out.split("AUROC ")[1].split()[0])
     assert 0.8 < auroc <= 1.0  # satimage-2's anomalies are easy: 0.998 after 100 epochs
-    assert "output: " in out and "mlflow ui --backend-store-uri" in out
+    assert "output: " in out and "-m mlflow ui --backend-store-uri" in out

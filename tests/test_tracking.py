@@ -18,7 +18,7 @@ def test_default_store_is_sqlite_in_the_repo_mlflow_folder(monkeypatch):
     uri = tracking.tracking_uri()
     assert uri == f"sqlite:///{tracking.PROJECT_ROOT / 'mlflow' / 'mlflow.db'}"
     assert not list((tracking.PROJECT_ROOT / "mlflow").glob("*.py")), "no Python in mlflow/"
-    assert "mlflow ui --backend-store-uri " + uri in tracking.ui_command()
+    assert "-m mlflow ui --backend-store-uri " + uri in tracking.ui_command()
 
 
 def test_experiment_artifacts_live_beside_the_sqlite_database(mlflow_store):
