@@ -48,6 +48,7 @@ $(VENV)/.bench: $(STAMP)
 bench: $(VENV)/.bench
 	$(PY) benchmarks/iwae_scoring.py
 	$(PY) benchmarks/adbench.py
+	$(PY) benchmarks/platform_bench.py
 
 clean:
 	rm -rf .state .pytest_cache .ruff_cache

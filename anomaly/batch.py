@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from anomaly.atomic import atomic_file
 from anomaly.batchio import (
@@ -94,6 +96,25 @@ def cached_bundle(path: str) -> ScoringModel:
     return load_bundle(path)
 
 
+def scored_tables(
+    model: ScoringModel, plan: BatchPlan, partition: Partition, *, chunk_rows: int = 8192
+) -> Iterator[pa.Table]:
+    """The output rows of one partition, one Arrow table per input chunk."""
+    with_files = plan.source.format == "images"
+    schema = output_schema(with_files)
+    columns = model.feature_names if plan.source.format in ("csv", "parquet") else None
+    for chunk in iter_chunks(plan.source, partition, chunk_rows=chunk_rows, columns=columns):
+        scored = model.score_columns(chunk.X)
+        n = len(chunk.row_ids)
+        arrays = {"row_id": chunk.row_ids.astype(np.int64)}
+        if with_files:
+            arrays["file"] = chunk.keys
+        arrays |= scored
+        arrays["model_name"] = pa.repeat(pa.scalar(model.name), n)
+        arrays["model_version"] = pa.repeat(pa.scalar(str(model.version)), n)
+        yield pa.table(arrays, schema=schema)
+
+
 def score_partition(
     model: ScoringModel,
     plan: BatchPlan,
@@ -103,22 +124,36 @@ def score_partition(
     chunk_rows: int = 8192,
 ) -> dict[str, int]:
     """Score one partition chunk by chunk into the Parquet file `part_path` (atomically)."""
-    with_files = plan.source.format == "images"
-    columns = model.feature_names if plan.source.format in ("csv", "parquet") else None
     rows = flagged = 0
-    with AtomicParquetWriter(part_path, output_schema(with_files)) as writer:
-        for chunk in iter_chunks(plan.source, partition, chunk_rows=chunk_rows, columns=columns):
-            scored = model.score_array(chunk.X)
-            frame = pd.DataFrame({"row_id": chunk.row_ids.astype(np.int64)})
-            if with_files:
-                frame["file"] = chunk.keys
-            frame = pd.concat([frame, scored], axis=1)
-            frame["model_name"] = model.name
-            frame["model_version"] = str(model.version)
-            writer.write(frame)
-            rows += len(frame)
-            flagged += int(scored["is_anomaly"].sum())
+    with AtomicParquetWriter(part_path, output_schema(plan.source.format == "images")) as writer:
+        for table in scored_tables(model, plan, partition, chunk_rows=chunk_rows):
+            writer.write(table)
+            rows += table.num_rows
+            flagged += int(pc.sum(table["is_anomaly"]).as_py() or 0)
     return {"partition": partition.index, "rows": rows, "flagged": flagged}
+
+
+def score_to_file(
+    model: ScoringModel,
+    plan: BatchPlan,
+    output: str | os.PathLike,
+    *,
+    chunk_rows: int = 8192,
+    top_k: int = 20,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score every partition in order straight into `output` (atomically); return the summary.
+
+    The sequential path: no part files, the output is written once.
+    """
+    summary = _SummaryBuilder(top_k)
+    partitions = tqdm(plan.partitions, desc="scoring", unit="partition", disable=not progress)
+    with AtomicParquetWriter(output, output_schema(plan.source.format == "images")) as writer:
+        for partition in partitions:
+            for table in scored_tables(model, plan, partition, chunk_rows=chunk_rows):
+                writer.write(table)
+                summary.add(table)
+    return summary.result()
 
 
 def merge_parts(
@@ -152,18 +187,20 @@ class _SummaryBuilder:
         self.model: dict[str, str] = {}
 
     def add(self, table: pa.Table) -> None:
-        frame = table.to_pandas()
-        if frame.empty:
+        if table.num_rows == 0:
             return
-        self.scores.append(frame["score"].to_numpy(np.float32))
-        self.log_px.append(frame["log_px"].to_numpy(np.float32))
-        self.flagged += int(frame["is_anomaly"].sum())
-        keep = [c for c in ("row_id", "file", "log_px", "score") if c in frame.columns]
-        candidates = pd.concat([self.top, frame.nlargest(self.top_k, "score")[keep]])
+        score = table["score"].to_numpy()
+        self.scores.append(score.astype(np.float32))
+        self.log_px.append(table["log_px"].to_numpy().astype(np.float32))
+        self.flagged += int(pc.sum(table["is_anomaly"]).as_py() or 0)
+        keep = [c for c in ("row_id", "file", "log_px", "score") if c in table.column_names]
+        k = min(self.top_k, len(score))
+        best = np.argpartition(-score, k - 1)[:k] if k else np.empty(0, np.int64)
+        candidates = pd.concat([self.top, table.take(best).select(keep).to_pandas()])
         self.top = candidates.nlargest(self.top_k, "score", keep="first")
         self.model = {
-            "model_name": str(frame["model_name"].iloc[0]),
-            "model_version": str(frame["model_version"].iloc[0]),
+            "model_name": str(table["model_name"][0]),
+            "model_version": str(table["model_version"][0]),
         }
 
     def result(self) -> dict[str, Any]:

@@ -59,14 +59,18 @@ class ScoringModel:
     def score_array(self, X: np.ndarray) -> pd.DataFrame:
         """Score rows of X: (n, d) for tables; (n, c, h, w), (n, h, w) or flattened (n, c*h*w)
         for image models."""
+        return pd.DataFrame(self.score_columns(X))
+
+    def score_columns(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """`score_array`'s columns as arrays (no DataFrame: the batch engine's fast path)."""
         X = np.asarray(X)
         if len(self.input_shape) == 3 and X.ndim == 2:
             X = X.reshape(len(X), *self.input_shape)
         if len(X) == 0:
-            return empty_output()
+            return {column: empty_output()[column].to_numpy() for column in OUTPUT_COLUMNS}
         log_px = self.detector.score_samples(X)
         score = self.detector.offset_ - log_px
-        return pd.DataFrame({"log_px": log_px, "score": score, "is_anomaly": score > 0})
+        return {"log_px": log_px, "score": score, "is_anomaly": score > 0}
 
     def score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score a DataFrame holding (at least) the model's feature columns, in any order."""

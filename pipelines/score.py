@@ -19,7 +19,6 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
-from tqdm.auto import tqdm
 
 from anomaly.batch import (
     BatchPlan,
@@ -28,6 +27,7 @@ from anomaly.batch import (
     output_schema,
     plan_batch,
     score_partition,
+    score_to_file,
     write_json_atomic,
 )
 from anomaly.batchio import Partition
@@ -66,6 +66,43 @@ def score_part(
     bundle = cached_bundle(str(model.bundle_dir))
     bundle.name, bundle.version = model.name, model.version
     return score_partition(bundle, batch, partition, part_path, chunk_rows=chunk_rows)
+
+
+@task(cache_policy=NONE)
+def score_all(
+    model: tracking.ResolvedModel,
+    batch: BatchPlan,
+    output: str,
+    chunk_rows: int,
+    torch_threads: int | None,
+    top_k: int,
+) -> dict[str, Any]:
+    """The sequential path: every partition, in order, straight into the output file."""
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    bundle = cached_bundle(str(model.bundle_dir))
+    bundle.name, bundle.version = model.name, model.version
+    return score_to_file(bundle, batch, output, chunk_rows=chunk_rows, top_k=top_k)
+
+
+def score_in_parallel(
+    model: tracking.ResolvedModel,
+    batch: BatchPlan,
+    scratch: str,
+    output: str,
+    options: tuple[int, int | None, int],
+) -> dict[str, Any]:
+    """One task per partition (on the flow's task runner, e.g. Dask workers) into part files,
+    then one merge in row order. `options` = (chunk_rows, torch_threads, top_k)."""
+    chunk_rows, torch_threads, top_k = options
+    parts = [os.path.join(scratch, f"part-{p.index:06d}.parquet") for p in batch.partitions]
+    futures = [
+        score_part.submit(model, batch, partition, path, chunk_rows, torch_threads)
+        for partition, path in zip(batch.partitions, parts, strict=True)
+    ]
+    for future in futures:
+        future.result()
+    return merge(parts, output, batch.source.format == "images", top_k)
 
 
 @task(cache_policy=NONE)
@@ -149,19 +186,13 @@ def batch_score_flow(
             model.name,
             model.version,
         )
-        parts = [os.path.join(scratch, f"part-{p.index:06d}.parquet") for p in batch.partitions]
-        arguments = [
-            (model, batch, p, path, chunk_rows, torch_threads)
-            for p, path in zip(batch.partitions, parts, strict=True)
-        ]
         if parallel:
-            futures = [score_part.submit(*args) for args in arguments]
-            counts = [future.result() for future in futures]
+            result = score_in_parallel(
+                model, batch, scratch, str(target), (chunk_rows, torch_threads, top_k)
+            )
         else:
-            progress = tqdm(arguments, desc="scoring", unit="partition", mininterval=1.0)
-            counts = [score_part(*args) for args in progress]
-        logger.info("scored %d rows", sum(c["rows"] for c in counts))
-        result = merge(parts, str(target), batch.source.format == "images", top_k)
+            result = score_all(model, batch, str(target), chunk_rows, torch_threads, top_k)
+        logger.info("scored %d rows, %d flagged", result["rows"], result["anomalies"])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result.update(
