@@ -17,7 +17,14 @@ from anomaly.data import DatasetFormatError
 from anomaly.scoring import load_bundle
 from pipelines import tracking
 from pipelines.promote import evaluate_and_promote_flow
-from pipelines.score import batch_score_flow, dask_batch_score, merge, plan, score_part
+from pipelines.score import (
+    batch_score_flow,
+    dask_batch_score,
+    merge,
+    plan,
+    score_all,
+    score_part,
+)
 from pipelines.train import train_vae_flow
 
 FEATURES = ["f0", "f1", "f2", "f3"]
@@ -195,6 +202,11 @@ def test_task_bodies_run_without_a_flow(champion, scoring_inputs, tmp_path):
     assert [c["rows"] for c in counts] == [400, 400, 200]
     summary = merge.fn(parts, str(tmp_path / "all.parquet"), False, 5)
     assert summary["rows"] == 1000 and len(summary["top_anomalies"]) == 5
+    direct = score_all.fn(resolved, batch, str(tmp_path / "direct.parquet"), 128, None, 5)
+    assert direct == summary  # one pass straight to the output = parts then merge
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "direct.parquet"), pd.read_parquet(tmp_path / "all.parquet")
+    )
 
 
 def test_dask_workers_give_the_sequential_output(champion, scoring_inputs, tmp_path):
