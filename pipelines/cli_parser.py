@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from types import ModuleType
+from typing import Any
 
 
 def _data_arguments(parser: argparse.ArgumentParser, dataset_flag: str) -> None:
@@ -41,7 +42,20 @@ def build_parser(handlers: ModuleType) -> argparse.ArgumentParser:
     """The parser; each subcommand's `handler` is the matching `cmd_*` of `handlers`."""
     parser = argparse.ArgumentParser(prog="genad", description=handlers.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_demo(commands, handlers)
+    _add_train(commands, handlers)
+    _add_promote(commands, handlers)
+    _add_score(commands, handlers)
+    models = commands.add_parser("models", help="the model registry").add_subparsers(
+        dest="action", required=True
+    )
+    listing = models.add_parser("list", help=handlers.cmd_models_list.__doc__)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=handlers.cmd_models_list)
+    return parser
 
+
+def _add_demo(commands: Any, handlers: ModuleType) -> None:
     demo = commands.add_parser("demo", help=handlers.cmd_demo.__doc__)
     demo.add_argument("--dataset", default="fashion-mnist")
     demo.add_argument(
@@ -53,6 +67,8 @@ def build_parser(handlers: ModuleType) -> argparse.ArgumentParser:
     _detector_arguments(demo)
     demo.set_defaults(handler=handlers.cmd_demo)
 
+
+def _add_train(commands: Any, handlers: ModuleType) -> None:
     train = commands.add_parser("train", help="train a model").add_subparsers(
         dest="family", required=True
     )
@@ -63,6 +79,8 @@ def build_parser(handlers: ModuleType) -> argparse.ArgumentParser:
     _detector_arguments(vae)
     vae.set_defaults(handler=handlers.cmd_train)
 
+
+def _add_promote(commands: Any, handlers: ModuleType) -> None:
     promote = commands.add_parser("promote", help=handlers.cmd_promote.__doc__)
     promote.add_argument("--model-name", required=True)
     _data_arguments(promote, "--validation")
@@ -72,12 +90,13 @@ def build_parser(handlers: ModuleType) -> argparse.ArgumentParser:
     promote.add_argument("--margin", type=float, default=0.0)
     promote.set_defaults(handler=handlers.cmd_promote)
 
+
+def _add_score(commands: Any, handlers: ModuleType) -> None:
     score = commands.add_parser("score", help=handlers.cmd_score.__doc__)
     _score_arguments(score)
     score.add_argument("--workers", type=int, default=0, help="local Dask worker processes")
     score.add_argument("--dask-address", default=None, help="existing Dask scheduler address")
     score.set_defaults(handler=handlers.cmd_score)
-
     schedule = commands.add_parser("schedule", help="scheduled jobs").add_subparsers(
         dest="job", required=True
     )
@@ -87,11 +106,3 @@ def build_parser(handlers: ModuleType) -> argparse.ArgumentParser:
     scheduled.add_argument("--timezone", default="UTC")
     scheduled.add_argument("--name", default="nightly", help="deployment name")
     scheduled.set_defaults(handler=handlers.cmd_schedule_score)
-
-    models = commands.add_parser("models", help="the model registry").add_subparsers(
-        dest="action", required=True
-    )
-    listing = models.add_parser("list", help=handlers.cmd_models_list.__doc__)
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(handler=handlers.cmd_models_list)
-    return parser

@@ -9,7 +9,6 @@ a Prefect markdown artifact with the top anomalies. Partitions can run on Dask w
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -170,47 +169,41 @@ def batch_score_flow(
     """
     logger = get_run_logger()
     target = Path(output).expanduser().resolve()
-    summary_path = Path(summary) if summary else target.with_name(target.name + ".summary.json")
+    source = Path(input).expanduser().resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
         model = resolve(model_uri, os.path.join(scratch, "model"))
-        source = Path(input).expanduser().resolve()
         batch = plan(model, str(source), rows_per_partition)
         threshold = cached_bundle(str(model.bundle_dir)).detector.offset_
         logger.info(
             "scoring %d rows of %s in %d partitions with %s version %s",
-            batch.source.n_rows,
-            input,
-            len(batch.partitions),
-            model.name,
-            model.version,
-        )
+            batch.source.n_rows, source, len(batch.partitions), model.name, model.version,
+        )  # fmt: skip
+        options = (chunk_rows, torch_threads, top_k)
         if parallel:
-            result = score_in_parallel(
-                model, batch, scratch, str(target), (chunk_rows, torch_threads, top_k)
-            )
+            result = score_in_parallel(model, batch, scratch, str(target), options)
         else:
-            result = score_all(model, batch, str(target), chunk_rows, torch_threads, top_k)
+            result = score_all(model, batch, str(target), *options)
         logger.info("scored %d rows, %d flagged", result["rows"], result["anomalies"])
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     result.update(
-        model_uri=model_uri,
-        model_name=model.name,
-        model_version=model.version,
-        input=str(source),
-        output=str(target),
-        rule="threshold",
-        threshold=threshold,
+        model_uri=model_uri, model_name=model.name, model_version=model.version,
+        input=str(source), output=str(target), rule="threshold", threshold=threshold,
         partitions=len(batch.partitions),
-    )
+    )  # fmt: skip
+    default_summary = target.with_name(target.name + ".summary.json")
+    return publish(result, Path(summary) if summary else default_summary)
+
+
+def publish(result: dict[str, Any], summary_path: Path) -> dict[str, Any]:
+    """Write the summary JSON (atomically), log the MLflow scoring run, post the Prefect
+    markdown artifact; return the summary with the MLflow run id."""
     write_json_atomic(result, summary_path)
     result["mlflow_run_id"] = log_scoring_run(result, str(summary_path))
     create_markdown_artifact(
         markdown=top_anomalies_markdown(result),
         key="top-anomalies",
-        description=f"most anomalous rows scored by {model.name} v{model.version}",
+        description=f"most anomalous rows scored by {result['model_name']} "
+        f"v{result['model_version']}",
     )
     return result
 
