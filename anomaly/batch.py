@@ -37,6 +37,7 @@ from anomaly.batchio import (
 )
 from anomaly.data.readers import DatasetFormatError
 from anomaly.scoring import ScoringModel, load_bundle
+from anomaly.thresholds import benjamini_hochberg
 
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 
@@ -57,6 +58,7 @@ def output_schema(with_files: bool) -> pa.Schema:
     fields += [
         pa.field("log_px", pa.float64()),
         pa.field("score", pa.float64()),
+        pa.field("p_value", pa.float64()),
         pa.field("is_anomaly", pa.bool_()),
         pa.field("model_name", pa.string()),
         pa.field("model_version", pa.string()),
@@ -229,3 +231,22 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def apply_batch_fdr(
+    scored: str | os.PathLike, output: str | os.PathLike, level: float, summary: dict[str, Any]
+) -> dict[str, Any]:
+    """Re-flag a scored file by Benjamini-Hochberg at `level` over all its p-values, writing
+    `output` atomically; return `summary` with the new counts. Holds 8 bytes per row."""
+    p_values = pq.read_table(scored, columns=["p_value"])["p_value"].to_numpy()
+    flagged = benjamini_hochberg(p_values, level)
+    cutoff = float(p_values[flagged].max()) if flagged.any() else -1.0
+    parquet = pq.ParquetFile(scored)
+    column = parquet.schema_arrow.get_field_index("is_anomaly")
+    with AtomicParquetWriter(output, parquet.schema_arrow) as writer:
+        for batch in parquet.iter_batches(batch_size=65536):
+            table = pa.Table.from_batches([batch])
+            flags = pc.less_equal(table["p_value"], cutoff)
+            writer.write(table.set_column(column, "is_anomaly", flags))
+    rate = float(flagged.mean()) if len(p_values) else 0.0
+    return {**summary, "anomalies": int(flagged.sum()), "anomaly_rate": rate}

@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from anomaly.preprocessing import ImageScaler, Standardizer, preprocessor_from_dict
-from anomaly.thresholds import conformal_offset
+from anomaly.thresholds import FLAG_RULES, conformal_offset, conformal_p_values
 from anomaly.validation import check_input
 from generative.registry import atomic_directory, read_model_files, write_model_files
 from generative.training import (
@@ -49,6 +49,12 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     `target_fpr` (or, if None, `contamination`) = q, a new normal row is flagged with probability
     at most q (a conformal order statistic; exact for continuous scores).
 
+    `p_values(X)` are conformal p-values against the calibration scores. `predict` flags by
+    `flag_rule`: "threshold" (the default, below `offset_`), "alpha" (p <= level: a normal row
+    is flagged with probability <= level) or "fdr" (Benjamini-Hochberg over the rows scored
+    together: the expected share of normal rows among the flagged <= level); the level is
+    `alpha`, else `target_fpr`, else `contamination`.
+
     Architecture options left at "auto"/None are resolved in `fit`: MLP with Gaussian (learned
     variance) likelihood for tabular data; conv net with an 8-bit discretised logistic likelihood
     for images (`image_mode="scale"`), or Bernoulli on binarised pixels (`image_mode="binarize"`).
@@ -79,6 +85,8 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         calibration_fraction: float = 0.2,
         contamination: float = 0.1,
         target_fpr: float | None = None,
+        flag_rule: str = "threshold",
+        alpha: float | None = None,
         random_state: int = 0,
         device: str = "auto",
         verbose: bool = False,
@@ -101,6 +109,8 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self.calibration_fraction = calibration_fraction
         self.contamination = contamination
         self.target_fpr = target_fpr
+        self.flag_rule = flag_rule
+        self.alpha = alpha
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -137,7 +147,11 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.image_mode not in ("scale", "binarize"):
             raise ValueError(f"image_mode must be 'scale' or 'binarize', got {self.image_mode!r}")
-        for name in ("contamination", "target_fpr"):
+        if self.flag_rule not in FLAG_RULES:
+            raise ValueError(
+                f"flag_rule must be one of {sorted(FLAG_RULES)}, got {self.flag_rule!r}"
+            )
+        for name in ("contamination", "target_fpr", "alpha"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value < 0.5:
                 raise ValueError(f"{name} must be in (0, 0.5), got {value!r}")
@@ -241,9 +255,32 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         """score_samples(X) - offset_: negative for flagged rows."""
         return self.score_samples(X) - self.offset_
 
+    def p_values(self, X: Any) -> np.ndarray:
+        """Conformal p-values against the calibration scores: small = unlikely under normality
+        (a normal row gets p <= a with probability <= a)."""
+        return conformal_p_values(self.calibration_scores_, self.score_samples(X))
+
+    @property
+    def flag_level_(self) -> float:
+        """The level of the `alpha` and `fdr` rules: `alpha`, else `target_fpr`, else
+        `contamination`."""
+        for level in (self.alpha, self.target_fpr):
+            if level is not None:
+                return level
+        return self.contamination
+
+    def flags(self, log_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(p-values, flags) of scores already computed, by `flag_rule`: "threshold" (below
+        `offset_`), "alpha" (p <= level) or "fdr" (Benjamini-Hochberg over these rows)."""
+        check_is_fitted(self, FITTED_ATTRIBUTES)
+        p = conformal_p_values(self.calibration_scores_, log_px)
+        rule = FLAG_RULES[self.flag_rule]
+        return p, rule(log_px, p, self.offset_, self.flag_level_)
+
     def predict(self, X: Any) -> np.ndarray:
-        """+1 for inliers, -1 for flagged rows."""
-        return np.where(self.decision_function(X) < 0, -1, 1)
+        """+1 for inliers, -1 for rows flagged by `flag_rule` (for "fdr", over the rows of X)."""
+        _, flagged = self.flags(self.score_samples(X))
+        return np.where(flagged, -1, 1)
 
     def _log_px(self, data: torch.Tensor) -> np.ndarray:
         scores = estimate_log_px(

@@ -21,7 +21,7 @@ import pandas as pd
 from anomaly.detector import VAEDetector
 
 MODEL_INFO_FILE = "model_info.json"
-OUTPUT_COLUMNS = ("log_px", "score", "is_anomaly")
+OUTPUT_COLUMNS = ("log_px", "score", "p_value", "is_anomaly")
 UNREGISTERED = "unregistered"
 
 
@@ -41,8 +41,10 @@ class ScoringModel:
 
     `score_array` / `score_frame` return one row per input with
     `log_px` (estimated log p(x), nats; higher = more normal),
-    `score` (threshold - log_px: how far below the threshold, > 0 exactly when flagged) and
-    `is_anomaly` (bool).
+    `score` (threshold - log_px: how far below the threshold; > 0 exactly when flagged under
+    the default "threshold" rule), `p_value` (conformal, against the calibration scores) and
+    `is_anomaly` (bool, by the detector's `flag_rule`; "fdr" applies Benjamini-Hochberg over the
+    rows scored in one call).
     """
 
     detector: VAEDetector
@@ -69,8 +71,9 @@ class ScoringModel:
         if len(X) == 0:
             return {column: empty_output()[column].to_numpy() for column in OUTPUT_COLUMNS}
         log_px = self.detector.score_samples(X)
+        p_value, flagged = self.detector.flags(log_px)
         score = self.detector.offset_ - log_px
-        return {"log_px": log_px, "score": score, "is_anomaly": score > 0}
+        return {"log_px": log_px, "score": score, "p_value": p_value, "is_anomaly": flagged}
 
     def score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score a DataFrame holding (at least) the model's feature columns, in any order."""
@@ -110,6 +113,7 @@ def empty_output() -> pd.DataFrame:
         {
             "log_px": np.empty(0, np.float64),
             "score": np.empty(0, np.float64),
+            "p_value": np.empty(0, np.float64),
             "is_anomaly": np.empty(0, bool),
         }
     )

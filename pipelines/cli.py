@@ -124,6 +124,8 @@ def score_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "output": str(Path(args.output).expanduser().resolve()),
         "rows_per_partition": args.rows_per_partition,
         "chunk_rows": args.chunk_rows,
+        "flag_rule": args.flag_rule,
+        "flag_level": args.flag_level,
     }
 
 

@@ -36,6 +36,11 @@ def _score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="Parquet file to write")
     parser.add_argument("--rows-per-partition", type=int, default=100_000)
     parser.add_argument("--chunk-rows", type=int, default=8192)
+    parser.add_argument(
+        "--flag-rule", choices=["threshold", "alpha", "fdr"], default=None,
+        help="override the model's rule: threshold, alpha (p <= level) or fdr (BH over the input)",
+    )  # fmt: skip
+    parser.add_argument("--flag-level", type=float, default=None, help="alpha or FDR level")
 
 
 def build_parser(handlers: ModuleType) -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ a Prefect markdown artifact with the top anomalies. Partitions can run on Dask w
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from prefect.cache_policies import NONE
 
 from anomaly.batch import (
     BatchPlan,
+    apply_batch_fdr,
     cached_bundle,
     merge_parts,
     output_schema,
@@ -30,6 +32,8 @@ from anomaly.batch import (
     write_json_atomic,
 )
 from anomaly.batchio import Partition
+from anomaly.scoring import ScoringModel
+from anomaly.thresholds import FLAG_RULES
 from pipelines import tracking
 from pipelines.retries import io_task_options
 
@@ -50,6 +54,32 @@ def plan(model: tracking.ResolvedModel, input: str, rows_per_partition: int) -> 
     )
 
 
+def prepared_bundle(model: tracking.ResolvedModel) -> ScoringModel:
+    """The cached bundle with this run's identity and flag rule. Rows are flagged per row
+    here; the "fdr" rule needs every p-value of the batch, so its rows get the "alpha" rule at
+    the same level now and Benjamini-Hochberg afterwards (`apply_batch_fdr`)."""
+    bundle = cached_bundle(str(model.bundle_dir))
+    bundle.name, bundle.version = model.name, model.version
+    if model.flag_rule is not None:  # else the detector's own rule, as saved
+        rule = "alpha" if model.flag_rule == "fdr" else model.flag_rule
+        bundle.detector.set_params(flag_rule=rule, alpha=model.flag_level)
+    return bundle
+
+
+def with_flag_rule(
+    model: tracking.ResolvedModel, rule: str | None, level: float | None
+) -> tracking.ResolvedModel:
+    """Fix the run's rule and level: the overrides given, else the detector's own."""
+    detector = cached_bundle(str(model.bundle_dir)).detector
+    rule = rule or detector.flag_rule
+    if rule not in FLAG_RULES:
+        raise ValueError(f"flag_rule must be one of {sorted(FLAG_RULES)}, got {rule!r}")
+    level = detector.flag_level_ if level is None else level
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"the flag level must be in (0, 1), got {level}")
+    return dataclasses.replace(model, flag_rule=rule, flag_level=level)
+
+
 @task(**io_task_options(1, 1), cache_policy=NONE)
 def score_part(
     model: tracking.ResolvedModel,
@@ -62,8 +92,7 @@ def score_part(
     """Score one partition into its own part file (on whichever worker runs the task)."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    bundle = cached_bundle(str(model.bundle_dir))
-    bundle.name, bundle.version = model.name, model.version
+    bundle = prepared_bundle(model)
     return score_partition(bundle, batch, partition, part_path, chunk_rows=chunk_rows)
 
 
@@ -79,8 +108,7 @@ def score_all(
     """The sequential path: every partition, in order, straight into the output file."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    bundle = cached_bundle(str(model.bundle_dir))
-    bundle.name, bundle.version = model.name, model.version
+    bundle = prepared_bundle(model)
     return score_to_file(bundle, batch, output, chunk_rows=chunk_rows, top_k=top_k)
 
 
@@ -117,7 +145,10 @@ def log_scoring_run(summary: dict[str, Any], summary_path: str) -> str:
     with mlflow.start_run(experiment_id=experiment_id, run_name="batch-score") as run:
         mlflow.set_tags({"genad.flow": "batch-score", "genad.model_uri": summary["model_uri"]})
         mlflow.log_params(
-            {k: summary[k] for k in ("model_name", "model_version", "input", "output", "rule")}
+            {
+                k: summary[k]
+                for k in ("model_name", "model_version", "input", "output", "rule", "level")
+            }
         )
         mlflow.log_metrics({"rows": summary["rows"], "anomaly_rate": summary["anomaly_rate"]})
         mlflow.log_metrics({f"score_{k}": v for k, v in summary["score_quantiles"].items()})
@@ -157,6 +188,8 @@ def batch_score_flow(
     parallel: bool = False,
     torch_threads: int | None = None,
     top_k: int = 20,
+    flag_rule: str | None = None,
+    flag_level: float | None = None,
 ) -> dict[str, Any]:
     """Score `input` (CSV, Parquet, npz or an image folder) with `model_uri`
     (e.g. models:/genad-fashion-mnist@champion) into Parquet at `output`.
@@ -166,6 +199,9 @@ def batch_score_flow(
     then writes the output and `summary` (default: `<output>.summary.json`), each to a temp
     path renamed into place: a failure while reading or scoring leaves any previous output
     untouched and no partial file, and re-running on the same input gives the same output.
+
+    `flag_rule` ("threshold", "alpha" or "fdr") and `flag_level` override the model's own;
+    "fdr" applies Benjamini-Hochberg over the whole input (a second pass over the scores).
     """
     logger = get_run_logger()
     target = Path(output).expanduser().resolve()
@@ -174,21 +210,26 @@ def batch_score_flow(
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
         model = resolve(model_uri, os.path.join(scratch, "model"))
         batch = plan(model, str(source), rows_per_partition)
+        model = with_flag_rule(model, flag_rule, flag_level)
         threshold = cached_bundle(str(model.bundle_dir)).detector.offset_
         logger.info(
             "scoring %d rows of %s in %d partitions with %s version %s",
             batch.source.n_rows, source, len(batch.partitions), model.name, model.version,
         )  # fmt: skip
         options = (chunk_rows, torch_threads, top_k)
+        fdr = model.flag_rule == "fdr"
+        scored = os.path.join(scratch, "scored.parquet") if fdr else str(target)
         if parallel:
-            result = score_in_parallel(model, batch, scratch, str(target), options)
+            result = score_in_parallel(model, batch, scratch, scored, options)
         else:
-            result = score_all(model, batch, str(target), *options)
+            result = score_all(model, batch, scored, *options)
+        if fdr:
+            result = apply_batch_fdr(scored, target, model.flag_level, result)
         logger.info("scored %d rows, %d flagged", result["rows"], result["anomalies"])
     result.update(
         model_uri=model_uri, model_name=model.name, model_version=model.version,
-        input=str(source), output=str(target), rule="threshold", threshold=threshold,
-        partitions=len(batch.partitions),
+        input=str(source), output=str(target), rule=model.flag_rule, level=model.flag_level,
+        threshold=threshold, partitions=len(batch.partitions),
     )  # fmt: skip
     default_summary = target.with_name(target.name + ".summary.json")
     return publish(result, Path(summary) if summary else default_summary)

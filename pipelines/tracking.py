@@ -205,6 +205,8 @@ class ResolvedModel:
     run_id: str | None
     local_dir: Path
     bundle_dir: Path
+    flag_rule: str | None = None  # overrides of the detector's own rule for one scoring run
+    flag_level: float | None = None
 
 
 def resolve_model(model_uri: str, *, dst: str | os.PathLike | None = None) -> ResolvedModel:

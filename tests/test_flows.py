@@ -66,7 +66,7 @@ def test_training_registers_a_challenger_with_signature(champion):
     info = mlflow.models.get_model_info(champion["uri"])
     assert info.signature.inputs.input_names() == FEATURES
     outputs = set(info.signature.outputs.input_names())
-    assert outputs == {"log_px", "score", "is_anomaly", "model_name", "model_version"}
+    assert outputs == {"log_px", "score", "p_value", "is_anomaly", "model_name", "model_version"}
 
 
 def test_gate_keeps_the_champion_unless_beaten_and_says_why(champion, tabular_csv):
@@ -120,7 +120,7 @@ def test_batch_scores_equal_in_process_scores(champion, scoring_inputs, tmp_path
     scored = pd.read_parquet(output)
     expected = in_process_scores(champion, scoring_inputs["frame"])
     assert list(scored.columns) == [
-        "row_id", "log_px", "score", "is_anomaly", "model_name", "model_version",
+        "row_id", "log_px", "score", "p_value", "is_anomaly", "model_name", "model_version",
     ]  # fmt: skip
     np.testing.assert_array_equal(scored["row_id"], np.arange(1000))
     np.testing.assert_allclose(scored["log_px"], expected["log_px"], rtol=1e-6)
@@ -223,3 +223,27 @@ def test_dask_workers_give_the_sequential_output(champion, scoring_inputs, tmp_p
     )
     assert summary["partitions"] == 4
     pd.testing.assert_frame_equal(pd.read_parquet(sequential), pd.read_parquet(parallel))
+
+
+@pytest.mark.parametrize("rule", ["alpha", "fdr"])
+def test_flag_rules_are_applied_over_the_whole_input_and_recorded(
+    champion, scoring_inputs, tmp_path, rule
+):
+    from anomaly.thresholds import benjamini_hochberg
+
+    output = tmp_path / "flags.parquet"
+    summary = batch_score_flow(
+        champion["uri"], str(scoring_inputs["csv"]), str(output), rows_per_partition=300,
+        chunk_rows=128, flag_rule=rule, flag_level=0.1,
+    )  # fmt: skip
+    scored = pd.read_parquet(output)
+    expected = in_process_scores(champion, scoring_inputs["frame"])
+    np.testing.assert_allclose(scored["p_value"], expected["p_value"], rtol=1e-12)
+    p = scored["p_value"].to_numpy()
+    # BH over all 1000 rows at once, not per 128-row chunk or 300-row partition.
+    flags = p <= 0.1 if rule == "alpha" else benjamini_hochberg(p, 0.1)
+    np.testing.assert_array_equal(scored["is_anomaly"], flags)
+    assert summary["rule"] == rule and summary["level"] == 0.1
+    assert summary["anomalies"] == int(flags.sum())
+    on_disk = json.loads((tmp_path / "flags.parquet.summary.json").read_text())
+    assert on_disk["rule"] == rule and on_disk["anomalies"] == int(flags.sum())
