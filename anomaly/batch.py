@@ -1,12 +1,14 @@
 """The batch scoring engine: score an input file partition by partition, in bounded memory.
 
 `plan_batch` opens the input (CSV, Parquet, npz or an image folder) without reading it and
-splits it into row ranges. `score_partition` scores one range chunk by chunk into its own
-Parquet part file; parts are independent, so they can run in any order or process (the
-scores are batch-invariant: a row's score depends only on the model, the row and K).
-`merge_parts` streams the parts, in order, into the final Parquet file (written to a temp
-path and renamed) and computes the summary. Memory is bounded by the chunk size plus 8 bytes
-per row (score and log_px as float32) for the exact quantiles.
+splits it into row ranges. `score_to_file` scores every partition in order straight into the
+output Parquet file (the sequential path). For parallel runs, `score_partition` scores one range
+chunk by chunk into its own part file; parts are independent, so they can run in any order or
+process (a row's score depends only on the model, the row and K), and `merge_parts` streams
+them, in order, into the output. Both write to a temp path renamed on success and compute the
+summary; `apply_batch_fdr` re-flags a scored file by Benjamini-Hochberg over all its rows.
+Memory is bounded by the chunk size plus 8 bytes per row (score and log_px as float32) for the
+exact quantiles.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from anomaly.batchio import (
     iter_chunks,
     open_source,
     plan_partitions,
+    with_columns,
 )
 from anomaly.data.readers import DatasetFormatError
 from anomaly.scoring import ScoringModel, load_bundle
@@ -72,11 +75,10 @@ def plan_batch(
     """Open `input_path`, check it fits the model, and split it into partitions."""
     if rows_per_partition < 1:
         raise ValueError(f"rows_per_partition must be >= 1, got {rows_per_partition}")
-    path = Path(input_path).expanduser()
-    probe = open_source(path)
-    tabular_file = probe.format in ("csv", "parquet")
-    source = open_source(path, columns=model.feature_names) if tabular_file else probe
-    if not tabular_file:
+    source = open_source(Path(input_path).expanduser())  # one pass: a CSV's lines are counted
+    if source.format in ("csv", "parquet"):
+        source = with_columns(source, model.feature_names)
+    else:
         _check_row_shape(source, model)
     return BatchPlan(source, plan_partitions(source, rows_per_partition))
 

@@ -100,11 +100,12 @@ def ui_command() -> str:
 
 # --- logging models ---------------------------------------------------------------------------
 def log_pyfunc_model(
-    bundle_dir: Path, model_name: str, example: pd.DataFrame, *, name: str = "model"
+    bundle_dir: Path, model_name: str, example_rows: np.ndarray, *, name: str = "model"
 ) -> mlflow.models.model.ModelInfo:
     """Log the bundle as a pyfunc model (models from code, genad's code shipped inside) in the
-    active run, with a signature and an input example."""
+    active run, with a signature and `example_rows` as the input example."""
     bundle = load_bundle(bundle_dir)
+    example = example_frame(bundle, example_rows)
     signature = model_signature(bundle, example)
     return mlflow.pyfunc.log_model(
         name=name,

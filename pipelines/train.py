@@ -17,7 +17,7 @@ from prefect.cache_policies import NONE
 
 from anomaly import VAEDetector
 from anomaly.evaluation import DataSpec, LabelledData, NoveltySplit
-from anomaly.scoring import default_feature_names, load_bundle, save_bundle
+from anomaly.scoring import default_feature_names, save_bundle
 from generative.training import Callback, Trainer
 from pipelines import reports, tracking
 from pipelines.retries import io_task_options
@@ -92,9 +92,7 @@ def evaluate_and_log(
             mlflow.log_metrics(metrics)
             mlflow.log_dict(resolved_config(detector), "config/resolved.json")
             mlflow.log_artifacts(str(folder / "plots"), "plots")
-            bundle = load_bundle(bundle_dir)
-            example = tracking.example_frame(bundle, split.X_test[:5])
-            info = tracking.log_pyfunc_model(bundle_dir, model_name, example)
+            info = tracking.log_pyfunc_model(bundle_dir, model_name, split.X_test[:5])
     version = tracking.register(
         info.model_uri, model_name, run_id=run_id, reason=f"trained by run {run_id}"
     )

@@ -43,6 +43,7 @@ __all__ = [
     "iter_chunks",
     "open_source",
     "plan_partitions",
+    "with_columns",
 ]
 
 FILE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".npz": "npz"}
@@ -73,12 +74,17 @@ def open_source(
         "images": imagefiles.open_images,
     }
     source = openers[fmt](path)
-    if columns is None:
-        return source
+    return source if columns is None else with_columns(source, columns)
+
+
+def with_columns(source: BatchSource, columns: Sequence[str]) -> BatchSource:
+    """An opened CSV/Parquet source narrowed to the feature `columns` a model needs: they must
+    exist (and be numeric in Parquet); `row_shape` counts them and `iter_chunks` reads them."""
+    reject_columns(source.format, columns, source.path)
     selected = check_columns(source, columns)
-    if fmt == "parquet":
-        with parquetfiles.parquet_file(path) as parquet:
-            parquetfiles.check_parquet_types(parquet, path, selected)
+    if source.format == "parquet":
+        with parquetfiles.parquet_file(source.path) as parquet:
+            parquetfiles.check_parquet_types(parquet, source.path, selected)
     return dataclasses.replace(source, row_shape=(len(selected),), feature_columns=selected)
 
 
