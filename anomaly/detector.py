@@ -261,7 +261,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         return conformal_p_values(self.calibration_scores_, self.score_samples(X))
 
     @property
-    def flag_level_(self) -> float:
+    def flag_level(self) -> float:
         """The level of the `alpha` and `fdr` rules: `alpha`, else `target_fpr`, else
         `contamination`."""
         for level in (self.alpha, self.target_fpr):
@@ -275,7 +275,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, FITTED_ATTRIBUTES)
         p = conformal_p_values(self.calibration_scores_, log_px)
         rule = FLAG_RULES[self.flag_rule]
-        return p, rule(log_px, p, self.offset_, self.flag_level_)
+        return p, rule(log_px, p, self.offset_, self.flag_level)
 
     def predict(self, X: Any) -> np.ndarray:
         """+1 for inliers, -1 for rows flagged by `flag_rule` (for "fdr", over the rows of X)."""

@@ -69,7 +69,8 @@ class ScoringModel:
         if len(self.input_shape) == 3 and X.ndim == 2:
             X = X.reshape(len(X), *self.input_shape)
         if len(X) == 0:
-            return {column: empty_output()[column].to_numpy() for column in OUTPUT_COLUMNS}
+            empty = empty_output()
+            return {column: empty[column].to_numpy() for column in OUTPUT_COLUMNS}
         log_px = self.detector.score_samples(X)
         p_value, flagged = self.detector.flags(log_px)
         score = self.detector.offset_ - log_px

@@ -1,6 +1,7 @@
 """`batch_score_flow`: score a file with a registered model, partition by partition.
 
-Outputs: a Parquet file (row_id, [file,] log_px, score, is_anomaly, model_name, model_version)
+Outputs: a Parquet file (row_id, [file,] log_px, score, p_value, is_anomaly, model_name,
+model_version)
 and a summary JSON beside it, both written to temp paths and renamed; an MLflow scoring run;
 a Prefect markdown artifact with the top anomalies. Partitions can run on Dask workers
 (`dask_batch_score`): every row's score is independent of its batch, so the output is the same.
@@ -74,7 +75,7 @@ def with_flag_rule(
     rule = rule or detector.flag_rule
     if rule not in FLAG_RULES:
         raise ValueError(f"flag_rule must be one of {sorted(FLAG_RULES)}, got {rule!r}")
-    level = detector.flag_level_ if level is None else level
+    level = detector.flag_level if level is None else level
     if not 0.0 < level < 1.0:
         raise ValueError(f"the flag level must be in (0, 1), got {level}")
     return dataclasses.replace(model, flag_rule=rule, flag_level=level)
