@@ -41,6 +41,7 @@ from anomaly.batchio import (
 from anomaly.data.readers import DatasetFormatError
 from anomaly.scoring import ScoringModel, load_bundle
 from anomaly.thresholds import benjamini_hochberg
+from anomaly.typicality import TypicalityTest
 
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 
@@ -60,6 +61,7 @@ def output_schema(with_files: bool) -> pa.Schema:
         fields.append(pa.field("file", pa.string()))
     fields += [
         pa.field("log_px", pa.float64()),
+        pa.field("normality", pa.float64()),
         pa.field("score", pa.float64()),
         pa.field("p_value", pa.float64()),
         pa.field("is_anomaly", pa.bool_()),
@@ -252,3 +254,33 @@ def apply_batch_fdr(
             writer.write(table.set_column(column, "is_anomaly", flags))
     rate = float(flagged.mean()) if len(p_values) else 0.0
     return {**summary, "anomalies": int(flagged.sum()), "anomaly_rate": rate}
+
+
+def apply_typicality(
+    scored: str | os.PathLike,
+    groups_path: str | os.PathLike,
+    test: TypicalityTest,
+    group_size: int,
+    level: float,
+) -> dict[str, Any]:
+    """Test consecutive groups of `group_size` rows of a scored file (in row order) for
+    typicality of their mean `normality`, and the whole file as one group; write the group
+    table (group, first_row, rows, mean_score, statistic, p_value, is_atypical) to
+    `groups_path` atomically and return its summary. Holds 8 bytes per row."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"the typicality level must be in (0, 1), got {level}")
+    normality = pq.read_table(scored, columns=["normality"])["normality"].to_numpy()
+    if len(normality) == 0:
+        return {"group_size": group_size, "level": level, "groups": 0, "atypical_groups": 0}
+    groups = test.test_groups(normality, group_size)
+    groups["is_atypical"] = groups["p_value"] <= level
+    with atomic_file(groups_path) as staging:
+        pq.write_table(pa.table(groups), staging)
+    return {
+        "group_size": group_size,
+        "level": level,
+        "groups": len(groups["group"]),
+        "atypical_groups": int(groups["is_atypical"].sum()),
+        "whole_input_p_value": test.p_value(normality),
+        "groups_file": str(groups_path),
+    }

@@ -15,6 +15,15 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from anomaly.corrections import (
+    CORRECTIONS,
+    BackgroundSettings,
+    background_log_px,
+    check_applicable,
+    check_correction,
+    compressor_bits,
+    train_background,
+)
 from anomaly.preprocessing import ImageScaler, Standardizer, preprocessor_from_dict
 from anomaly.thresholds import FLAG_RULES, conformal_offset, conformal_p_values
 from anomaly.validation import check_input
@@ -31,6 +40,7 @@ from generative.vae import METHODS, VAE, VAEConfig, estimate_log_px
 from generative.vae.estimators import PRECISIONS
 
 DETECTOR_FILE = "detector.json"
+BACKGROUND_FOLDER = "background"
 FITTED_ATTRIBUTES = ("offset_", "n_features_in_", "input_shape_", "active_units_")
 
 
@@ -55,13 +65,20 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     together: the expected share of normal rows among the flagged <= level); the level is
     `alpha`, else `target_fpr`, else `contamination`.
 
+    `correction` turns the score into one that is robust to the likelihood's out-of-distribution
+    failure (images only; see `anomaly.corrections`): "likelihood_ratio" subtracts the log p(x)
+    of a local autoregressive background model (`background_radius`, trained for
+    `background_epochs` on inputs perturbed at `background_mutation_rate`); "complexity" adds
+    the `compressor`'s code length (needs a discrete likelihood). `score_terms(X)` returns the
+    raw terms. Thresholds, p-values and flags always use the corrected score.
+
     Architecture options left at "auto"/None are resolved in `fit`: MLP with Gaussian (learned
     variance) likelihood for tabular data; conv net with an 8-bit discretised logistic likelihood
     for images (`image_mode="scale"`), or Bernoulli on binarised pixels (`image_mode="binarize"`).
 
     Fitted attributes: `model_` (the VAE), `preprocessor_`, `offset_`, `calibration_scores_`,
     `threshold_` (alias of `offset_`, PyOD's name), `n_features_in_`, `input_shape_`,
-    `active_units_`, `history_`.
+    `active_units_`, `history_`, `background_` (the background model, or None).
     """
 
     def __init__(
@@ -87,6 +104,11 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         target_fpr: float | None = None,
         flag_rule: str = "threshold",
         alpha: float | None = None,
+        correction: str = "none",
+        compressor: str = "png",
+        background_radius: int = 3,
+        background_mutation_rate: float = 0.1,
+        background_epochs: int = 3,
         random_state: int = 0,
         device: str = "auto",
         verbose: bool = False,
@@ -111,6 +133,11 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self.target_fpr = target_fpr
         self.flag_rule = flag_rule
         self.alpha = alpha
+        self.correction = correction
+        self.compressor = compressor
+        self.background_radius = background_radius
+        self.background_mutation_rate = background_mutation_rate
+        self.background_epochs = background_epochs
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -128,13 +155,23 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         data = self._to_tensor(self.preprocessor_.transform(X))
         torch.manual_seed(self.random_state)  # the weight initialisation, for repeatable fits
         self.model_ = VAE(self._vae_config(tuple(data.shape[1:])))
+        check_applicable(self.correction, tuple(data.shape[1:]), self.model_.likelihood.discrete)
         callbacks = [*self._callbacks(len(val_idx)), *callbacks]
         trainer = Trainer(self.model_, self._trainer_config(), callbacks)
         self.history_ = trainer.fit(data[train_idx], data[val_idx] if len(val_idx) else None)
         self.input_shape_ = tuple(X.shape[1:])
         self.n_features_in_ = math.prod(self.input_shape_)
         self.active_units_ = self.model_.active_units(data[train_idx].to(trainer.device))
-        self.calibration_scores_ = np.sort(self._log_px(data[cal_idx]))
+        self.background_ = None
+        if CORRECTIONS[self.correction].needs_background:
+            self.background_ = train_background(
+                data[train_idx],
+                self._background_settings(),
+                seed=self.random_state,
+                device=self.device,
+                verbose=self.verbose,
+            )
+        self.calibration_scores_ = np.sort(self._scores(data[cal_idx]))
         self.offset_ = self._offset(self.calibration_scores_)
         return self
 
@@ -147,6 +184,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.image_mode not in ("scale", "binarize"):
             raise ValueError(f"image_mode must be 'scale' or 'binarize', got {self.image_mode!r}")
+        check_correction(self.correction, self.compressor)
         if self.flag_rule not in FLAG_RULES:
             raise ValueError(
                 f"flag_rule must be one of {sorted(FLAG_RULES)}, got {self.flag_rule!r}"
@@ -206,6 +244,15 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             free_bits=self.free_bits,
         )
 
+    def _background_settings(self) -> BackgroundSettings:
+        return BackgroundSettings(
+            radius=self.background_radius,
+            mutation_rate=self.background_mutation_rate,
+            epochs=self.background_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+        )
+
     def _trainer_config(self) -> TrainerConfig:
         return TrainerConfig(
             epochs=self.epochs,
@@ -240,7 +287,18 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         return self.offset_
 
     def score_samples(self, X: Any) -> np.ndarray:
-        """Estimated log p(x) per row in nats (higher = more normal)."""
+        """Estimated log p(x) per row in nats, or the `correction` of it (higher = more
+        normal)."""
+        return self._scores(self._prepare(X))
+
+    def score_terms(self, X: Any, *, all_terms: bool = True) -> dict[str, np.ndarray]:
+        """The terms the score is built from, per row, and `score` (= `score_samples`):
+        `log_px` (nats), with a background model `background_log_px` (nats), and for images
+        `compressor_bits` (the `compressor`'s code length; with `all_terms=False` only when
+        the correction needs it)."""
+        return self._terms(self._prepare(X), everything=all_terms)
+
+    def _prepare(self, X: Any) -> torch.Tensor:
         check_is_fitted(self, FITTED_ATTRIBUTES)
         images = len(self.input_shape_) == 3
         X = check_input(
@@ -249,7 +307,24 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             image_shape=self.input_shape_ if images else None,
             estimator=type(self).__name__,
         )
-        return self._log_px(self._to_tensor(self.preprocessor_.transform(X)))
+        return self._to_tensor(self.preprocessor_.transform(X))
+
+    def _scores(self, data: torch.Tensor) -> np.ndarray:
+        if self.correction == "none":
+            return self._log_px(data)
+        return self._terms(data, everything=False)["score"]
+
+    def _terms(self, data: torch.Tensor, *, everything: bool) -> dict[str, np.ndarray]:
+        correction = CORRECTIONS[self.correction]
+        terms = {"log_px": self._log_px(data)}
+        background = getattr(self, "background_", None)
+        if background is not None:
+            terms["background_log_px"] = background_log_px(background, data)
+        images = len(self.input_shape_) == 3
+        if correction.needs_compressor or (everything and images):
+            terms["compressor_bits"] = compressor_bits(data, self.compressor)
+        terms["score"] = correction.combine(terms)
+        return terms
 
     def decision_function(self, X: Any) -> np.ndarray:
         """score_samples(X) - offset_: negative for flagged rows."""
@@ -304,6 +379,9 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, FITTED_ATTRIBUTES)
         with atomic_directory(path) as staging:
             write_model_files(self.model_, staging)
+            if self.background_ is not None:
+                (staging / BACKGROUND_FOLDER).mkdir()
+                write_model_files(self.background_, staging / BACKGROUND_FOLDER)
             (staging / DETECTOR_FILE).write_text(json.dumps(self._state(), indent=2))
         return Path(path)
 
@@ -331,6 +409,10 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             params["hidden_dims"] = tuple(params["hidden_dims"])
         detector = cls(**params)
         detector.model_ = read_model_files(folder).to(resolve_device(device)).eval()
+        background = folder / BACKGROUND_FOLDER
+        detector.background_ = None
+        if background.is_dir():
+            detector.background_ = read_model_files(background).to(resolve_device(device)).eval()
         detector.preprocessor_ = preprocessor_from_dict(state["preprocessor"])
         detector.offset_ = float(state["offset"])
         detector.calibration_scores_ = np.asarray(state["calibration_scores"], dtype=np.float64)

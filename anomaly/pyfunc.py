@@ -22,8 +22,8 @@ REGISTERED_META_FILE = "registered_model_meta"
 
 
 class GenadVAEModel(mlflow.pyfunc.PythonModel):
-    """predict(frame) -> one row per input: log_px, score, p_value, is_anomaly, model_name,
-    model_version.
+    """predict(frame) -> one row per input: log_px, normality, score, p_value, is_anomaly,
+    model_name, model_version (see `anomaly.scoring.ScoringModel`).
 
     The input frame must hold the model's feature columns (see the model signature); extra
     columns are ignored. Through `mlflow.pyfunc.load_model` or `mlflow models serve`, MLflow's

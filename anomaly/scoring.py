@@ -21,7 +21,7 @@ import pandas as pd
 from anomaly.detector import VAEDetector
 
 MODEL_INFO_FILE = "model_info.json"
-OUTPUT_COLUMNS = ("log_px", "score", "p_value", "is_anomaly")
+OUTPUT_COLUMNS = ("log_px", "normality", "score", "p_value", "is_anomaly")
 UNREGISTERED = "unregistered"
 
 
@@ -40,9 +40,11 @@ class ScoringModel:
     """A fitted VAEDetector with the column names it expects and its registry identity.
 
     `score_array` / `score_frame` return one row per input with
-    `log_px` (estimated log p(x), nats; higher = more normal),
-    `score` (threshold - log_px: how far below the threshold; > 0 exactly when flagged under
-    the default "threshold" rule), `p_value` (conformal, against the calibration scores) and
+    `log_px` (estimated log p(x), nats),
+    `normality` (the detector's score, higher = more normal: `log_px` itself, or the corrected
+    score when the detector has a `correction`, e.g. the likelihood ratio),
+    `score` (threshold - normality: how far below the threshold; > 0 exactly when flagged
+    under the default "threshold" rule), `p_value` (conformal, against the calibration scores) and
     `is_anomaly` (bool, by the detector's `flag_rule`; "fdr" applies Benjamini-Hochberg over the
     rows scored in one call).
     """
@@ -71,10 +73,16 @@ class ScoringModel:
         if len(X) == 0:
             empty = empty_output()
             return {column: empty[column].to_numpy() for column in OUTPUT_COLUMNS}
-        log_px = self.detector.score_samples(X)
-        p_value, flagged = self.detector.flags(log_px)
-        score = self.detector.offset_ - log_px
-        return {"log_px": log_px, "score": score, "p_value": p_value, "is_anomaly": flagged}
+        terms = self.detector.score_terms(X, all_terms=False)
+        normality = terms["score"]
+        p_value, flagged = self.detector.flags(normality)
+        return {
+            "log_px": terms["log_px"],
+            "normality": normality,
+            "score": self.detector.offset_ - normality,
+            "p_value": p_value,
+            "is_anomaly": flagged,
+        }
 
     def score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score a DataFrame holding (at least) the model's feature columns, in any order."""
@@ -113,6 +121,7 @@ def empty_output() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "log_px": np.empty(0, np.float64),
+            "normality": np.empty(0, np.float64),
             "score": np.empty(0, np.float64),
             "p_value": np.empty(0, np.float64),
             "is_anomaly": np.empty(0, bool),

@@ -18,11 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from generative.localar import LocalAR, LocalARConfig
 from generative.vae import VAE, VAEConfig
 
 # family name -> (config class, model class)
 MODEL_FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
     "vae": (VAEConfig, VAE),
+    "local_ar": (LocalARConfig, LocalAR),
 }
 
 CONFIG_FILE = "config.json"

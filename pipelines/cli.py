@@ -52,7 +52,7 @@ def detector_config(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[
             config.update(json.loads(text))
         except json.JSONDecodeError as error:
             raise ValueError(f"--config is not valid JSON ({error})") from error
-    for key in ("epochs", "score", "n_samples", "target_fpr"):
+    for key in ("epochs", "score", "n_samples", "target_fpr", "correction"):
         value = getattr(args, key, None)
         if value is not None:
             config[key] = value
@@ -126,6 +126,8 @@ def score_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "chunk_rows": args.chunk_rows,
         "flag_rule": args.flag_rule,
         "flag_level": args.flag_level,
+        "typicality_group_size": args.typicality_group_size,
+        "typicality_level": args.typicality_level,
     }
 
 

@@ -28,6 +28,10 @@ def _detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score", choices=["elbo", "iwae", "prior_mc"])
     parser.add_argument("--n-samples", type=int, help="K samples per row for the score")
     parser.add_argument("--target-fpr", type=float, help="share of normal rows to flag")
+    parser.add_argument(
+        "--correction", choices=["none", "likelihood_ratio", "complexity"],
+        help="correct the likelihood for input complexity (images only)",
+    )  # fmt: skip
 
 
 def _score_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +45,11 @@ def _score_arguments(parser: argparse.ArgumentParser) -> None:
         help="override the model's rule: threshold, alpha (p <= level) or fdr (BH over the input)",
     )  # fmt: skip
     parser.add_argument("--flag-level", type=float, default=None, help="alpha or FDR level")
+    parser.add_argument(
+        "--typicality-group-size", type=int, default=None,
+        help="also test groups of this many consecutive rows for typicality",
+    )  # fmt: skip
+    parser.add_argument("--typicality-level", type=float, default=0.05)
 
 
 def build_parser(handlers: ModuleType) -> argparse.ArgumentParser:

@@ -1,8 +1,8 @@
 """`batch_score_flow`: score a file with a registered model, partition by partition.
 
-Outputs: a Parquet file (row_id, [file,] log_px, score, p_value, is_anomaly, model_name,
-model_version)
-and a summary JSON beside it, both written to temp paths and renamed; an MLflow scoring run;
+Outputs: a Parquet file (row_id, [file,] log_px, normality, score, p_value, is_anomaly,
+model_name, model_version), optionally a typicality table of row groups, and a summary JSON
+beside it, both written to temp paths and renamed; an MLflow scoring run;
 a Prefect markdown artifact with the top anomalies. Partitions can run on Dask workers
 (`dask_batch_score`): every row's score is independent of its batch, so the output is the same.
 """
@@ -24,6 +24,7 @@ from prefect.cache_policies import NONE
 from anomaly.batch import (
     BatchPlan,
     apply_batch_fdr,
+    apply_typicality,
     cached_bundle,
     merge_parts,
     output_schema,
@@ -35,6 +36,7 @@ from anomaly.batch import (
 from anomaly.batchio import Partition
 from anomaly.scoring import ScoringModel
 from anomaly.thresholds import FLAG_RULES
+from anomaly.typicality import TypicalityTest
 from pipelines import tracking
 from pipelines.retries import io_task_options
 
@@ -153,6 +155,14 @@ def log_scoring_run(summary: dict[str, Any], summary_path: str) -> str:
         )
         mlflow.log_metrics({"rows": summary["rows"], "anomaly_rate": summary["anomaly_rate"]})
         mlflow.log_metrics({f"score_{k}": v for k, v in summary["score_quantiles"].items()})
+        typicality = summary.get("typicality") or {}
+        if typicality.get("groups"):
+            mlflow.log_metrics(
+                {
+                    "typicality_atypical_groups": typicality["atypical_groups"],
+                    "typicality_whole_input_p_value": typicality["whole_input_p_value"],
+                }
+            )
         mlflow.log_artifact(summary_path)
     return run.info.run_id
 
@@ -166,6 +176,7 @@ def top_anomalies_markdown(summary: dict[str, Any]) -> str:
         f"Model `{summary['model_name']}` version {summary['model_version']}; "
         f"output `{summary['output']}`.",
         "",
+        *typicality_lines(summary.get("typicality")),
         "| rank | row_id | file | log_px | score |",
         "|---:|---:|---|---:|---:|",
     ]
@@ -175,6 +186,37 @@ def top_anomalies_markdown(summary: dict[str, Any]) -> str:
             f"| {rank} | {row['row_id']} | {name} | {row['log_px']:.2f} | {row['score']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def typicality_lines(typicality: dict[str, Any] | None) -> list[str]:
+    """One markdown line on the typicality test, when it ran."""
+    if not typicality or not typicality.get("groups"):
+        return []
+    return [
+        f"Typicality: {typicality['atypical_groups']} of {typicality['groups']} groups of "
+        f"{typicality['group_size']} rows atypical at level {typicality['level']}; whole input "
+        f"p = {typicality['whole_input_p_value']:.4g}.",
+        "",
+    ]
+
+
+def check_typicality_options(group_size: int | None, level: float) -> None:
+    """Fail before scoring on a bad group size or level."""
+    if group_size is not None and group_size < 1:
+        raise ValueError(f"typicality_group_size must be >= 1, got {group_size}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"typicality_level must be in (0, 1), got {level}")
+
+
+def run_typicality(
+    model: tracking.ResolvedModel, output: Path, group_size: int, level: float
+) -> dict[str, Any]:
+    """The typicality test of the scored output's row groups, against the model's
+    calibration scores; the group table goes to `<output>.typicality.parquet`."""
+    detector = cached_bundle(str(model.bundle_dir)).detector
+    test = TypicalityTest(detector.calibration_scores_, seed=detector.random_state)
+    groups_path = output.with_name(output.name + ".typicality.parquet")
+    return apply_typicality(output, groups_path, test, group_size, level)
 
 
 @flow(name="batch-score", log_prints=True)
@@ -191,6 +233,8 @@ def batch_score_flow(
     top_k: int = 20,
     flag_rule: str | None = None,
     flag_level: float | None = None,
+    typicality_group_size: int | None = None,
+    typicality_level: float = 0.05,
 ) -> dict[str, Any]:
     """Score `input` (CSV, Parquet, npz or an image folder) with `model_uri`
     (e.g. models:/genad-fashion-mnist@champion) into Parquet at `output`.
@@ -203,7 +247,13 @@ def batch_score_flow(
 
     `flag_rule` ("threshold", "alpha" or "fdr") and `flag_level` override the model's own;
     "fdr" applies Benjamini-Hochberg over the whole input (a second pass over the scores).
+
+    `typicality_group_size` = M also tests consecutive groups of M rows, and the whole input,
+    for typicality (`anomaly.typicality`): a group whose mean score is far from the normal mean
+    in either direction (too likely counts too) gets p <= `typicality_level`. The group table
+    is written to `<output>.typicality.parquet` and summarised under "typicality".
     """
+    check_typicality_options(typicality_group_size, typicality_level)
     logger = get_run_logger()
     target = Path(output).expanduser().resolve()
     source = Path(input).expanduser().resolve()
@@ -227,6 +277,10 @@ def batch_score_flow(
         if fdr:
             result = apply_batch_fdr(scored, target, model.flag_level, result)
         logger.info("scored %d rows, %d flagged", result["rows"], result["anomalies"])
+    if typicality_group_size:
+        result["typicality"] = run_typicality(
+            model, target, typicality_group_size, typicality_level
+        )
     result.update(
         model_uri=model_uri, model_name=model.name, model_version=model.version,
         input=str(source), output=str(target), rule=model.flag_rule, level=model.flag_level,

@@ -14,6 +14,7 @@ import pytest
 
 from anomaly import VAEDetector
 from anomaly.thresholds import benjamini_hochberg, conformal_p_values
+from anomaly.typicality import TypicalityTest
 
 REPS = 2000
 
@@ -121,3 +122,44 @@ def test_detector_flag_rules(pools):
     np.testing.assert_array_equal(detector.predict(batch) == -1, benjamini_hochberg(p, 0.1))
     with pytest.raises(ValueError, match="flag_rule must be one of"):
         VAEDetector(flag_rule="bonferroni").fit(X)
+
+
+@pytest.mark.parametrize("data", ["pools", "satimage_pools"])
+@pytest.mark.parametrize("group_size", [1, 10])
+def test_typicality_test_rejects_normal_groups_at_rate_alpha(request, data, group_size):
+    normal, _ = request.getfixturevalue(data)
+    rng = np.random.default_rng(6)
+    reps, n_cal, level = 500, 300, 0.05
+    rejected = np.empty(reps)
+    for rep in range(reps):
+        draw = rng.choice(len(normal), n_cal + group_size, replace=False)
+        test = TypicalityTest(normal[draw[:n_cal]], n_bootstrap=499, seed=rep)
+        rejected[rep] = test.p_value(normal[draw[n_cal:]]) <= level
+    # A valid test: the rejection rate of normal groups is a binomial mean <= level.
+    assert rejected.mean() <= level + 3 * np.sqrt(level * (1 - level) / reps), rejected.mean()
+
+
+def test_typicality_test_flags_groups_that_are_too_likely(pools):
+    """Rows from the likeliest 30% of normal data each look fine (conformal p >= 0.7), yet a
+    group of 20 of them is atypical: the test is two-sided, as for MNIST under Fashion-MNIST."""
+    normal, _ = pools
+    calibration, rest = normal[:1000], normal[1000:]
+    likely = rest[rest >= np.quantile(rest, 0.7)]
+    test = TypicalityTest(calibration, n_bootstrap=999)
+    rng = np.random.default_rng(7)
+    groups = [rng.choice(likely, 20, replace=False) for _ in range(100)]
+    assert min(conformal_p_values(calibration, likely)) >= 0.65
+    assert np.mean([test.p_value(group) <= 0.05 for group in groups]) >= 0.95
+
+
+def test_typicality_groups_match_their_definition():
+    rng = np.random.default_rng(8)
+    calibration, scores = rng.normal(size=200), rng.normal(0.3, 1.0, size=23)
+    test = TypicalityTest(calibration, n_bootstrap=199, seed=3)
+    table = test.test_groups(scores, 10)
+    np.testing.assert_array_equal(table["rows"], [10, 10, 3])
+    np.testing.assert_array_equal(table["first_row"], [0, 10, 20])
+    for g, start in enumerate(table["first_row"]):
+        group = scores[start : start + table["rows"][g]]
+        assert table["statistic"][g] == pytest.approx(abs(group.mean() - calibration.mean()))
+        assert table["p_value"][g] == pytest.approx(test.p_value(group))

@@ -66,7 +66,15 @@ def test_training_registers_a_challenger_with_signature(champion):
     info = mlflow.models.get_model_info(champion["uri"])
     assert info.signature.inputs.input_names() == FEATURES
     outputs = set(info.signature.outputs.input_names())
-    assert outputs == {"log_px", "score", "p_value", "is_anomaly", "model_name", "model_version"}
+    assert outputs == {
+        "log_px",
+        "normality",
+        "score",
+        "p_value",
+        "is_anomaly",
+        "model_name",
+        "model_version",
+    }
 
 
 def test_gate_keeps_the_champion_unless_beaten_and_says_why(champion, tabular_csv):

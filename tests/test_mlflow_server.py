@@ -103,7 +103,15 @@ def test_flows_log_register_and_promote_through_the_server(
     frame = pd.read_csv(tabular_csv).head(20)
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
     predicted = model.predict(frame[FEATURES])
-    expected_columns = {"log_px", "score", "p_value", "is_anomaly", "model_name", "model_version"}
+    expected_columns = {
+        "log_px",
+        "normality",
+        "score",
+        "p_value",
+        "is_anomaly",
+        "model_name",
+        "model_version",
+    }
     assert expected_columns <= set(predicted.columns), predicted.columns
     assert len(predicted) == len(frame)
     assert (predicted["model_version"] == "1").all()

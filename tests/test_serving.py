@@ -14,7 +14,7 @@ import pytest
 from servers import VENV_BIN, child_env, free_port, running
 
 FEATURES = ["f0", "f1", "f2", "f3"]
-OUTPUT = ["log_px", "score", "p_value", "is_anomaly", "model_name", "model_version"]
+OUTPUT = ["log_px", "normality", "score", "p_value", "is_anomaly", "model_name", "model_version"]
 
 
 @pytest.fixture(scope="module")
