@@ -189,10 +189,10 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             raise ValueError(
                 f"flag_rule must be one of {sorted(FLAG_RULES)}, got {self.flag_rule!r}"
             )
-        for name in ("contamination", "target_fpr", "alpha"):
+        for name, high in (("contamination", 0.5), ("target_fpr", 0.5), ("alpha", 1.0)):
             value = getattr(self, name)
-            if value is not None and not 0.0 < value < 0.5:
-                raise ValueError(f"{name} must be in (0, 0.5), got {value!r}")
+            if value is not None and not 0.0 < value < high:
+                raise ValueError(f"{name} must be in (0, {high:g}), got {value!r}")
         if not 0.0 <= self.validation_fraction < 0.5:
             raise ValueError(
                 f"validation_fraction must be in [0, 0.5), got {self.validation_fraction!r}"

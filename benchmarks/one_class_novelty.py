@@ -223,6 +223,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
+        os.chmod(temp, 0o644)  # mkstemp creates 0600; a report is for everyone to read
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -246,9 +247,9 @@ def auroc_grid(runs: list[Run], name: str, score: str, args: argparse.Namespace)
     grid = np.full((len(args.classes), len(args.seeds)), np.nan)
     for run in runs:
         if run["dataset"] == name and score in run["auroc"]:
-            grid[args.classes.index(run["class"]), args.seeds.index(run["seed"])] = run[
-                "auroc"
-            ][score]
+            grid[args.classes.index(run["class"]), args.seeds.index(run["seed"])] = run["auroc"][
+                score
+            ]
     return grid
 
 
@@ -374,9 +375,10 @@ def settings_lines(args: argparse.Namespace) -> list[str]:
     shown = ", ".join(f"{k}={v!r}" for k, v in params.items() if k not in ("random_state",))
     return [
         f"Detector (random_state = seed): `VAEDetector({shown})`. Fit on all training images "
-        "of the class (the detector holds out 10 % for early stopping and 20 % for "
-        "calibration). Only correction, epochs, patience, n_samples and precision differ from "
-        "the defaults; the background model and compressor settings are the defaults.",
+        f"of the class (the detector holds out {params['validation_fraction']:.0%} of them for "
+        f"early stopping and {params['calibration_fraction']:.0%} for calibration). Only "
+        "correction, epochs, patience, n_samples and precision differ from the defaults; the "
+        "background model and compressor settings are the defaults.",
         "",
         f"Test rows: {args.test_per_class} per class of the test split (all ten classes), "
         f"drawn once with `numpy.random.default_rng({SUBSET_SEED})`, the same rows for every "

@@ -148,6 +148,14 @@ def cmd_score(args: argparse.Namespace) -> int:
         f"v{summary['model_version']}: {summary['anomalies']} flagged "
         f"({summary['anomaly_rate']:.2%}); output {summary['output']}"
     )
+    typicality = summary.get("typicality")
+    if typicality and typicality.get("groups"):
+        print(
+            f"typicality: {typicality['atypical_groups']} of {typicality['groups']} groups of "
+            f"{typicality['group_size']} rows atypical at level {typicality['level']} "
+            f"(whole input p = {typicality['whole_input_p_value']:.4g}); "
+            f"groups {typicality['groups_file']}"
+        )
     return 0
 
 

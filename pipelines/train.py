@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from anomaly import VAEDetector
+from anomaly.corrections import check_applicable
 from anomaly.evaluation import DataSpec, LabelledData, NoveltySplit
 from anomaly.scoring import default_feature_names, save_bundle
 from generative.training import Callback, Trainer
@@ -137,6 +138,8 @@ def train_vae_flow(
     params = {"random_state": seed, **(config or {})}
     VAEDetector(**params)._check_params()  # fail before any run is created
     data = load_data(spec)
+    correction = params.get("correction", "none")
+    check_applicable(correction, tuple(data.X.shape[1:]), discrete=True)  # before the run
     holdout = data.holdout(validation_fraction, seed)
     run_id = start_run(spec, data, {**params, "validation_fraction": validation_fraction}, name)
     detector = fit_detector(holdout, params, run_id)

@@ -20,11 +20,13 @@ def test_score_writes_the_output_and_says_so(champion, capsys, tmp_path):
     output = tmp_path / "scores.parquet"
     code, out, _ = run(
         capsys, "score", "--model-uri", champion["uri"], "--input", str(champion["csv"]),
-        "--output", str(output),
+        "--output", str(output), "--typicality-group-size", "100",
     )  # fmt: skip
     assert code == 0
     assert f"scored 800 rows with tabular-test v{champion['version']}" in out
     assert len(pd.read_parquet(output)) == 800
+    assert "of 8 groups of 100 rows atypical at level 0.05" in out
+    assert len(pd.read_parquet(str(output) + ".typicality.parquet")) == 8
 
 
 @pytest.mark.parametrize(
@@ -49,6 +51,24 @@ def test_bad_input_exits_2_naming_the_problem(champion, capsys, tmp_path, input_
     assert code == 2
     assert message in err and err.startswith("genad score: error:")
     assert not output.exists()
+
+
+def test_score_rejects_a_bad_typicality_group_size(champion, capsys, tmp_path):
+    output = tmp_path / "out.parquet"
+    code, _, err = run(
+        capsys, "score", "--model-uri", champion["uri"], "--input", str(champion["csv"]),
+        "--output", str(output), "--typicality-group-size", "0",
+    )  # fmt: skip
+    assert code == 2 and "typicality_group_size must be >= 1" in err
+    assert not output.exists()
+
+
+def test_train_refuses_a_correction_for_tables_before_any_run(capsys, mlflow_store, tabular_csv):
+    code, _, err = run(
+        capsys, "train", "vae", "--dataset", str(tabular_csv), "--label-column", "label",
+        "--correction", "likelihood_ratio",
+    )  # fmt: skip
+    assert code == 2 and "needs images" in err
 
 
 def test_train_rejects_bad_config_json(capsys, mlflow_store):
