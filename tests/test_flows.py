@@ -128,7 +128,8 @@ def test_batch_scores_equal_in_process_scores(champion, scoring_inputs, tmp_path
     scored = pd.read_parquet(output)
     expected = in_process_scores(champion, scoring_inputs["frame"])
     assert list(scored.columns) == [
-        "row_id", "log_px", "score", "p_value", "is_anomaly", "model_name", "model_version",
+        "row_id", "log_px", "normality", "score", "p_value", "is_anomaly", "model_name",
+        "model_version",
     ]  # fmt: skip
     np.testing.assert_array_equal(scored["row_id"], np.arange(1000))
     np.testing.assert_allclose(scored["log_px"], expected["log_px"], rtol=1e-6)
