@@ -56,7 +56,7 @@ CORRECTIONS: dict[str, Correction] = {
 class BackgroundSettings:
     """The background model of the likelihood ratio and how it is trained."""
 
-    radius: int = 3
+    radius: int = 1
     mutation_rate: float = 0.1
     epochs: int = 3
     channels: int = 32

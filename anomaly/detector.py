@@ -106,7 +106,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         alpha: float | None = None,
         correction: str = "none",
         compressor: str = "png",
-        background_radius: int = 3,
+        background_radius: int = 1,
         background_mutation_rate: float = 0.1,
         background_epochs: int = 3,
         random_state: int = 0,

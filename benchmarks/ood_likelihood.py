@@ -25,6 +25,7 @@ import datetime
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -126,8 +127,43 @@ def typicality_table(calibration: dict, fashion: dict, mnist: dict) -> list[str]
     return lines
 
 
+CALIBRATED_SCORES = ("IWAE log p(x)", "likelihood ratio", "complexity-corrected")
+
+
+def redrawn_calibration_table(
+    calibration: dict, fashion: dict, mnist: dict, reps: int
+) -> list[str]:
+    """The guarantees' own setting: every repetition draws a fresh calibration set (1000 rows)
+    and 900 normal test rows, disjoint, from all held-out normal rows (selection rows and
+    Fashion-MNIST test), plus 100 MNIST rows. Mean (standard error) over repetitions."""
+    lines = [
+        "| score | level | alpha rule: false-flag rate | BH: mean FDP (bound 0.9 q) | BH: power |",
+        "|---|---|---|---|---|",
+    ]
+    rng = np.random.default_rng(1)
+    n_cal, n0, n1 = 1000, 900, 100
+    for name in CALIBRATED_SCORES:
+        pool = np.r_[calibration[name], fashion[name]]
+        results = {level: np.empty((reps, 3)) for level in ALPHAS}
+        for rep in range(reps):
+            draw = rng.choice(len(pool), n_cal + n0, replace=False)
+            novel = rng.choice(mnist[name], n1, replace=False)
+            p = conformal_p_values(pool[draw[:n_cal]], np.r_[pool[draw[n_cal:]], novel])
+            for level in ALPHAS:
+                flags = benjamini_hochberg(p, level)
+                false_rate = np.mean(p[:n0] <= level)
+                fdp = flags[:n0].sum() / max(1, flags.sum())
+                results[level][rep] = (false_rate, fdp, flags[n0:].mean())
+        for level, values in results.items():
+            mean, se = values.mean(0), values.std(0, ddof=1) / np.sqrt(reps)
+            cells = " | ".join(f"{m:.4f} ({e:.4f})" for m, e in zip(mean, se, strict=True))
+            lines.append(f"| {name} | {level} | {cells} |")
+    return lines
+
+
 def calibration_table(calibration: dict, fashion: dict, mnist: dict, reps: int) -> list[str]:
-    """Alpha-rule false-flag rates and BH FDR / power on mixtures, per score."""
+    """One fixed reference set (as one deployment has): alpha-rule false-flag rates on all of
+    Fashion-MNIST test, and BH FDR / power on mixtures drawn from the test sets."""
     lines = [
         "| score | level | alpha rule: false-flag rate on Fashion-MNIST test "
         "| BH: mean FDP | BH: power |",
@@ -136,7 +172,7 @@ def calibration_table(calibration: dict, fashion: dict, mnist: dict, reps: int) 
     rng = np.random.default_rng(0)
     n0 = min(900, len(fashion["ELBO"]))
     n1 = min(n0 // 9, len(mnist["ELBO"]))
-    for name in ("IWAE log p(x)", "likelihood ratio", "complexity-corrected"):
+    for name in CALIBRATED_SCORES:
         p_normal = conformal_p_values(calibration[name], fashion[name])
         p_novel = conformal_p_values(calibration[name], mnist[name])
         for level in ALPHAS:
@@ -183,10 +219,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     mnist = final_scores(final, load_dataset("mnist", split="test").X[: args.test_rows], args)
     calibration = final_scores(final, normal, args)
+    save_scores(args.out, {"fashion": fashion, "mnist": mnist, "calibration": calibration})
     lines = report_lines(args, selection, fashion, mnist, calibration, same_vae, start)
     with open(args.out, "w") as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def save_scores(out: str, sets: dict[str, dict[str, np.ndarray]]) -> None:
+    """Every score array, to `<out stem>.scores.npz`, so tables can be recomputed."""
+    arrays = {
+        f"{group}/{name}": values
+        for group, scores in sets.items()
+        for name, values in scores.items()
+    }
+    np.savez_compressed(str(Path(out).with_suffix("")) + ".scores.npz", **arrays)
 
 
 def report_lines(args, selection, fashion, mnist, calibration, same_vae, start) -> list[str]:
@@ -215,7 +262,15 @@ def report_lines(args, selection, fashion, mnist, calibration, same_vae, start) 
         "",
         *typicality_table(calibration, fashion, mnist),
         "",
-        "#### 4. Calibration of p-values (reference: the held-out Fashion-MNIST rows of step 1)",
+        "#### 4. Calibration of p-values",
+        "",
+        "a. Redrawn calibration sets (the setting the guarantees are about), "
+        f"{args.reps} repetitions; mean (standard error):",
+        "",
+        *redrawn_calibration_table(calibration, fashion, mnist, args.reps),
+        "",
+        "b. One fixed reference set (the 2,500 held-out rows of step 1), as one deployment "
+        "sees it; BH on mixtures of 900 Fashion-MNIST and 100 MNIST test rows:",
         "",
         *calibration_table(calibration, fashion, mnist, args.reps),
     ]
