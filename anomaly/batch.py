@@ -199,7 +199,8 @@ class _SummaryBuilder:
         self.scores.append(score.astype(np.float32))
         self.log_px.append(table["log_px"].to_numpy().astype(np.float32))
         self.flagged += int(pc.sum(table["is_anomaly"]).as_py() or 0)
-        keep = [c for c in ("row_id", "file", "log_px", "score") if c in table.column_names]
+        columns = ("row_id", "file", "log_px", "normality", "score")
+        keep = [c for c in columns if c in table.column_names]
         k = min(self.top_k, len(score))
         best = np.argpartition(-score, k - 1)[:k] if k else np.empty(0, np.int64)
         candidates = pd.concat([self.top, table.take(best).select(keep).to_pandas()])

@@ -63,6 +63,14 @@ class BackgroundSettings:
     batch_size: int = 128
     learning_rate: float = 1e-3
 
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"background_epochs must be >= 1, got {self.epochs}")
+        try:
+            self.model_config((1, 1, 1))
+        except ValueError as error:
+            raise ValueError(f"bad background model setting: {error}") from error
+
     def model_config(self, input_shape: tuple[int, ...]) -> LocalARConfig:
         """The LocalAR config for images of `input_shape`."""
         return LocalARConfig(
@@ -83,9 +91,17 @@ def check_correction(correction: str, compressor: str) -> None:
         raise ValueError(f"compressor must be one of {sorted(COMPRESSORS)}, got {compressor!r}")
 
 
-def check_applicable(correction: str, input_shape: tuple[int, ...], discrete: bool) -> None:
+def compressor_accepts(compressor: str, input_shape: tuple[int, ...]) -> bool:
+    """Whether `compressor` can code images of this shape (png: 1 or 3 channels)."""
+    return len(input_shape) == 3 and (compressor != "png" or input_shape[0] in (1, 3))
+
+
+def check_applicable(
+    correction: str, input_shape: tuple[int, ...], discrete: bool, compressor: str = "png"
+) -> None:
     """Corrections are defined for 8-bit images; the complexity one needs a discrete
-    likelihood so that -log2 p(x) and the compressor's length are code lengths of one thing."""
+    likelihood so that -log2 p(x) and the compressor's length are code lengths of one thing,
+    and a compressor that takes the images' channels."""
     if correction == "none":
         return
     if len(input_shape) != 3:
@@ -98,6 +114,11 @@ def check_applicable(correction: str, input_shape: tuple[int, ...], discrete: bo
             "correction='complexity' needs a discrete likelihood (logistic256, categorical256 "
             "or bernoulli): with a density on [0, 1] intensities, -log p(x) is not a code "
             "length and the 'correction' is the compressor alone"
+        )
+    if correction == "complexity" and not compressor_accepts(compressor, input_shape):
+        raise ValueError(
+            f"compressor {compressor!r} cannot code images of {input_shape[0]} channels; "
+            "use zlib or bz2"
         )
 
 
@@ -123,6 +144,28 @@ def train_background(
     extra = [ProgressBar("background model")] if verbose else []
     Trainer(model, config, [*extra, *(callbacks or [])]).fit(images)
     return model.eval()
+
+
+def score_terms(
+    correction: str,
+    log_px: np.ndarray,
+    images: torch.Tensor,
+    *,
+    background: LocalAR | None,
+    compressor: str,
+    everything: bool,
+) -> dict[str, np.ndarray]:
+    """The terms of `correction`'s score and the score itself ("score"), per row. With
+    `everything`, also the terms it does not need that can be computed (the baselines)."""
+    needs = CORRECTIONS[correction]
+    terms = {"log_px": log_px}
+    if background is not None:
+        terms["background_log_px"] = background_log_px(background, images)
+    can_compress = compressor_accepts(compressor, tuple(images.shape[1:]))
+    if needs.needs_compressor or (everything and can_compress):
+        terms["compressor_bits"] = compressor_bits(images, compressor)
+    terms["score"] = needs.combine(terms)
+    return terms
 
 
 def background_log_px(model: LocalAR, images: torch.Tensor) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -18,36 +17,39 @@ from sklearn.utils.validation import check_is_fitted
 from anomaly.corrections import (
     CORRECTIONS,
     BackgroundSettings,
-    background_log_px,
     check_applicable,
     check_correction,
-    compressor_bits,
+    score_terms,
     train_background,
 )
-from anomaly.preprocessing import ImageScaler, Standardizer, preprocessor_from_dict
+from anomaly.detector_files import (
+    fitted_attributes,
+    read_networks,
+    read_state,
+    write_detector_files,
+)
+from anomaly.preprocessing import ImageScaler, Standardizer
 from anomaly.thresholds import FLAG_RULES, conformal_offset, conformal_p_values
 from anomaly.validation import check_input
-from generative.registry import atomic_directory, read_model_files, write_model_files
+from generative.registry import atomic_directory
 from generative.training import (
     Callback,
     EarlyStopping,
     ProgressBar,
     Trainer,
     TrainerConfig,
-    resolve_device,
 )
 from generative.vae import METHODS, VAE, VAEConfig, estimate_log_px
 from generative.vae.estimators import PRECISIONS
 
-DETECTOR_FILE = "detector.json"
-BACKGROUND_FOLDER = "background"
 FITTED_ATTRIBUTES = ("offset_", "n_features_in_", "input_shape_", "active_units_")
 
 
 class VAEDetector(OutlierMixin, BaseEstimator):
     """Flag rows that a variational autoencoder, trained on normal data, finds unlikely.
 
-    `score_samples(X)` is an estimate of log p(x) in nats (higher = more normal), by
+    `score_samples(X)` is an estimate of log p(x) in nats (higher = more normal), or its
+    `correction` (below), by
     `score="elbo"` (a lower bound), `"iwae"` (the importance-sampled bound, tighter with K) or
     `"prior_mc"` (the seed's Monte Carlo estimate from prior samples), each with K = `n_samples`.
     `precision="bf16"` runs the networks under bfloat16 autocast when scoring (about 2.5x faster
@@ -155,7 +157,8 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         data = self._to_tensor(self.preprocessor_.transform(X))
         torch.manual_seed(self.random_state)  # the weight initialisation, for repeatable fits
         self.model_ = VAE(self._vae_config(tuple(data.shape[1:])))
-        check_applicable(self.correction, tuple(data.shape[1:]), self.model_.likelihood.discrete)
+        discrete = self.model_.likelihood.discrete
+        check_applicable(self.correction, tuple(data.shape[1:]), discrete, self.compressor)
         callbacks = [*self._callbacks(len(val_idx)), *callbacks]
         trainer = Trainer(self.model_, self._trainer_config(), callbacks)
         self.history_ = trainer.fit(data[train_idx], data[val_idx] if len(val_idx) else None)
@@ -185,6 +188,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         if self.image_mode not in ("scale", "binarize"):
             raise ValueError(f"image_mode must be 'scale' or 'binarize', got {self.image_mode!r}")
         check_correction(self.correction, self.compressor)
+        self._background_settings()  # raises on a bad background setting, before training
         if self.flag_rule not in FLAG_RULES:
             raise ValueError(
                 f"flag_rule must be one of {sorted(FLAG_RULES)}, got {self.flag_rule!r}"
@@ -315,16 +319,14 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         return self._terms(data, everything=False)["score"]
 
     def _terms(self, data: torch.Tensor, *, everything: bool) -> dict[str, np.ndarray]:
-        correction = CORRECTIONS[self.correction]
-        terms = {"log_px": self._log_px(data)}
-        background = getattr(self, "background_", None)
-        if background is not None:
-            terms["background_log_px"] = background_log_px(background, data)
-        images = len(self.input_shape_) == 3
-        if correction.needs_compressor or (everything and images):
-            terms["compressor_bits"] = compressor_bits(data, self.compressor)
-        terms["score"] = correction.combine(terms)
-        return terms
+        return score_terms(
+            self.correction,
+            self._log_px(data),
+            data,
+            background=getattr(self, "background_", None),
+            compressor=self.compressor,
+            everything=everything,
+        )
 
     def decision_function(self, X: Any) -> np.ndarray:
         """score_samples(X) - offset_: negative for flagged rows."""
@@ -344,13 +346,14 @@ class VAEDetector(OutlierMixin, BaseEstimator):
                 return level
         return self.contamination
 
-    def flags(self, log_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(p-values, flags) of scores already computed, by `flag_rule`: "threshold" (below
-        `offset_`), "alpha" (p <= level) or "fdr" (Benjamini-Hochberg over these rows)."""
+    def flags(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(p-values, flags) of `score_samples` values already computed, by `flag_rule`:
+        "threshold" (below `offset_`), "alpha" (p <= level) or "fdr" (Benjamini-Hochberg over
+        these rows)."""
         check_is_fitted(self, FITTED_ATTRIBUTES)
-        p = conformal_p_values(self.calibration_scores_, log_px)
+        p = conformal_p_values(self.calibration_scores_, scores)
         rule = FLAG_RULES[self.flag_rule]
-        return p, rule(log_px, p, self.offset_, self.flag_level)
+        return p, rule(scores, p, self.offset_, self.flag_level)
 
     def predict(self, X: Any) -> np.ndarray:
         """+1 for inliers, -1 for rows flagged by `flag_rule` (for "fdr", over the rows of X)."""
@@ -375,14 +378,11 @@ class VAEDetector(OutlierMixin, BaseEstimator):
 
     # --- persistence -----------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the fitted detector to folder `path` atomically (state_dict + JSON, no pickle)."""
+        """Write the fitted detector to folder `path` atomically (state_dict + JSON, no pickle;
+        see `anomaly.detector_files`)."""
         check_is_fitted(self, FITTED_ATTRIBUTES)
         with atomic_directory(path) as staging:
-            write_model_files(self.model_, staging)
-            if self.background_ is not None:
-                (staging / BACKGROUND_FOLDER).mkdir()
-                write_model_files(self.background_, staging / BACKGROUND_FOLDER)
-            (staging / DETECTOR_FILE).write_text(json.dumps(self._state(), indent=2))
+            write_detector_files(staging, self.model_, self.background_, self._state())
         return Path(path)
 
     def _state(self) -> dict[str, Any]:
@@ -398,26 +398,11 @@ class VAEDetector(OutlierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> VAEDetector:
-        """Load a detector written by `save`; the model goes to `device`."""
+        """Load a detector written by `save`; the networks go to `device`."""
         folder = Path(path)
-        state_file = folder / DETECTOR_FILE
-        if not state_file.is_file():
-            raise FileNotFoundError(f"no saved VAEDetector at {folder} (missing {DETECTOR_FILE})")
-        state = json.loads(state_file.read_text())
-        params = state["params"]
-        if params.get("hidden_dims") is not None:
-            params["hidden_dims"] = tuple(params["hidden_dims"])
-        detector = cls(**params)
-        detector.model_ = read_model_files(folder).to(resolve_device(device)).eval()
-        background = folder / BACKGROUND_FOLDER
-        detector.background_ = None
-        if background.is_dir():
-            detector.background_ = read_model_files(background).to(resolve_device(device)).eval()
-        detector.preprocessor_ = preprocessor_from_dict(state["preprocessor"])
-        detector.offset_ = float(state["offset"])
-        detector.calibration_scores_ = np.asarray(state["calibration_scores"], dtype=np.float64)
-        detector.input_shape_ = tuple(state["input_shape"])
-        detector.n_features_in_ = math.prod(detector.input_shape_)
-        detector.active_units_ = int(state["active_units"])
-        detector.history_ = state["history"]
+        state = read_state(folder)
+        detector = cls(**state["params"])
+        detector.model_, detector.background_ = read_networks(folder, detector.correction, device)
+        for name, value in fitted_attributes(state).items():
+            setattr(detector, name, value)
         return detector

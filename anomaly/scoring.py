@@ -1,5 +1,5 @@
 """A fitted detector packaged for serving: its input columns, its name and version, and the
-per-row output every consumer sees (`log_px`, `score`, `is_anomaly`).
+per-row output every consumer sees (`log_px`, `normality`, `score`, `p_value`, `is_anomaly`).
 
 The package is a folder: the detector's own files (state_dict + JSON, see `VAEDetector.save`)
 plus `model_info.json` with the feature columns and where the training data came from. The

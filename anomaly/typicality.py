@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Above this group size the group mean is drawn from its normal limit (CLT) instead of
-# resampling M scores per bootstrap draw.
+# Above this many rows a bootstrap mean (of a group, or of the calibration set) is drawn from
+# its normal limit (CLT) instead of resampling the rows: memory stays at n_bootstrap x 1000.
 MAX_RESAMPLED_GROUP = 1000
 
 
@@ -46,7 +46,7 @@ class TypicalityTest:
 
     @property
     def centre(self) -> float:
-        """The mean calibration score (minus the model's entropy estimate for log p(x))."""
+        """The mean calibration score (for log p(x), an estimate of minus the entropy)."""
         return float(self.calibration.mean())
 
     def statistic(self, scores: np.ndarray) -> float:
@@ -59,15 +59,16 @@ class TypicalityTest:
     def null_statistics(self, group_size: int) -> np.ndarray:
         """`n_bootstrap` draws of the statistic for a normal group of `group_size` rows."""
         rng = np.random.default_rng([self.seed, group_size])
-        n = len(self.calibration)
-        reference = self.calibration[rng.integers(0, n, size=(self.n_bootstrap, n))].mean(1)
-        if group_size <= MAX_RESAMPLED_GROUP:
-            draws = rng.integers(0, n, size=(self.n_bootstrap, group_size))
-            group_means = self.calibration[draws].mean(axis=1)
-        else:
-            spread = self.calibration.std() / math.sqrt(group_size)
-            group_means = rng.normal(self.centre, spread, size=self.n_bootstrap)
-        return np.abs(group_means - reference)
+        reference = self._bootstrap_means(rng, len(self.calibration))
+        return np.abs(self._bootstrap_means(rng, group_size) - reference)
+
+    def _bootstrap_means(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """`n_bootstrap` means of `size` rows resampled from the calibration scores."""
+        if size <= MAX_RESAMPLED_GROUP:
+            draws = rng.integers(0, len(self.calibration), size=(self.n_bootstrap, size))
+            return self.calibration[draws].mean(axis=1)
+        spread = self.calibration.std() / math.sqrt(size)
+        return rng.normal(self.centre, spread, size=self.n_bootstrap)
 
     def p_value(self, scores: np.ndarray) -> float:
         """Bootstrap p-value (1 + #{null >= observed}) / (B + 1) of one group."""

@@ -165,6 +165,7 @@ def cmd_schedule_score(args: argparse.Namespace) -> int:
     from prefect.settings import PREFECT_API_URL
 
     from pipelines.schedule import serve_scoring
+    from pipelines.score import check_typicality_options
 
     try:
         CronSchedule(cron=args.cron, timezone=args.timezone)
@@ -175,7 +176,9 @@ def cmd_schedule_score(args: argparse.Namespace) -> int:
             "schedules run only on a real Prefect server: start one (prefect server start) "
             "and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
         )
-    serve_scoring(args.name, args.cron, score_parameters(args), timezone=args.timezone)
+    parameters = score_parameters(args)
+    check_typicality_options(parameters["typicality_group_size"], parameters["typicality_level"])
+    serve_scoring(args.name, args.cron, parameters, timezone=args.timezone)
     return 0
 
 

@@ -30,7 +30,7 @@ def _detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-fpr", type=float, help="share of normal rows to flag")
     parser.add_argument(
         "--correction", choices=["none", "likelihood_ratio", "complexity"],
-        help="correct the likelihood for input complexity (images only)",
+        help="score by a likelihood ratio or a complexity-corrected likelihood (images only)",
     )  # fmt: skip
 
 
@@ -49,7 +49,10 @@ def _score_arguments(parser: argparse.ArgumentParser) -> None:
         "--typicality-group-size", type=int, default=None,
         help="also test groups of this many consecutive rows for typicality",
     )  # fmt: skip
-    parser.add_argument("--typicality-level", type=float, default=0.05)
+    parser.add_argument(
+        "--typicality-level", type=float, default=0.05,
+        help="level of the typicality test (used with --typicality-group-size)",
+    )  # fmt: skip
 
 
 def build_parser(handlers: ModuleType) -> argparse.ArgumentParser:

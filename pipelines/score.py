@@ -177,13 +177,14 @@ def top_anomalies_markdown(summary: dict[str, Any]) -> str:
         f"output `{summary['output']}`.",
         "",
         *typicality_lines(summary.get("typicality")),
-        "| rank | row_id | file | log_px | score |",
-        "|---:|---:|---|---:|---:|",
+        "| rank | row_id | file | log_px | normality | score |",
+        "|---:|---:|---|---:|---:|---:|",
     ]
     for rank, row in enumerate(rows, 1):
         name = row.get("file", "")
         lines.append(
-            f"| {rank} | {row['row_id']} | {name} | {row['log_px']:.2f} | {row['score']:.2f} |"
+            f"| {rank} | {row['row_id']} | {name} | {row['log_px']:.2f} "
+            f"| {row['normality']:.2f} | {row['score']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -217,6 +218,27 @@ def run_typicality(
     test = TypicalityTest(detector.calibration_scores_, seed=detector.random_state)
     groups_path = output.with_name(output.name + ".typicality.parquet")
     return apply_typicality(output, groups_path, test, group_size, level)
+
+
+def score_and_flag(
+    model: tracking.ResolvedModel,
+    batch: BatchPlan,
+    scratch: str,
+    target: Path,
+    options: tuple[int, int | None, int],
+    parallel: bool,
+) -> dict[str, Any]:
+    """Score every row into `target` (sequentially or one task per partition); for the "fdr"
+    rule, score into `scratch` first and flag by Benjamini-Hochberg over all rows."""
+    fdr = model.flag_rule == "fdr"
+    scored = os.path.join(scratch, "scored.parquet") if fdr else str(target)
+    if parallel:
+        result = score_in_parallel(model, batch, scratch, scored, options)
+    else:
+        result = score_all(model, batch, scored, *options)
+    if fdr:
+        result = apply_batch_fdr(scored, target, model.flag_level, result)
+    return result
 
 
 @flow(name="batch-score", log_prints=True)
@@ -268,19 +290,12 @@ def batch_score_flow(
             batch.source.n_rows, source, len(batch.partitions), model.name, model.version,
         )  # fmt: skip
         options = (chunk_rows, torch_threads, top_k)
-        fdr = model.flag_rule == "fdr"
-        scored = os.path.join(scratch, "scored.parquet") if fdr else str(target)
-        if parallel:
-            result = score_in_parallel(model, batch, scratch, scored, options)
-        else:
-            result = score_all(model, batch, scored, *options)
-        if fdr:
-            result = apply_batch_fdr(scored, target, model.flag_level, result)
+        result = score_and_flag(model, batch, scratch, target, options, parallel)
         logger.info("scored %d rows, %d flagged", result["rows"], result["anomalies"])
-    if typicality_group_size:
-        result["typicality"] = run_typicality(
-            model, target, typicality_group_size, typicality_level
-        )
+        if typicality_group_size:  # inside: the model files live in `scratch`
+            result["typicality"] = run_typicality(
+                model, target, typicality_group_size, typicality_level
+            )
     result.update(
         model_uri=model_uri, model_name=model.name, model_version=model.version,
         input=str(source), output=str(target), rule=model.flag_rule, level=model.flag_level,

@@ -20,6 +20,7 @@ from anomaly.corrections import check_applicable
 from anomaly.evaluation import DataSpec, LabelledData, NoveltySplit
 from anomaly.scoring import default_feature_names, save_bundle
 from generative.training import Callback, Trainer
+from generative.vae import LIKELIHOODS
 from pipelines import reports, tracking
 from pipelines.retries import io_task_options
 
@@ -138,14 +139,21 @@ def train_vae_flow(
     params = {"random_state": seed, **(config or {})}
     VAEDetector(**params)._check_params()  # fail before any run is created
     data = load_data(spec)
-    correction = params.get("correction", "none")
-    check_applicable(correction, tuple(data.X.shape[1:]), discrete=True)  # before the run
+    check_correction_fits(params, tuple(data.X.shape[1:]))  # before any run is created
     holdout = data.holdout(validation_fraction, seed)
     run_id = start_run(spec, data, {**params, "validation_fraction": validation_fraction}, name)
     detector = fit_detector(holdout, params, run_id)
     metrics = evaluate_and_log(detector, holdout, data, run_id, name)
     logger.info("registered %s version %s as challenger: %s", name, metrics["version"], metrics)
     return {"model_name": name, "run_id": run_id, **metrics}
+
+
+def check_correction_fits(params: dict[str, Any], input_shape: tuple[int, ...]) -> None:
+    """The checks `VAEDetector.fit` makes on a correction, made before training."""
+    likelihood = params.get("likelihood", "auto")
+    discrete = likelihood not in LIKELIHOODS or LIKELIHOODS[likelihood].discrete  # auto: yes
+    compressor = params.get("compressor", "png")
+    check_applicable(params.get("correction", "none"), input_shape, discrete, compressor)
 
 
 def default_model_name(dataset: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import mlflow
 import pandas as pd
 import pytest
 
@@ -64,11 +65,13 @@ def test_score_rejects_a_bad_typicality_group_size(champion, capsys, tmp_path):
 
 
 def test_train_refuses_a_correction_for_tables_before_any_run(capsys, mlflow_store, tabular_csv):
+    runs_before = len(mlflow.search_runs(search_all_experiments=True))
     code, _, err = run(
         capsys, "train", "vae", "--dataset", str(tabular_csv), "--label-column", "label",
         "--correction", "likelihood_ratio",
     )  # fmt: skip
     assert code == 2 and "needs images" in err
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
 
 
 def test_train_rejects_bad_config_json(capsys, mlflow_store):

@@ -8,7 +8,9 @@ from __future__ import annotations
 import bz2
 import io
 import itertools
+import json
 import math
+import shutil
 import zlib
 
 import numpy as np
@@ -102,11 +104,39 @@ def test_detector_scores_are_the_stated_combinations(stripes, correction, tmp_pa
         "complexity": terms["log_px"] + math.log(2) * terms["compressor_bits"],
     }[correction]
     np.testing.assert_allclose(terms["score"], expected, rtol=1e-12)
+    np.testing.assert_array_equal(terms["compressor_bits"], code_length_bits(stripes[240:], "png"))
+    if correction == "likelihood_ratio":
+        direct = detector.background_.score(torch.from_numpy(stripes[240:] / 255.0).float())
+        np.testing.assert_allclose(terms["background_log_px"], direct.double().numpy())
     np.testing.assert_allclose(detector.score_samples(stripes[240:]), expected, rtol=1e-12)
     assert ("background_log_px" in terms) == CORRECTIONS[correction].needs_background
     loaded = VAEDetector.load(detector.save(tmp_path / "detector"))
     np.testing.assert_array_equal(loaded.score_samples(stripes[240:]), terms["score"])
     np.testing.assert_array_equal(loaded.calibration_scores_, detector.calibration_scores_)
+
+
+def test_detectors_saved_before_corrections_load_and_score_the_same(stripes, tmp_path):
+    detector = VAEDetector(epochs=1, n_samples=2, patience=0).fit(stripes[:240])
+    folder = detector.save(tmp_path / "old")
+    state = json.loads((folder / "detector.json").read_text())
+    for key in ("correction", "compressor", "background_radius", "background_mutation_rate"):
+        del state["params"][key]  # as written before these parameters existed
+    del state["params"]["background_epochs"]
+    (folder / "detector.json").write_text(json.dumps(state))
+    loaded = VAEDetector.load(folder)
+    assert loaded.correction == "none" and loaded.background_ is None
+    np.testing.assert_array_equal(
+        loaded.score_samples(stripes[240:]), detector.score_samples(stripes[240:])
+    )
+
+
+def test_a_corrected_detector_without_its_background_files_is_refused(stripes, tmp_path):
+    options = {"epochs": 1, "n_samples": 2, "patience": 0, "background_epochs": 1}
+    detector = VAEDetector(correction="likelihood_ratio", **options).fit(stripes[:240])
+    folder = detector.save(tmp_path / "corrected")
+    shutil.rmtree(folder / "background")
+    with pytest.raises(FileNotFoundError, match="no background/ folder"):
+        VAEDetector.load(folder)
 
 
 def test_corrections_refuse_what_they_cannot_mean(stripes):
@@ -118,6 +148,10 @@ def test_corrections_refuse_what_they_cannot_mean(stripes):
         VAEDetector(correction="entropy").fit(stripes)
     with pytest.raises(ValueError, match="compressor must be one of"):
         VAEDetector(compressor="gif").fit(stripes)
+    with pytest.raises(ValueError, match="mutation_rate must be in"):
+        VAEDetector(background_mutation_rate=1.0).fit(stripes)
+    with pytest.raises(ValueError, match="cannot code images of 2 channels"):
+        VAEDetector(correction="complexity", epochs=1).fit(np.repeat(stripes, 2, axis=1))
 
 
 def auroc(normal: np.ndarray, novel: np.ndarray) -> float:
