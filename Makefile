@@ -49,6 +49,9 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/iwae_scoring.py
 	$(PY) benchmarks/adbench.py
 	$(PY) benchmarks/platform_bench.py
+	mkdir -p .state/bench
+	$(PY) benchmarks/ood_likelihood.py --out .state/bench/ood_likelihood.md
+	$(PY) benchmarks/one_class_novelty.py --out .state/bench/one_class_novelty.md
 
 clean:
 	rm -rf .state .pytest_cache .ruff_cache
