@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-rows", type=int, default=10_000)
     parser.add_argument("--reps", type=int, default=1000, help="mixtures drawn for BH")
     parser.add_argument("--out", default="ood.md")
+    parser.add_argument(
+        "--replot", metavar="SCORES_NPZ", help="only redraw the figure from a saved scores file"
+    )
     return parser.parse_args(argv)
 
 
@@ -192,6 +195,10 @@ def calibration_table(calibration: dict, fashion: dict, mnist: dict, reps: int) 
 def main(argv: list[str] | None = None) -> None:
     """Run the stages and write the markdown report."""
     args = parse_args(argv)
+    if args.replot:
+        sets = load_scores(args.replot)
+        print(plot_scores(sets["fashion"], sets["mnist"], Path(args.out).with_suffix(".png")))
+        return
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     train = load_dataset("fashion-mnist", split="train").X
@@ -220,10 +227,52 @@ def main(argv: list[str] | None = None) -> None:
     mnist = final_scores(final, load_dataset("mnist", split="test").X[: args.test_rows], args)
     calibration = final_scores(final, normal, args)
     save_scores(args.out, {"fashion": fashion, "mnist": mnist, "calibration": calibration})
+    plot_scores(fashion, mnist, Path(args.out).with_suffix(".png"))
     lines = report_lines(args, selection, fashion, mnist, calibration, same_vae, start)
     with open(args.out, "w") as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+PLOTTED = (
+    ("IWAE log p(x)", "nats"),
+    ("background alone", "nats"),
+    ("compressor alone", "bits"),
+    ("likelihood ratio", "nats"),
+    ("complexity-corrected", "nats"),
+)
+
+
+def plot_scores(fashion: dict, mnist: dict, path: Path) -> Path:
+    """Histograms of each score on Fashion-MNIST test and MNIST test, with their AUROCs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(PLOTTED), figsize=(4 * len(PLOTTED), 3.4))
+    for axis, (name, unit) in zip(axes, PLOTTED, strict=True):
+        both = np.r_[fashion[name], mnist[name]]
+        bins = np.linspace(*np.percentile(both, [0.5, 99.5]), 60)
+        axis.hist(fashion[name], bins=bins, alpha=0.6, label="Fashion-MNIST (normal)")
+        axis.hist(mnist[name], bins=bins, alpha=0.6, label="MNIST (novel)", color="tab:red")
+        axis.set_title(f"{name}\nAUROC {auroc(fashion[name], mnist[name]):.3f}")
+        axis.set_xlabel(f"{unit}, higher = more normal")
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def load_scores(path: str) -> dict[str, dict[str, np.ndarray]]:
+    """The score sets written by `save_scores`."""
+    sets: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path) as data:
+        for key in data.files:
+            group, name = key.split("/", 1)
+            sets.setdefault(group, {})[name] = data[key]
+    return sets
 
 
 def save_scores(out: str, sets: dict[str, dict[str, np.ndarray]]) -> None:
