@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from generative.gan import GAN, GANConfig
 from generative.localar import LocalAR, LocalARConfig
 from generative.vae import VAE, VAEConfig
 
@@ -25,6 +26,7 @@ from generative.vae import VAE, VAEConfig
 MODEL_FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
     "vae": (VAEConfig, VAE),
     "local_ar": (LocalARConfig, LocalAR),
+    "gan": (GANConfig, GAN),
 }
 
 CONFIG_FILE = "config.json"

@@ -1,0 +1,223 @@
+"""The seed's Algorithm 1: k discriminator steps per generator step, each net with its own
+optimizer, minibatches drawn by a seeded permutation of the real data on the training device.
+
+Each D step takes a fresh real minibatch and fresh z; after every k-th D step G takes one step
+on fresh z. One epoch is one pass of D over the real rows. On CUDA the forward passes run under
+bf16 autocast and DCGAN nets use channels_last. A NaN or infinite loss stops training with
+`TrainingDivergedError`: the model is put back to the end of the last finite epoch (which is
+also the last checkpoint a `Checkpoint` callback wrote).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from generative.gan.losses import clip_weights, gradient_penalty
+from generative.gan.model import GAN
+from generative.training import AUTOCAST_MODES, Callback, resolve_device
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": lambda params, lr, betas: torch.optim.Adam(params, lr=lr, betas=betas),
+    "rmsprop": lambda params, lr, betas: torch.optim.RMSprop(params, lr=lr),
+    "sgd": lambda params, lr, betas: torch.optim.SGD(params, lr=lr, momentum=betas[0]),
+}
+CHECK_EVERY = 25  # steps between finiteness checks (each is a device sync)
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN or infinite; the model holds the last finite epoch's weights."""
+
+
+@dataclass(frozen=True)
+class GANTrainerConfig:
+    """Optimisation settings for `GANTrainer`.
+
+    n_critic: D steps per G step (k); None takes the loss's default (1, or 5 for WGANs).
+    optimizer: "adam", "rmsprop" (the WGAN paper's) or "sgd" (momentum = betas[0]).
+    max_generator_steps: stop after this many G steps (an equal-budget cap), None = no cap.
+    device/autocast: as for `generative.training.TrainerConfig`; channels_last is used for
+    DCGAN nets on CUDA.
+    """
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr_generator: float = 2e-4
+    lr_discriminator: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    optimizer: str = "adam"
+    n_critic: int | None = None
+    max_generator_steps: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    autocast: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if self.lr_generator <= 0 or self.lr_discriminator <= 0:
+            raise ValueError("learning rates must be > 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if self.n_critic is not None and self.n_critic < 1:
+            raise ValueError(f"n_critic must be >= 1, got {self.n_critic}")
+        if self.autocast not in AUTOCAST_MODES:
+            raise ValueError(f"autocast must be one of {AUTOCAST_MODES}, got {self.autocast!r}")
+
+
+class GANTrainer:
+    """Trains a `GAN` on in-memory data (images in [0, 1] or standardised table rows)."""
+
+    def __init__(
+        self, model: GAN, config: GANTrainerConfig, callbacks: Sequence[Callback] = ()
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.callbacks = list(callbacks)
+        self.device = resolve_device(config.device)
+        self.n_critic = config.n_critic or model.loss.n_critic
+        self.history: list[dict[str, float]] = []
+        self.should_stop = False
+        self.generator_steps = 0
+        self.discriminator_steps = 0
+
+    def _autocast(self) -> torch.autocast:
+        mode = self.config.autocast
+        enabled = mode == "bf16" or (mode == "auto" and self.device.type == "cuda")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _prepare(self, data: torch.Tensor, labels: torch.Tensor | None) -> tuple:
+        expected = self.model.config.data_shape
+        if tuple(data.shape[1:]) != expected:
+            raise ValueError(f"data rows must have shape {expected}, got {tuple(data.shape[1:])}")
+        if (labels is None) != (self.model.config.num_classes == 0):
+            raise ValueError("pass labels exactly when the GAN is class-conditional")
+        if labels is not None and len(labels) != len(data):
+            raise ValueError(f"{len(labels)} labels for {len(data)} rows")
+        self.model.to(self.device)
+        data = self.model.to_model_scale(data.float()).to(self.device)
+        if self.device.type == "cuda" and data.dim() == 4:
+            self.model.to(memory_format=torch.channels_last)
+            data = data.contiguous(memory_format=torch.channels_last)
+        labels = None if labels is None else labels.long().to(self.device)
+        return data, labels
+
+    def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        build, betas = OPTIMIZERS[self.config.optimizer], self.config.betas
+        g = build(self.model.generator.parameters(), self.config.lr_generator, betas)
+        d = build(self.model.discriminator.parameters(), self.config.lr_discriminator, betas)
+        return g, d
+
+    def fit(self, data: torch.Tensor, labels: torch.Tensor | None = None) -> list[dict[str, float]]:
+        """Train; returns one dict of mean losses per epoch (d_loss, g_loss, and gp)."""
+        torch.manual_seed(self.config.seed)
+        self.rng = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        data, labels = self._prepare(data, labels)
+        opt_g, opt_d = self._optimizers()
+        last_good = copy.deepcopy(self.model.state_dict())
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
+        for epoch in range(self.config.epochs):
+            logs = self._train_epoch(data, labels, opt_g, opt_d)
+            if logs is None:
+                self.model.load_state_dict(last_good)
+                raise TrainingDivergedError(self._divergence_message(epoch))
+            last_good = copy.deepcopy(self.model.state_dict())
+            self.history.append(logs)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, epoch, logs)
+            if self.should_stop or self._budget_spent():
+                break
+        for callback in self.callbacks:
+            callback.on_train_end(self)
+        self.model.eval()
+        return self.history
+
+    def _divergence_message(self, epoch: int) -> str:
+        restored = "its initial weights" if epoch == 0 else f"the end of epoch {epoch}"
+        return (
+            f"a GAN loss became NaN or infinite in epoch {epoch + 1} (by generator step "
+            f"{self.generator_steps}); training stopped and the model was restored to "
+            f"{restored}, the last good checkpoint. Lower the learning rates or use a "
+            "gradient-penalty loss."
+        )
+
+    def _budget_spent(self) -> bool:
+        cap = self.config.max_generator_steps
+        return cap is not None and self.generator_steps >= cap
+
+    def _train_epoch(self, data, labels, opt_g, opt_d) -> dict[str, float] | None:
+        self.model.train()
+        order = torch.randperm(len(data), generator=self.rng, device=self.device)
+        totals = torch.zeros(3, device=self.device)  # d_loss, g_loss, gp sums
+        counts = [0, 0]
+        for index in order.split(self.config.batch_size):
+            real_labels = None if labels is None else labels[index]
+            d_loss, penalty = self.discriminator_step(data[index], real_labels, opt_d)
+            totals[0] += d_loss
+            totals[2] += penalty
+            counts[0] += 1
+            if self.discriminator_steps % self.n_critic == 0:
+                totals[1] += self.generator_step(len(index), real_labels, opt_g)
+                counts[1] += 1
+                if self._budget_spent():
+                    break
+            if counts[0] % CHECK_EVERY == 0 and not torch.isfinite(totals).all():
+                return None
+        if not torch.isfinite(totals).all():
+            return None
+        sums = totals.tolist()
+        logs = {"d_loss": sums[0] / counts[0], "g_loss": sums[1] / max(counts[1], 1)}
+        if self.model.loss.penalty_weight > 0:
+            logs["gradient_penalty"] = sums[2] / counts[0]
+        return logs
+
+    def discriminator_step(
+        self, real: torch.Tensor, labels: torch.Tensor | None, optimizer: torch.optim.Optimizer
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One D update on a real minibatch and as many fresh fakes; returns (loss, penalty)."""
+        model, loss = self.model, self.model.loss
+        z = model.sample_latent(len(real), generator=self.rng)
+        with self._autocast():
+            with torch.no_grad():
+                fake = model.generator(z, labels)
+            value = loss.discriminator(
+                model.discriminator(real, labels).float(), model.discriminator(fake, labels).float()
+            )
+            penalty = torch.zeros((), device=self.device)
+            if loss.penalty_weight > 0:
+                critic = lambda x: model.discriminator(x, labels).float()  # noqa: E731
+                penalty = gradient_penalty(critic, real, fake, generator=self.rng)
+                value = value + loss.penalty_weight * penalty
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+        if loss.clip_value is not None:
+            clip_weights(model.discriminator, loss.clip_value)
+        self.discriminator_steps += 1
+        return value.detach(), penalty.detach()
+
+    def generator_step(
+        self, n: int, labels: torch.Tensor | None, optimizer: torch.optim.Optimizer
+    ) -> torch.Tensor:
+        """One G update on n fresh latents (labelled like the last real batch)."""
+        model = self.model
+        z = model.sample_latent(n, generator=self.rng)
+        model.discriminator.requires_grad_(False)
+        with self._autocast():
+            value = model.loss.generator(
+                model.discriminator(model.generator(z, labels), labels).float()
+            )
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+        model.discriminator.requires_grad_(True)
+        model.update_ema()
+        self.generator_steps += 1
+        return value.detach()
