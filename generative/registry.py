@@ -20,6 +20,7 @@ from torch import nn
 
 from generative.gan import GAN, GANConfig
 from generative.localar import LocalAR, LocalARConfig
+from generative.metrics.features import FeatureNet, FeatureNetConfig
 from generative.vae import VAE, VAEConfig
 
 # family name -> (config class, model class)
@@ -27,6 +28,7 @@ MODEL_FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
     "vae": (VAEConfig, VAE),
     "local_ar": (LocalARConfig, LocalAR),
     "gan": (GANConfig, GAN),
+    "feature_net": (FeatureNetConfig, FeatureNet),
 }
 
 CONFIG_FILE = "config.json"
