@@ -1,4 +1,5 @@
-"""The `genad` command line: demo, train vae, promote, score, schedule score, models list.
+"""The `genad` command line: demo, train vae/gan, promote, score, synth, schedule score,
+models list.
 
 Every command runs the same Prefect flows and MLflow store as the Python API. Bad input
 (a missing file, wrong columns, an unknown model or alias) prints one clear line on stderr and
@@ -18,6 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from anomaly.data import DatasetFormatError, DatasetNotFoundError, UnknownDatasetError
 from anomaly.scoring import InputColumnsError
+from generative.gan import TrainingDivergedError
 
 USER_ERRORS = (
     FileNotFoundError,
@@ -43,15 +45,28 @@ DEMO_CONFIG = {
 }
 
 
+# `genad train gan` flags -> the GANConfig / GANTrainerConfig field they set
+GAN_FLAGS = ("loss", "architecture", "latent_dim", "base_channels", "ema_decay")
+TRAINER_FLAGS = ("epochs", "batch_size", "n_critic", "optimizer")
+
+
+def json_option(value: str | None, flag: str) -> dict[str, Any]:
+    """A JSON object given as text or as a .json file; {} when the flag is absent."""
+    if not value:
+        return {}
+    text = Path(value).read_text() if value.endswith(".json") else value
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{flag} is not valid JSON ({error})") from error
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{flag} must be a JSON object, got {type(parsed).__name__}")
+    return parsed
+
+
 def detector_config(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
     """VAEDetector parameters: defaults, then --config JSON, then the explicit flags."""
-    config = dict(defaults)
-    if args.config:
-        text = Path(args.config).read_text() if args.config.endswith(".json") else args.config
-        try:
-            config.update(json.loads(text))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--config is not valid JSON ({error})") from error
+    config = {**defaults, **json_option(args.config, "--config")}
     for key in ("epochs", "score", "n_samples", "target_fpr", "correction"):
         value = getattr(args, key, None)
         if value is not None:
@@ -94,6 +109,64 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def gan_configs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """GAN and trainer settings: --gan-config / --trainer-config JSON, then the flags."""
+    gan = json_option(args.gan_config, "--gan-config")
+    trainer = json_option(args.trainer_config, "--trainer-config")
+    gan.update({k: getattr(args, k) for k in GAN_FLAGS if getattr(args, k) is not None})
+    trainer.update({k: getattr(args, k) for k in TRAINER_FLAGS if getattr(args, k) is not None})
+    if args.conditional:
+        gan["conditional"] = True
+    if args.lr is not None:
+        trainer.update(lr_generator=args.lr, lr_discriminator=args.lr)
+    return gan, trainer
+
+
+def cmd_train_gan(args: argparse.Namespace) -> int:
+    """Train a GAN, log it to MLflow and register its generator as `challenger`."""
+    from pipelines.train_gan import train_gan_flow
+
+    gan, trainer = gan_configs(args)
+    result = train_gan_flow(
+        args.dataset,
+        gan,
+        trainer,
+        model_name=args.model_name,
+        split=args.split,
+        label_column=args.label_column,
+        max_rows=args.max_rows,
+        holdout_fraction=args.holdout_fraction,
+        reference_rows=args.reference_rows,
+        seed=args.seed,
+        progress=sys.stderr.isatty(),
+    )
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Draw samples from a registered generator into npz, a PNG folder or Parquet."""
+    from pipelines.synth import synthesize_flow
+
+    result = synthesize_flow(
+        args.model,
+        args.n,
+        args.classes,
+        args.output,
+        seed=args.seed,
+        truncation=args.truncation,
+        fmt=args.format,
+        progress=sys.stderr.isatty(),
+    )
+    counts = ", ".join(f"{label}: {count}" for label, count in result["counts"].items())
+    print(
+        f"wrote {result['samples']} samples ({counts}) of {result['model_name']} "
+        f"v{result['model_version']} to {result['output']}; provenance "
+        f"{result['output']}.provenance.json"
+    )
     return 0
 
 
@@ -228,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"genad {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDivergedError as error:  # not bad input, but a run that failed
+        print(f"genad {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ def build_parser(handlers: ModuleType) -> argparse.ArgumentParser:
     _add_train(commands, handlers)
     _add_promote(commands, handlers)
     _add_score(commands, handlers)
+    _add_synth(commands, handlers)
     models = commands.add_parser("models", help="the model registry").add_subparsers(
         dest="action", required=True
     )
@@ -95,6 +96,46 @@ def _add_train(commands: Any, handlers: ModuleType) -> None:
     vae.add_argument("--validation-fraction", type=float, default=0.2)
     _detector_arguments(vae)
     vae.set_defaults(handler=handlers.cmd_train)
+    _add_train_gan(train, handlers)
+
+
+def _add_train_gan(train: Any, handlers: ModuleType) -> None:
+    from generative.gan import GAN_LOSSES
+    from generative.gan.networks import ARCHITECTURES
+    from generative.gan.trainer import OPTIMIZERS
+
+    gan = train.add_parser("gan", help=handlers.cmd_train_gan.__doc__)
+    gan.add_argument(
+        "--dataset", required=True,
+        help="a catalog name (fashion-mnist, mnist, adbench/<name>) or a CSV/Parquet/npz file "
+        "or image folder",
+    )  # fmt: skip
+    gan.add_argument("--split", default=None, help="train/test/all for image sets")
+    gan.add_argument("--label-column", default=None, help="label column of a CSV/Parquet file")
+    gan.add_argument(
+        "--model-name", default=None, help="registered name (default genad-gan-<data>)"
+    )
+    gan.add_argument("--seed", type=int, default=0)
+    gan.add_argument("--max-rows", type=int, default=None, help="train on a seeded subset")
+    gan.add_argument(
+        "--holdout-fraction", type=float, default=0.2,
+        help="rows held out for the quality metrics when the data have no test split",
+    )  # fmt: skip
+    gan.add_argument("--reference-rows", type=int, default=2000, help="real rows for the metrics")
+    gan.add_argument("--gan-config", help="GANConfig fields as JSON text or a .json file")
+    gan.add_argument("--trainer-config", help="GANTrainerConfig fields as JSON text or a file")
+    gan.add_argument("--conditional", action="store_true", help="one class per label value")
+    gan.add_argument("--loss", choices=sorted(GAN_LOSSES))
+    gan.add_argument("--architecture", choices=sorted(ARCHITECTURES), help="default: dcgan/mlp")
+    gan.add_argument("--latent-dim", type=int)
+    gan.add_argument("--base-channels", type=int, help="DCGAN width")
+    gan.add_argument("--ema-decay", type=float, help="EMA of the generator's weights (0 = off)")
+    gan.add_argument("--epochs", type=int)
+    gan.add_argument("--batch-size", type=int)
+    gan.add_argument("--lr", type=float, help="learning rate of both nets")
+    gan.add_argument("--n-critic", type=int, help="D steps per G step")
+    gan.add_argument("--optimizer", choices=sorted(OPTIMIZERS))
+    gan.set_defaults(handler=handlers.cmd_train_gan)
 
 
 def _add_promote(commands: Any, handlers: ModuleType) -> None:
@@ -106,6 +147,26 @@ def _add_promote(commands: Any, handlers: ModuleType) -> None:
     promote.add_argument("--metric", choices=["auroc", "auprc"], default="auroc")
     promote.add_argument("--margin", type=float, default=0.0)
     promote.set_defaults(handler=handlers.cmd_promote)
+
+
+def _add_synth(commands: Any, handlers: ModuleType) -> None:
+    synth = commands.add_parser("synth", help=handlers.cmd_synth.__doc__)
+    synth.add_argument("--model", required=True, help="e.g. models:/NAME@challenger")
+    synth.add_argument("--n", type=int, required=True, help="samples per class (or in all)")
+    synth.add_argument(
+        "--classes", type=int, nargs="+", default=None,
+        help="class labels (conditional models; default: every class)",
+    )  # fmt: skip
+    synth.add_argument(
+        "--output", required=True, help="out.npz, out.parquet (tables) or a folder (PNGs)"
+    )
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--truncation", type=float, default=None, help="truncate z to [-t, t]")
+    synth.add_argument(
+        "--format", choices=["npz", "parquet", "png"], default=None,  # pipelines.synth.FORMATS
+        help="override the format the output's suffix names",
+    )  # fmt: skip
+    synth.set_defaults(handler=handlers.cmd_synth)
 
 
 def _add_score(commands: Any, handlers: ModuleType) -> None:

@@ -30,7 +30,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import ColSpec, Schema
 
+from anomaly.generation import SAMPLE_COLUMNS, GeneratorBundle, load_generator
+from anomaly.generator_pyfunc import GENERATOR_ARTIFACT
 from anomaly.pyfunc import DETECTOR_ARTIFACT
 from anomaly.scoring import ScoringModel, load_bundle
 
@@ -133,6 +136,49 @@ def example_frame(bundle: ScoringModel, rows: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(flat, columns=bundle.feature_names)
 
 
+def log_generator_model(
+    generator_dir: Path, model_name: str, *, name: str = "model"
+) -> mlflow.models.model.ModelInfo:
+    """Log a generator folder (`anomaly.generation.save_generator`) as a pyfunc model (models
+    from code, genad's code shipped inside) in the active run, with a signature and a small
+    request frame as the input example."""
+    bundle = load_generator(generator_dir)
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(PROJECT_ROOT / "anomaly" / "generator_pyfunc_entry.py"),
+        artifacts={GENERATOR_ARTIFACT: str(generator_dir)},
+        code_paths=[str(PROJECT_ROOT / package) for package in CODE_PACKAGES],
+        model_config={"model_name": model_name},
+        signature=generator_signature(bundle),
+        input_example=generator_example(bundle),
+        pip_requirements=PYFUNC_REQUIREMENTS,
+    )
+
+
+def generator_signature(bundle: GeneratorBundle) -> ModelSignature:
+    """Requests (n, seed, class, truncation) in; samples (request, class, seed, sample_index,
+    the feature columns) out. `class` is required exactly when the model is conditional."""
+    inputs = Schema(
+        [
+            ColSpec("long", "n"),
+            ColSpec("long", "seed"),
+            ColSpec("long", "class", required=bundle.conditional),
+            ColSpec("double", "truncation", required=False),
+        ]
+    )
+    meta = [ColSpec("long", c, required=c != "class") for c in SAMPLE_COLUMNS]
+    features = [ColSpec("double", c) for c in bundle.feature_names]
+    return ModelSignature(inputs=inputs, outputs=Schema(meta + features))
+
+
+def generator_example(bundle: GeneratorBundle) -> pd.DataFrame:
+    """Two requests of two samples (the first and last class when conditional)."""
+    example = pd.DataFrame({"n": [2, 2], "seed": [0, 1]})
+    if bundle.conditional:
+        example["class"] = [bundle.classes[0], bundle.classes[-1]]
+    return example
+
+
 # --- the registry ------------------------------------------------------------------------------
 def register(model_uri: str, model_name: str, *, run_id: str, reason: str) -> ModelVersion:
     """Register a new version of `model_name` and point `challenger` at it."""
@@ -210,8 +256,11 @@ class ResolvedModel:
     flag_level: float | None = None
 
 
-def resolve_model(model_uri: str, *, dst: str | os.PathLike | None = None) -> ResolvedModel:
-    """Download `models:/<name>@<alias>` or `models:/<name>/<version>` and locate its bundle."""
+def resolve_model(
+    model_uri: str, *, dst: str | os.PathLike | None = None, artifact: str = DETECTOR_ARTIFACT
+) -> ResolvedModel:
+    """Download `models:/<name>@<alias>` or `models:/<name>/<version>` and locate its bundle:
+    the model's `artifact` folder (the detector, or `GENERATOR_ARTIFACT` for a generator)."""
     configure()
     match = MODEL_URI.match(model_uri)
     if match is None:
@@ -227,9 +276,9 @@ def resolve_model(model_uri: str, *, dst: str | os.PathLike | None = None) -> Re
             artifact_uri=f"models:/{name}/{version.version}", dst_path=str(target)
         )
     )
-    bundle_dir = local / "artifacts" / DETECTOR_ARTIFACT
+    bundle_dir = local / "artifacts" / artifact
     if not bundle_dir.is_dir():
-        raise ModelNotFoundError(f"{model_uri} is not a genad model (no '{DETECTOR_ARTIFACT}')")
+        raise ModelNotFoundError(f"{model_uri} is not a genad {artifact} model (no '{artifact}')")
     return ResolvedModel(name, str(version.version), version.run_id, local, bundle_dir)
 
 

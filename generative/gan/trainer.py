@@ -120,9 +120,18 @@ class GANTrainer:
         self.rng = torch.Generator(device=self.device).manual_seed(self.config.seed)
         data, labels = self._prepare(data, labels)
         opt_g, opt_d = self._optimizers()
-        last_good = copy.deepcopy(self.model.state_dict())
         for callback in self.callbacks:
             callback.on_train_begin(self)
+        try:
+            self._run_epochs(data, labels, opt_g, opt_d)
+        finally:  # progress bars close and loggers flush on a divergence too
+            for callback in self.callbacks:
+                callback.on_train_end(self)
+        self.model.eval()
+        return self.history
+
+    def _run_epochs(self, data, labels, opt_g, opt_d) -> None:
+        last_good = copy.deepcopy(self.model.state_dict())
         for epoch in range(self.config.epochs):
             logs = self._train_epoch(data, labels, opt_g, opt_d)
             if logs is None:
@@ -133,11 +142,7 @@ class GANTrainer:
             for callback in self.callbacks:
                 callback.on_epoch_end(self, epoch, logs)
             if self.should_stop or self._budget_spent():
-                break
-        for callback in self.callbacks:
-            callback.on_train_end(self)
-        self.model.eval()
-        return self.history
+                return
 
     def _divergence_message(self, epoch: int) -> str:
         restored = "its initial weights" if epoch == 0 else f"the end of epoch {epoch}"

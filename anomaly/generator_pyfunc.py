@@ -1,0 +1,45 @@
+"""The MLflow pyfunc generator: a trained GAN that any MLflow user can load and sample from.
+
+Logged as "models from code" (`anomaly/generator_pyfunc_entry.py`) with genad's `anomaly` and
+`generative` packages shipped as `code_paths` and the generator folder (state_dict + JSON, plus
+the scaler JSON for tables; see `anomaly.generation.save_generator`) as the artifact
+"generator": nothing is pickled. A consumer needs mlflow and torch, not genad.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+from anomaly.generation import GeneratorBundle, load_generator
+
+GENERATOR_ARTIFACT = "generator"
+
+
+class GenadGeneratorModel(mlflow.pyfunc.PythonModel):
+    """predict(requests) -> samples.
+
+    Each request row holds `n` (>= 1; at most 10000 over all rows of one call), `seed` (an
+    integer >= 0) and optionally `class` (a training label: required by a class-conditional
+    model, absent otherwise) and `truncation` (> 0, empty for none). The output has one row per
+    sample: `request` (the request row's position), `class`, `seed`, `sample_index`
+    (0..n-1), then the feature columns: a table's training column names in its units, or
+    `pixel0..` in [0, 1] for images ((c, h, w) order). The same request always gives the same
+    samples.
+    """
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        """Load the generator folder (on the CPU)."""
+        self.bundle: GeneratorBundle = load_generator(Path(context.artifacts[GENERATOR_ARTIFACT]))
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """The samples of every request row of `model_input`."""
+        return self.bundle.generate_frame(model_input)

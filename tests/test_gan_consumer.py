@@ -1,0 +1,70 @@
+"""A consumer with mlflow, torch and pandas but not genad loads the registered generator and
+draws the same samples as genad does in-process.
+
+As in `test_pyfunc_consumer.py`, the child runs `python -I` from a folder outside the repo
+without the editable-install finder, so `anomaly` and `generative` can only come from the code
+shipped in the model (and nothing may import prefect or pipelines).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+
+from pipelines import tracking
+from pipelines.train_gan import train_gan_flow
+
+MODEL = "gan-consumer"
+CONSUMER = """
+import importlib.util, json, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+for package in ("anomaly", "generative", "pipelines"):
+    assert importlib.util.find_spec(package) is None, f"{package} must not be importable here"
+import mlflow, pandas as pd
+uri, requests = sys.argv[1], pd.DataFrame(json.loads(sys.argv[2]))
+output = mlflow.pyfunc.load_model(uri).predict(requests)
+import anomaly
+assert "prefect" not in sys.modules and "pipelines" not in sys.modules
+print("RESULT" + json.dumps({"anomaly_file": anomaly.__file__, "output": output.to_dict("list")}))
+"""
+REQUESTS = {"n": [5, 3], "seed": [11, 12], "class": [0, 1], "truncation": [None, 1.5]}
+
+
+@pytest.fixture(scope="module")
+def generator(prefect_harness, mlflow_store, tabular_csv) -> dict:
+    """A tiny conditional table GAN (classes 0 and 1 of the label column)."""
+    return train_gan_flow(
+        str(tabular_csv), {"conditional": True, "hidden_dims": [16], "latent_dim": 4},
+        {"epochs": 1, "batch_size": 128}, model_name=MODEL, label_column="label",
+    )  # fmt: skip
+
+
+def test_consumer_without_genad_draws_the_same_samples(generator, tmp_path):
+    uri = f"models:/{MODEL}@challenger"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri()}
+    env.pop("PYTHONPATH", None)
+    completed = subprocess.run(
+        [sys.executable, "-I", "-c", CONSUMER, uri, json.dumps(REQUESTS)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT"))
+    result = json.loads(line[len("RESULT") :])
+    assert str(tracking.PROJECT_ROOT) not in result["anomaly_file"]  # shipped code, not the repo
+    assert "/code/anomaly/" in result["anomaly_file"]
+    served = pd.DataFrame(result["output"])
+    expected = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame(REQUESTS))
+    assert len(served) == 8 and list(served.columns) == list(expected.columns)
+    assert served["class"].tolist() == [0] * 5 + [1] * 3
+    features = ["f0", "f1", "f2", "f3"]
+    pd.testing.assert_frame_equal(served[features], expected[features], check_exact=True)
