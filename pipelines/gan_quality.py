@@ -17,15 +17,28 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
+import torch
 
 from anomaly.generation import GeneratorBundle
+from generative.gan import GAN
+from generative.gan.latent import arithmetic_grid, attribute_analogy_groups, latent_arithmetic
 from generative.metrics import c2st_auc, feature_distances, image_quality
 from pipelines.feature_net import ensure_feature_net
 from pipelines.gan_data import GanData
 
 KID_SUBSET_SIZE = 1000
+
+
+class Classifier(Protocol):
+    """Anything with a FeatureNet's `predict`: images in [0, 1] -> class per image."""
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+ANALOGY_LATENTS = 2000
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,7 @@ class Quality:
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)  # artifact path -> text
+    images: dict[str, np.ndarray] = field(default_factory=dict)  # artifact path -> image
 
 
 def draw_like_reference(
@@ -60,9 +74,53 @@ def draw_like_reference(
 def quality_metrics(bundle: GeneratorBundle, data: GanData, *, seed: int) -> Quality:
     """The final quality metrics of a run: images or tables, as the module docstring says."""
     samples, real = draw_like_reference(bundle, data, seed=seed)
-    if data.is_image:
-        return image_metrics(samples, real, data.feature_set, seed=seed)
-    return table_metrics(samples, real, bundle.feature_names, seed=seed)
+    if not data.is_image:
+        return table_metrics(samples, real, bundle.feature_names, seed=seed)
+    quality = image_metrics(samples, real, data.feature_set, seed=seed)
+    if data.feature_set is None or bundle.conditional:
+        return quality
+    net, _ = ensure_feature_net(data.feature_set, seed=seed)
+    try:
+        metrics, grid = brightness_analogy(bundle.gan, net, seed=seed)
+    except ValueError as error:  # a collapsed generator: no two classes to relate
+        return Quality(quality.metrics, {**quality.params, "arithmetic": f"skipped: {error}"})
+    return Quality(
+        {**quality.metrics, **metrics},
+        quality.params,
+        quality.artifacts,
+        {"latent/arithmetic_brightness.png": grid},
+    )
+
+
+def brightness_analogy(
+    gan: GAN, net: Classifier, *, seed: int, n: int = ANALOGY_LATENTS
+) -> tuple[dict[str, float], np.ndarray]:
+    """Latent arithmetic "bright A" - "A" + "B" on an unconditional image GAN, where A and B
+    are the two classes the feature net sees most among n samples and "bright" is the top
+    quarter of A's mean pixel value. Returns the grid (see `arithmetic_grid`) and how the
+    result's samples came out: `arithmetic.class_b_share` (share the net calls B) and
+    `arithmetic.brightness_gain` (their mean pixel value minus that of the B samples)."""
+    generator = torch.Generator(device=next(gan.parameters()).device).manual_seed(seed)
+    z = gan.sample_latent(n, generator=generator)
+    images = gan.generate(z)
+    labels, brightness = net.predict(images), images.flatten(1).mean(1).cpu()
+    counts = torch.bincount(labels, minlength=2)
+    class_a, class_b = counts.argsort(descending=True)[:2].tolist()
+    if counts[class_b] == 0:
+        raise ValueError(f"the feature net calls all {n} samples class {class_a}: no analogy")
+    groups = attribute_analogy_groups(z.cpu(), labels, brightness, class_a, class_b)
+    grid = arithmetic_grid(gan, *groups, seed=seed)
+    noise = torch.randn(64, z.shape[1], generator=torch.Generator().manual_seed(seed))
+    results = gan.generate(latent_arithmetic(*groups) + 0.25 * noise)
+    metrics = {
+        "arithmetic.class_a": float(class_a),
+        "arithmetic.class_b": float(class_b),
+        "arithmetic.class_b_share": float((net.predict(results) == class_b).float().mean()),
+        "arithmetic.brightness_gain": float(
+            results.flatten(1).mean(1).mean() - brightness[labels == class_b].mean()
+        ),
+    }
+    return metrics, grid
 
 
 def image_metrics(

@@ -163,6 +163,8 @@ def evaluate_and_log(gan: GAN, data: GanData, run_id: str, name: str, seed: int)
             mlflow.log_params(quality.params)
             for artifact, text in quality.artifacts.items():
                 mlflow.log_text(text, artifact)
+            for artifact, image in quality.images.items():
+                mlflow.log_image(image, artifact_file=artifact)
             log_latent_grids(bundle, seed)
             info = tracking.log_generator_model(folder, name)
     version = tracking.register(

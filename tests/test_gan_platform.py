@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from mlflow import MlflowClient
 from PIL import Image
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
@@ -310,3 +311,34 @@ def test_synth_refuses_to_replace_a_folder_it_did_not_write(image_gan, tmp_path)
     with pytest.raises(ValueError, match="not a previous synth output"):
         synthesize_flow(f"models:/{IMAGE_MODEL}@challenger", 2, [1], str(keep))
     assert [p.name for p in keep.iterdir()] == ["holiday.png"]
+
+
+class BrightnessClassifier:
+    """Calls an image class 1 when its mean pixel is above `cut`, else class 0."""
+
+    def __init__(self, cut: float) -> None:
+        self.cut = cut
+
+    def predict(self, x):
+        return (x.flatten(1).mean(1) > self.cut).long()
+
+
+def test_brightness_analogy_relates_two_classes_and_renders_the_grid():
+    """The arithmetic report on an unconditional image GAN with a classifier that knows two
+    classes: the grid (3 group means, the result, 7 variations), shares in [0, 1], the same
+    numbers again for the same seed, and a clear refusal when only one class is seen. Whether
+    the analogy works on a trained GAN is measured in benchmarks/gan_quality.py."""
+    from generative.gan import GAN, GANConfig
+    from pipelines.gan_quality import brightness_analogy
+
+    torch.manual_seed(0)
+    gan = GAN(GANConfig((1, 28, 28), architecture="dcgan", base_channels=8, latent_dim=16))
+    brightness = gan.sample(400, seed=0).flatten(1).mean(1)
+    net = BrightnessClassifier(float(brightness.median()))
+    metrics, grid = brightness_analogy(gan, net, seed=0, n=400)
+    assert grid.shape == (28 + 4, 11 * 30 + 2, 1)
+    assert {metrics["arithmetic.class_a"], metrics["arithmetic.class_b"]} == {0.0, 1.0}
+    assert 0.0 <= metrics["arithmetic.class_b_share"] <= 1.0
+    assert brightness_analogy(gan, net, seed=0, n=400)[0] == metrics
+    with pytest.raises(ValueError, match="no analogy"):
+        brightness_analogy(gan, BrightnessClassifier(2.0), seed=0, n=400)

@@ -13,6 +13,7 @@ from torch import nn
 from generative.gan import GAN, GANConfig, GANTrainer, GANTrainerConfig, TrainingDivergedError
 from generative.gan.latent import (
     arithmetic_grid,
+    attribute_analogy_groups,
     image_grid,
     interpolate,
     interpolation_grid,
@@ -205,3 +206,14 @@ def test_latent_arithmetic_and_grids():
     assert arithmetic_grid(gan, z[:3], z[3:6], z[6:], variations=2).shape == (12, 6 * 10 + 2, 1)
     with pytest.raises(ValueError, match="image GAN"):
         interpolation_grid(GAN(GANConfig((2,))))
+
+
+def test_attribute_analogy_groups_select_the_top_share_of_class_a():
+    z = torch.arange(12, dtype=torch.float32)[:, None].repeat(1, 2)
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 2])
+    attribute = torch.tensor([1.0, 2, 3, 4, 5, 6, 7, 8, 0, 0, 9, 9])
+    base, subtract, add = attribute_analogy_groups(z, labels, attribute, 0, 1, top_share=0.25)
+    torch.testing.assert_close(base[:, 0], torch.tensor([6.0, 7.0]))  # the brightest quarter
+    assert len(subtract) == 8 and add[:, 0].tolist() == [8.0, 9.0]
+    with pytest.raises(ValueError, match="need >= 4 latents"):
+        attribute_analogy_groups(z, labels, attribute, 1, 0)

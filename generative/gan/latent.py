@@ -63,6 +63,27 @@ def latent_arithmetic(
     return base.mean(0) - subtract.mean(0) + add.mean(0)
 
 
+def attribute_analogy_groups(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    attribute: torch.Tensor,
+    class_a: int,
+    class_b: int,
+    *,
+    top_share: float = 0.25,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The three latent groups of "class A with the attribute" - "class A" + "class B":
+    latents whose sample is of class A with the attribute in the top `top_share` of class A's,
+    all class-A latents, all class-B latents. `labels` and `attribute` describe each latent's
+    sample (e.g. a classifier's prediction and the mean brightness)."""
+    in_a, in_b = labels == class_a, labels == class_b
+    if int(in_a.sum()) < 4 or int(in_b.sum()) < 1:
+        raise ValueError(f"need >= 4 latents of class {class_a} and >= 1 of class {class_b}")
+    cut = torch.quantile(attribute[in_a].float(), 1.0 - top_share)
+    with_attribute = in_a & (attribute >= cut)
+    return z[with_attribute], z[in_a], z[in_b]
+
+
 def image_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
     """(N, C, H, W) images in [0, 1] -> one (rows*H', nrow*W', C) uint8 array (C = 1 or 3),
     row-major, with `padding` white pixels between tiles."""
