@@ -217,3 +217,14 @@ def test_attribute_analogy_groups_select_the_top_share_of_class_a():
     assert len(subtract) == 8 and add[:, 0].tolist() == [8.0, 9.0]
     with pytest.raises(ValueError, match="need >= 4 latents"):
         attribute_analogy_groups(z, labels, attribute, 1, 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_trains_under_bf16_with_channels_last():
+    gan = GAN(GANConfig((1, 28, 28), architecture="dcgan", base_channels=8, num_classes=2))
+    trainer = GANTrainer(gan, GANTrainerConfig(epochs=1, batch_size=16, device="cuda"))
+    history = trainer.fit(torch.rand(64, 1, 28, 28), torch.arange(64) % 2)
+    assert all(math.isfinite(v) for v in history[0].values())
+    conv = next(m for m in gan.discriminator.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert gan.sample(3, torch.tensor(1), seed=0).device.type == "cuda"
