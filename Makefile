@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(abspath .state/prefect)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-all lint format bench clean
+.PHONY: install demo test test-all lint format bench bench-gan clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,16 @@ bench: $(VENV)/.bench
 	mkdir -p .state/bench
 	$(PY) benchmarks/ood_likelihood.py --out .state/bench/ood_likelihood.md
 	$(PY) benchmarks/one_class_novelty.py --out .state/bench/one_class_novelty.md
+	$(MAKE) bench-gan
+
+# GAN family (issue 5): about 50 min on 1 thread; figures go beside the reports.
+bench-gan: $(STAMP)
+	mkdir -p .state/bench
+	$(PY) benchmarks/gan_throughput.py --out .state/bench/gan_throughput.md
+	$(PY) benchmarks/gan_modes.py --out .state/bench/gan_modes.md --figure .state/bench/gan_modes.png
+	$(PY) benchmarks/gan_quality.py --out .state/bench/gan_quality.md --figure .state/bench/gan_samples.png
+	$(PY) benchmarks/gan_augmentation.py --out .state/bench/gan_augmentation.md
+	$(PY) benchmarks/gan_arithmetic.py --out .state/bench/gan_arithmetic.md --figure .state/bench/gan_arithmetic.png
 
 clean:
 	rm -rf .state .pytest_cache .ruff_cache
