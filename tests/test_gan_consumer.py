@@ -18,9 +18,11 @@ import pandas as pd
 import pytest
 
 from pipelines import tracking
+from pipelines.feature_net import ensure_feature_net
 from pipelines.train_gan import train_gan_flow
 
 MODEL = "gan-consumer"
+IMAGE_MODEL = "gan-consumer-images"
 CONSUMER = """
 import importlib.util, json, sys
 sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
@@ -45,12 +47,27 @@ def generator(prefect_harness, mlflow_store, tabular_csv) -> dict:
     )  # fmt: skip
 
 
-def test_consumer_without_genad_draws_the_same_samples(generator, tmp_path):
-    uri = f"models:/{MODEL}@challenger"
+@pytest.fixture(scope="module")
+def image_generator(prefect_harness, mlflow_store, shared_data_dir) -> dict:
+    """A tiny unconditional DCGAN on 128 Fashion-MNIST images (and, if the store has none yet,
+    a tiny feature net for its metrics)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENAD_DATA_DIR", str(shared_data_dir))
+        patch.setenv("GENAD_DATA_MIRROR", "http://127.0.0.1:9/")
+        options = {"channels": [8], "feature_dim": 16}
+        ensure_feature_net("fashion-mnist", train_rows=512, eval_rows=256, net_config=options)
+        return train_gan_flow(
+            "fashion-mnist", {"base_channels": 4, "latent_dim": 8}, {"epochs": 1},
+            model_name=IMAGE_MODEL, max_rows=128, reference_rows=100,
+        )  # fmt: skip
+
+
+def run_consumer(uri: str, requests: dict, tmp_path) -> dict:
+    """The CONSUMER script in an isolated child; returns its parsed result."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri()}
     env.pop("PYTHONPATH", None)
     completed = subprocess.run(
-        [sys.executable, "-I", "-c", CONSUMER, uri, json.dumps(REQUESTS)],
+        [sys.executable, "-I", "-c", CONSUMER, uri, json.dumps(requests)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -59,7 +76,12 @@ def test_consumer_without_genad_draws_the_same_samples(generator, tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT"))
-    result = json.loads(line[len("RESULT") :])
+    return json.loads(line[len("RESULT") :])
+
+
+def test_consumer_without_genad_draws_the_same_samples(generator, tmp_path):
+    uri = f"models:/{MODEL}@challenger"
+    result = run_consumer(uri, REQUESTS, tmp_path)
     assert str(tracking.PROJECT_ROOT) not in result["anomaly_file"]  # shipped code, not the repo
     assert "/code/anomaly/" in result["anomaly_file"]
     served = pd.DataFrame(result["output"])
@@ -68,3 +90,15 @@ def test_consumer_without_genad_draws_the_same_samples(generator, tmp_path):
     assert served["class"].tolist() == [0] * 5 + [1] * 3
     features = ["f0", "f1", "f2", "f3"]
     pd.testing.assert_frame_equal(served[features], expected[features], check_exact=True)
+
+
+def test_consumer_without_genad_draws_the_same_images(image_generator, tmp_path):
+    uri = f"models:/{IMAGE_MODEL}@challenger"
+    requests = {"n": [3, 2], "seed": [1, 2]}
+    result = run_consumer(uri, requests, tmp_path)
+    served = pd.DataFrame(result["output"])
+    expected = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame(requests))
+    pixels = [f"pixel{i}" for i in range(28 * 28)]
+    assert len(served) == 5 and list(served.columns) == list(expected.columns)
+    pd.testing.assert_frame_equal(served[pixels], expected[pixels], check_exact=True)
+    assert served[pixels].min().min() >= 0.0 and served[pixels].max().max() <= 1.0
