@@ -64,7 +64,9 @@ def image_generator(prefect_harness, mlflow_store, shared_data_dir) -> dict:
 
 def run_consumer(uri: str, requests: dict, tmp_path) -> dict:
     """The CONSUMER script in an isolated child; returns its parsed result."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri()}
+    # One torch thread like the test process (conftest): a conv's float sums then run in the
+    # same order, so samples are bit-identical (other thread counts differ in the last bit).
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(), "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
     completed = subprocess.run(
         [sys.executable, "-I", "-c", CONSUMER, uri, json.dumps(requests)],
