@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from anomaly.preprocessing import Standardizer
 from generative.gan import GAN
 from generative.registry import atomic_directory, read_model_files, write_model_files
 
@@ -40,38 +41,6 @@ class RequestError(ValueError):
     truncation."""
 
 
-@dataclass(frozen=True)
-class Scaler:
-    """Per-feature standardisation of table rows: z = (x - mean) / std."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, X: np.ndarray) -> Scaler:
-        """Mean and standard deviation of each column (a constant column gets std 1)."""
-        X = np.asarray(X, dtype=np.float64)
-        std = X.std(axis=0)
-        return cls(X.mean(axis=0), np.where(std > 0, std, 1.0))
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        """Data scale -> standardised (float64)."""
-        return (np.asarray(X, dtype=np.float64) - self.mean) / self.std
-
-    def inverse(self, Z: np.ndarray) -> np.ndarray:
-        """Standardised -> data scale (float64)."""
-        return np.asarray(Z, dtype=np.float64) * self.std + self.mean
-
-    def to_dict(self) -> dict[str, list[float]]:
-        """A JSON-ready dict."""
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, list[float]]) -> Scaler:
-        """Inverse of `to_dict`."""
-        return cls(np.asarray(values["mean"], np.float64), np.asarray(values["std"], np.float64))
-
-
 @dataclass
 class GeneratorBundle:
     """A GAN with the names of its sample columns, the class labels its class indices stand
@@ -80,7 +49,7 @@ class GeneratorBundle:
     gan: GAN
     feature_names: list[str]
     classes: list[int] = field(default_factory=list)
-    scaler: Scaler | None = None
+    scaler: Standardizer | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -125,7 +94,7 @@ class GeneratorBundle:
         for start in range(0, n, CHUNK_ROWS):
             part = slice(start, start + CHUNK_ROWS)
             batch = self.gan.generate(z[part], None if labels is None else labels[part]).numpy()
-            yield batch if self.scaler is None else self.scaler.inverse(batch)
+            yield batch if self.scaler is None else self.scaler.inverse_transform(batch)
 
     def generate(
         self, n: int, label: int | None, seed: int, truncation: float | None = None
@@ -223,7 +192,7 @@ def save_generator(
     *,
     feature_names: list[str],
     classes: list[int] | None = None,
-    scaler: Scaler | None = None,
+    scaler: Standardizer | None = None,
     info: dict[str, Any] | None = None,
 ) -> Path:
     """Write the generator folder atomically (the GAN's files, generator_info.json and, for
@@ -249,7 +218,9 @@ def load_generator(path: str | os.PathLike) -> GeneratorBundle:
     payload = json.loads((folder / GENERATOR_INFO_FILE).read_text())
     scaler_path = folder / SCALER_FILE
     scaler = (
-        Scaler.from_dict(json.loads(scaler_path.read_text())) if scaler_path.is_file() else None
+        Standardizer.from_dict(json.loads(scaler_path.read_text()))
+        if scaler_path.is_file()
+        else None
     )
     return GeneratorBundle(
         gan, list(payload["feature_names"]), [int(c) for c in payload["classes"]], scaler,

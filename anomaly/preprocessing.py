@@ -43,6 +43,11 @@ class Standardizer:
         data = _tabular(check_input(X, n_features=len(self.mean_)))
         return ((data - self.mean_) / self.scale_).astype(np.float32)
 
+    def inverse_transform(self, Z: Any) -> np.ndarray:
+        """Standardised rows back to the data's units; returns float64 (n, d)."""
+        _require_fitted(self, "mean_")
+        return np.asarray(Z, dtype=np.float64) * self.scale_ + self.mean_
+
     def to_dict(self) -> dict[str, Any]:
         """The fitted state as a JSON-compatible dict."""
         _require_fitted(self, "mean_")

@@ -2,10 +2,10 @@
 quality metrics, the class labels and the table scaler.
 
 Images are used in [0, 1] (8-bit values are divided by 255). Table rows are standardised with
-the training rows' per-feature mean and standard deviation (`anomaly.generation.Scaler`, kept as
-JSON beside the model); the reference rows stay in the data's own units. The reference rows are
-never trained on: the test split of a catalog image set (fashion-mnist, mnist), otherwise a
-seeded held-out fraction of the rows read.
+the training rows' per-feature mean and standard deviation (`anomaly.preprocessing.Standardizer`,
+kept as JSON beside the model); the reference rows stay in the data's own units. The reference
+rows are never trained on: the test split of a catalog image set (fashion-mnist, mnist),
+otherwise a seeded held-out fraction of the rows read.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from anomaly.data import load_dataset
 from anomaly.data.catalog import IMAGE_SETS
 from anomaly.evaluation import digest
-from anomaly.generation import Scaler
+from anomaly.preprocessing import Standardizer
 from anomaly.scoring import default_feature_names
 
 MIN_REFERENCE_ROWS = 10  # the C2ST's 5 folds, KID and precision/recall need a few rows
@@ -66,7 +66,7 @@ class GanData:
     reference_labels: np.ndarray | None
     classes: list[int]
     feature_names: list[str]
-    scaler: Scaler | None
+    scaler: Standardizer | None
     name: str
     digest: str
     reference_source: str
@@ -101,7 +101,7 @@ def load_gan_data(spec: GanDataSpec, *, seed: int) -> GanData:
         )
     train, train_y = X[train_rows], None if y is None else y[train_rows]
     classes = [] if train_y is None else sorted(int(c) for c in np.unique(train_y))
-    scaler = None if train.ndim == 4 else Scaler.fit(train)
+    scaler = None if train.ndim == 4 else Standardizer().fit(train)
     return GanData(
         train=(train if scaler is None else scaler.transform(train)).astype(np.float32),
         train_labels=None if train_y is None else np.searchsorted(classes, train_y),

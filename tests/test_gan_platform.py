@@ -193,7 +193,7 @@ def test_table_samples_are_in_the_training_units(table_gan):
     # Exactly the inverse transform of the GAN's standardised output:
     gan = load_model(resolved.bundle_dir)
     raw = gan.sample(400, 1, seed=3).numpy()  # class 1 is index 1 of the classes [0, 1]
-    expected = raw * np.array(scaler["std"]) + np.array(scaler["mean"])
+    expected = raw * np.array(scaler["scale"]) + np.array(scaler["mean"])
     np.testing.assert_allclose(out[list(TABLE_UNITS)].to_numpy(), expected, rtol=1e-6)
     # A 2-epoch GAN's standardised output is O(1), so its means lie within 3 sd of the data's
     # (in standardised units "height" would sit 17 sd below its mean of 170).
