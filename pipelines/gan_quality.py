@@ -25,7 +25,7 @@ import torch
 from anomaly.generation import GeneratorBundle
 from generative.gan import GAN
 from generative.gan.latent import arithmetic_grid, attribute_analogy_groups, latent_arithmetic
-from generative.metrics import c2st_auc, feature_distances, image_quality
+from generative.metrics import FeatureNet, c2st_auc, feature_distances, image_quality
 from pipelines.feature_net import ensure_feature_net
 from pipelines.gan_data import GanData
 
@@ -39,6 +39,7 @@ class Classifier(Protocol):
 
 
 ANALOGY_LATENTS = 2000
+ARITHMETIC_GRID = "latent/arithmetic_brightness.png"
 
 
 @dataclass(frozen=True)
@@ -76,20 +77,18 @@ def quality_metrics(bundle: GeneratorBundle, data: GanData, *, seed: int) -> Qua
     samples, real = draw_like_reference(bundle, data, seed=seed)
     if not data.is_image:
         return table_metrics(samples, real, bundle.feature_names, seed=seed)
-    quality = image_metrics(samples, real, data.feature_set, seed=seed)
-    if data.feature_set is None or bundle.conditional:
-        return quality
-    net, _ = ensure_feature_net(data.feature_set, seed=seed)
+    if data.feature_set is None:
+        return Quality(params={"quality.feature_net": "none (images from a file)"})
+    net, identity = ensure_feature_net(data.feature_set, seed=seed)
+    quality = image_metrics(samples, real, net, seed=seed)
+    params = identity.as_params()
+    if bundle.conditional:
+        return Quality(quality, params)
     try:
         metrics, grid = brightness_analogy(bundle.gan, net, seed=seed)
     except ValueError as error:  # a collapsed generator: no two classes to relate
-        return Quality(quality.metrics, {**quality.params, "arithmetic": f"skipped: {error}"})
-    return Quality(
-        {**quality.metrics, **metrics},
-        quality.params,
-        quality.artifacts,
-        {"latent/arithmetic_brightness.png": grid},
-    )
+        return Quality(quality, {**params, "arithmetic": f"skipped: {error}"})
+    return Quality({**quality, **metrics}, params, images={ARITHMETIC_GRID: grid})
 
 
 def brightness_analogy(
@@ -124,15 +123,11 @@ def brightness_analogy(
 
 
 def image_metrics(
-    samples: np.ndarray, real: np.ndarray, feature_set: str | None, *, seed: int
-) -> Quality:
-    """FID, KID, precision and recall against `real` in the feature net of `feature_set`."""
-    if feature_set is None:
-        return Quality(params={"quality.feature_net": "none (images from a file)"})
-    net, identity = ensure_feature_net(feature_set, seed=seed)
+    samples: np.ndarray, real: np.ndarray, net: FeatureNet, *, seed: int
+) -> dict[str, float]:
+    """FID, KID, precision and recall against `real` in the feature space of `net`."""
     size = min(KID_SUBSET_SIZE, len(samples), len(real))
-    metrics = image_quality(real, samples, net, kid_subset_size=size, seed=seed)
-    return Quality(metrics, identity.as_params())
+    return image_quality(real, samples, net, kid_subset_size=size, seed=seed)
 
 
 def table_metrics(
