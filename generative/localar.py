@@ -12,20 +12,19 @@ perturbs.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from generative.configs import JsonConfig
 from generative.vae.likelihoods import make_likelihood
 
 
 @dataclass(frozen=True)
-class LocalARConfig:
+class LocalARConfig(JsonConfig):
     """input_shape (C, H, W); the first masked convolution spans `radius` pixels on each side
     (it excludes the centre), `n_layers` further 3x3 masked layers each widen the context by
     one; `likelihood` is a discrete key of `generative.vae.likelihoods.LIKELIHOODS`."""
@@ -50,19 +49,6 @@ class LocalARConfig:
     def data_dim(self) -> int:
         """Number of scalar dimensions of one input."""
         return math.prod(self.input_shape)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> LocalARConfig:
-        """Inverse of `to_dict`; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown LocalARConfig fields: {sorted(unknown)}")
-        return cls(**values)
 
 
 class MaskedConv2d(nn.Conv2d):

@@ -62,6 +62,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast(mode: str, device: torch.device) -> torch.autocast:
+    """The bf16 autocast context for an AUTOCAST_MODES `mode`: "auto" is on for CUDA only,
+    "bf16" on any device, "off" never."""
+    enabled = mode == "bf16" or (mode == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 class Callback:
     """Hooks called by `Trainer.fit`; set `trainer.should_stop = True` to end training."""
 
@@ -158,9 +165,7 @@ class Trainer:
         self.step = 0
 
     def _autocast(self) -> torch.autocast:
-        mode = self.config.autocast
-        enabled = mode == "bf16" or (mode == "auto" and self.device.type == "cuda")
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return autocast(self.config.autocast, self.device)
 
     def fit(self, train: torch.Tensor, val: torch.Tensor | None = None) -> list[dict[str, float]]:
         """Train on the rows of `train`; returns one dict of metrics per epoch."""

@@ -92,11 +92,7 @@ def resolve_configs(
 
 def trainer_config(values: dict[str, Any] | None, seed: int) -> GANTrainerConfig:
     """GANTrainerConfig from a dict (seed = `seed` unless given); unknown keys are an error."""
-    values = {"seed": seed, **(values or {})}
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(GANTrainerConfig)})
-    if unknown:
-        raise ValueError(f"unknown GANTrainerConfig keys: {unknown}")
-    return GANTrainerConfig(**values)
+    return GANTrainerConfig.from_dict({"seed": seed, **(values or {})})
 
 
 @task(cache_policy=NONE)
@@ -114,7 +110,7 @@ def start_run(
              "data.reference": data.reference_source, "data.classes": data.classes}
         )  # fmt: skip
         mlflow.log_params({f"gan.{k}": v for k, v in gan_config.to_dict().items()})
-        mlflow.log_params({f"trainer.{k}": v for k, v in dataclasses.asdict(train_config).items()})
+        mlflow.log_params({f"trainer.{k}": v for k, v in train_config.to_dict().items()})
         mlflow.log_dict(resolved_config(configs, data), "config/resolved.json")
     return run.info.run_id
 
@@ -190,7 +186,7 @@ def resolved_config(configs: tuple[GANConfig, GANTrainerConfig], data: GanData) 
     gan_config, train_config = configs
     return {
         "gan": gan_config.to_dict(),
-        "trainer": dataclasses.asdict(train_config),
+        "trainer": train_config.to_dict(),
         "classes": data.classes,
         "data": {"name": data.name, "digest": data.digest, "rows": len(data.train),
                  "reference": data.reference_source, "standardised": data.scaler is not None},

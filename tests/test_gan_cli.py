@@ -103,8 +103,8 @@ def test_synth_bad_input_exits_2_and_writes_nothing(
     ("extra", "message"),
     [
         (["--gan-config", "{hidden: 3}"], "--gan-config is not valid JSON"),
-        (["--gan-config", '{"width": 3}'], "unknown GANConfig keys: ['width']"),
-        (["--trainer-config", '{"momentum": 0.9}'], "unknown GANTrainerConfig keys"),
+        (["--gan-config", '{"width": 3}'], "unknown GANConfig fields: ['width']"),
+        (["--trainer-config", '{"momentum": 0.9}'], "unknown GANTrainerConfig fields"),
         (["--gan-config", '{"num_classes": 3}'], "are set from the data"),
         (["--architecture", "dcgan"], "dcgan architecture needs square (C, H, W) images"),
     ],

@@ -42,7 +42,7 @@ def test_bad_configs_are_refused(values, message):
 def test_config_round_trip_and_unknown_keys():
     config = GANConfig((1, 28, 28), architecture="dcgan", num_classes=10, loss="wgan_gp")
     assert GANConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match="unknown GANConfig keys"):
+    with pytest.raises(ValueError, match="unknown GANConfig fields"):
         GANConfig.from_dict({**config.to_dict(), "depth": 3})
     with pytest.raises(ValueError, match="optimizer"):
         GANTrainerConfig(optimizer="adagrad")

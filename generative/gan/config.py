@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+
+from generative.configs import JsonConfig
 
 
 @dataclass(frozen=True)
-class GANConfig:
+class GANConfig(JsonConfig):
     """Everything needed to rebuild a GAN; saved as JSON beside its state_dict.
 
     data_shape: (D,) for tabular rows or (C, H, W) for images (H = W, a power of two times 4,
@@ -66,19 +66,6 @@ class GANConfig:
     def is_image(self) -> bool:
         """True for (C, H, W) data."""
         return len(self.data_shape) == 3
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> GANConfig:
-        """Inverse of `to_dict`; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown GANConfig keys: {sorted(unknown)}")
-        return cls(**values)
 
 
 def dcgan_start_size(size: int) -> int:

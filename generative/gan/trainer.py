@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
+from generative.configs import JsonConfig
 from generative.gan.losses import clip_weights, gradient_penalty
 from generative.gan.model import GAN
-from generative.training import AUTOCAST_MODES, Callback, resolve_device
+from generative.training import AUTOCAST_MODES, Callback, autocast, resolve_device
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": lambda params, lr, betas: torch.optim.Adam(params, lr=lr, betas=betas),
@@ -33,7 +34,7 @@ class TrainingDivergedError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class GANTrainerConfig:
+class GANTrainerConfig(JsonConfig):
     """Optimisation settings for `GANTrainer`.
 
     n_critic: D steps per G step (k); None takes the loss's default (1, or 5 for WGANs).
@@ -88,9 +89,7 @@ class GANTrainer:
         self.discriminator_steps = 0
 
     def _autocast(self) -> torch.autocast:
-        mode = self.config.autocast
-        enabled = mode == "bf16" or (mode == "auto" and self.device.type == "cuda")
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return autocast(self.config.autocast, self.device)
 
     def _prepare(self, data: torch.Tensor, labels: torch.Tensor | None) -> tuple:
         expected = self.model.config.data_shape

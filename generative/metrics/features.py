@@ -9,10 +9,8 @@ Images are float tensors in [0, 1] (uint8 arrays are divided by 255), shape (N, 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,13 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from generative.configs import JsonConfig
 from generative.training import resolve_device
 
 ImageArray = np.ndarray | torch.Tensor
 
 
 @dataclass(frozen=True)
-class FeatureNetConfig:
+class FeatureNetConfig(JsonConfig):
     """Everything needed to rebuild a FeatureNet; saved as JSON beside its state_dict.
 
     input_shape: (C, H, W).
@@ -63,19 +62,6 @@ class FeatureNetConfig:
         """(H, W) after the conv blocks (each halves it, rounding down)."""
         blocks = len(self.channels)
         return self.input_shape[1] >> blocks, self.input_shape[2] >> blocks
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> FeatureNetConfig:
-        """Inverse of `to_dict`; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown FeatureNetConfig fields: {sorted(unknown)}")
-        return cls(**values)
 
 
 class FeatureNet(nn.Module):

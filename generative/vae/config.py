@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+
+from generative.configs import JsonConfig
 
 
 @dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(JsonConfig):
     """Everything needed to rebuild a VAE; saved as JSON beside its state_dict.
 
     input_shape: (D,) for tabular rows or (C, H, W) for images.
@@ -50,16 +50,3 @@ class VAEConfig:
     def data_dim(self) -> int:
         """Number of scalar dimensions of one input."""
         return math.prod(self.input_shape)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> VAEConfig:
-        """Inverse of `to_dict`; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown VAEConfig fields: {sorted(unknown)}")
-        return cls(**values)
