@@ -21,6 +21,8 @@ from torch import nn
 from generative.gan import GAN, GANConfig
 from generative.localar import LocalAR, LocalARConfig
 from generative.metrics.features import FeatureNet, FeatureNetConfig
+from generative.progressive import ProGAN, ProGANConfig
+from generative.stylegan import StyleGAN, StyleGANConfig
 from generative.vae import VAE, VAEConfig
 
 # family name -> (config class, model class)
@@ -28,6 +30,8 @@ MODEL_FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
     "vae": (VAEConfig, VAE),
     "local_ar": (LocalARConfig, LocalAR),
     "gan": (GANConfig, GAN),
+    "progan": (ProGANConfig, ProGAN),
+    "stylegan": (StyleGANConfig, StyleGAN),
     "feature_net": (FeatureNetConfig, FeatureNet),
 }
 

@@ -7,6 +7,7 @@ the nets (G ends in tanh); tables are used as given (standardise them first).
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,16 +17,22 @@ from generative.gan.losses import GAN_LOSSES, GANLoss
 from generative.gan.networks import build_networks
 
 
-class GAN(nn.Module):
-    """G(z, y) and D(x, y) for one `GANConfig`; `sample` draws data-scale samples."""
+class AdversarialModel(nn.Module):
+    """What every adversarial family shares: a generator, a discriminator, an optional EMA
+    copy of the generator, the configured loss, latent sampling and data-scale conversion.
 
-    family = "gan"
+    `truncation_space` says where `sample`'s truncation acts: "latent" (z is drawn from a
+    truncated normal) or "w" (StyleGAN's psi, applied to the intermediate latent).
+    Subclasses set `family` and may override `_run_generator` to pass their own options.
+    """
 
-    def __init__(self, config: GANConfig) -> None:
+    family = ""
+    truncation_space = "latent"
+
+    def __init__(self, config: Any, generator: nn.Module, discriminator: nn.Module) -> None:
         super().__init__()
         self.config = config
-        per_sample = self.loss.penalty_weight > 0
-        self.generator, self.discriminator = build_networks(config, per_sample_norm=per_sample)
+        self.generator, self.discriminator = generator, discriminator
         self.generator_ema: nn.Module | None = None
         if config.ema_decay > 0:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
@@ -65,15 +72,26 @@ class GAN(nn.Module):
         return self.generator_ema if self.generator_ema is not None else self.generator
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Data-scale samples for given latents (eval mode, EMA weights when kept)."""
+    def generate(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None, **options: Any
+    ) -> torch.Tensor:
+        """Data-scale samples for given latents (eval mode, EMA weights when kept); `options`
+        go to the family's generator (e.g. StyleGAN's psi, mixing and noise)."""
         net = self.sampling_generator()
         was_training = net.training
         net.eval()
         try:
-            return self.to_data_scale(net(z, self._labels(labels, len(z), z.device)).float())
+            labels = self._labels(labels, len(z), z.device)
+            return self.to_data_scale(self._run_generator(net, z, labels, **options).float())
         finally:
             net.train(was_training)
+
+    def _run_generator(
+        self, net: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, **options: Any
+    ) -> torch.Tensor:
+        if options:
+            raise ValueError(f"{self.family} generators take no options, got {sorted(options)}")
+        return net(z, labels)
 
     def sample(
         self,
@@ -83,13 +101,17 @@ class GAN(nn.Module):
         seed: int | None = None,
         truncation: float | None = None,
     ) -> torch.Tensor:
-        """n data-scale samples; a conditional GAN needs `labels` (n of them, or one label)."""
+        """n data-scale samples; a conditional GAN needs `labels` (n of them, or one label).
+        `truncation` acts where `truncation_space` says."""
         generator = None
         if seed is not None:
             device = next(self.parameters()).device
             generator = torch.Generator(device=device).manual_seed(seed)
-        z = self.sample_latent(n, generator=generator, truncation=truncation)
-        return self.generate(z, labels)
+        if self.truncation_space == "latent":
+            z = self.sample_latent(n, generator=generator, truncation=truncation)
+            return self.generate(z, labels)
+        z = self.sample_latent(n, generator=generator)
+        return self.generate(z, labels, psi=truncation, rng=generator)
 
     def _labels(
         self, labels: torch.Tensor | None, n: int, device: torch.device
@@ -122,3 +144,13 @@ class GAN(nn.Module):
             ema.lerp_(live.detach(), 1.0 - decay)
         for ema, live in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
             ema.copy_(live)
+
+
+class GAN(AdversarialModel):
+    """G(z, y) and D(x, y) for one `GANConfig`; `sample` draws data-scale samples."""
+
+    family = "gan"
+
+    def __init__(self, config: GANConfig) -> None:
+        per_sample = GAN_LOSSES[config.loss].penalty_weight > 0
+        super().__init__(config, *build_networks(config, per_sample_norm=per_sample))

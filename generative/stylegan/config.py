@@ -1,0 +1,64 @@
+"""StyleGAN's config dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from generative.progressive.config import (
+    ProgressiveImageConfig,
+    check_common,
+    check_progressive_shape,
+)
+
+
+@dataclass(frozen=True)
+class StyleGANConfig(ProgressiveImageConfig):
+    """Everything needed to rebuild a StyleGAN (Karras et al. 2019).
+
+    data_shape: (C, R, R) with R = 4 * 2^k.
+    latent_dim, w_dim: sizes of z ~ N(0, I) and of the intermediate latent w.
+    mapping_layers: depth of the mapping MLP z -> w (8 in the paper); mapping_lr_multiplier
+        scales its learning rate (0.01 in the paper).
+    channel_base, max_channels: feature maps min(max_channels, channel_base // r) at side r.
+    style_mixing_prob: share of training batches whose layers take two ws (mixing
+        regularisation), 0 to disable.
+    w_avg_beta: decay of the running mean of w that the truncation trick pulls towards.
+    truncation_cutoff: psi applies to the first this many layers (None = all).
+    progressive: grow from 4x4 like the Progressive GAN (False: train at full size only).
+    loss, drift, ema_decay, minibatch_group: as in `ProGANConfig` (the discriminator is the
+        Progressive GAN's).
+    """
+
+    data_shape: tuple[int, ...]
+    latent_dim: int = 128
+    w_dim: int = 128
+    mapping_layers: int = 8
+    mapping_lr_multiplier: float = 0.01
+    channel_base: int = 2048
+    max_channels: int = 128
+    style_mixing_prob: float = 0.9
+    w_avg_beta: float = 0.995
+    truncation_cutoff: int | None = None
+    progressive: bool = True
+    loss: str = "wgan_gp"
+    drift: float = 1e-3
+    ema_decay: float = 0.999
+    minibatch_group: int = 4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_shape", tuple(int(s) for s in self.data_shape))
+        check_progressive_shape(self.data_shape)
+        check_common(self)
+        if self.w_dim < 1 or self.mapping_layers < 1 or self.mapping_lr_multiplier <= 0:
+            raise ValueError("w_dim, mapping_layers must be >= 1, mapping_lr_multiplier > 0")
+        if not 0.0 <= self.style_mixing_prob <= 1.0:
+            raise ValueError(f"style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}")
+        if not 0.0 <= self.w_avg_beta < 1.0:
+            raise ValueError(f"w_avg_beta must be in [0, 1), got {self.w_avg_beta}")
+        if self.truncation_cutoff is not None and self.truncation_cutoff < 1:
+            raise ValueError(f"truncation_cutoff must be >= 1, got {self.truncation_cutoff}")
+
+    @property
+    def num_layers(self) -> int:
+        """Style inputs (two per resolution): the number of ws one image takes."""
+        return 2 * len(self.resolutions)
