@@ -24,7 +24,9 @@ class GenadGeneratorModel(mlflow.pyfunc.PythonModel):
 
     Each request row holds `n` (>= 1; at most 10000 over all rows of one call), `seed` (an
     integer >= 0) and optionally `class` (a training label: required by a class-conditional
-    model, absent otherwise) and `truncation` (> 0, empty for none). The output has one row per
+    model, absent otherwise) and `truncation` (> 0, empty for none; for a StyleGAN it is psi in
+    [0, 1], and `mix_seed` with `mix_layer` take the styles of layers >= mix_layer from the
+    latents of another seed: style mixing). The output has one row per
     sample: `request` (the request row's position), `class`, `seed`, `sample_index`
     (0..n-1), then the feature columns: a table's training column names in its units, or
     `pixel0..` in [0, 1] for images ((c, h, w) order). The same request always gives the same

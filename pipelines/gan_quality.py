@@ -2,7 +2,9 @@
 (`generative.metrics`).
 
 Samples are drawn like the reference rows: for a conditional generator as many per class as
-the reference holds of that class, otherwise as many as there are reference rows.
+the reference holds of that class, otherwise as many as there are reference rows. Samples of a
+generator trained on padded images (the progressive nets' 28 -> 32) are cropped back to the
+reference's size.
 
 - Tables (in the data's own units): per-feature KS statistic and Wasserstein-1 distance
   (metrics `ks.<feature>`, `wasserstein_1.<feature>`, their mean and max, and the table as
@@ -22,7 +24,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from anomaly.generation import GeneratorBundle
+from anomaly.generation import GeneratorBundle, Request
 from generative.gan import GAN
 from generative.gan.latent import arithmetic_grid, attribute_analogy_groups, latent_arithmetic
 from generative.metrics import FeatureNet, c2st_auc, feature_distances, image_quality
@@ -60,11 +62,11 @@ def draw_like_reference(
     generator is conditional; reference rows of classes it does not know are left out)."""
     if not bundle.conditional:
         n = len(data.reference)
-        return bundle.generate(n, None, seed), data.reference
+        return bundle.generate(Request(n, None, seed)), data.reference
     labels = np.asarray(data.reference_labels)
     known = np.isin(labels, bundle.classes)
     samples = [
-        bundle.generate(int((labels == label).sum()), label, seed)
+        bundle.generate(Request(int((labels == label).sum()), label, seed))
         for label in bundle.classes
         if (labels == label).any()
     ]
@@ -79,16 +81,30 @@ def quality_metrics(bundle: GeneratorBundle, data: GanData, *, seed: int) -> Qua
         return table_metrics(samples, real, bundle.feature_names, seed=seed)
     if data.feature_set is None:
         return Quality(params={"quality.feature_net": "none (images from a file)"})
+    padded = samples.shape[1:] != real.shape[1:]
+    if padded:  # trained on padded images (progressive nets): compare the centre
+        samples = center_crop(samples, real.shape[-2:])
     net, identity = ensure_feature_net(data.feature_set, seed=seed)
     quality = image_metrics(samples, real, net, seed=seed)
     params = identity.as_params()
     if bundle.conditional:
         return Quality(quality, params)
+    if padded:
+        return Quality(quality, {**params, "arithmetic": "skipped: padded images"})
     try:
         metrics, grid = brightness_analogy(bundle.gan, net, seed=seed)
     except ValueError as error:  # a collapsed generator: no two classes to relate
         return Quality(quality, {**params, "arithmetic": f"skipped: {error}"})
     return Quality({**quality, **metrics}, params, images={ARITHMETIC_GRID: grid})
+
+
+def center_crop(images: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """The centre `size` (h, w) of (n, c, H, W) images (padding trimmed equally per side)."""
+    top = (images.shape[-2] - size[0]) // 2
+    left = (images.shape[-1] - size[1]) // 2
+    if top < 0 or left < 0:
+        raise ValueError(f"cannot crop {images.shape[-2:]} images to {tuple(size)}")
+    return images[..., top : top + size[0], left : left + size[1]]
 
 
 def brightness_analogy(

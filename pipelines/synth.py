@@ -27,7 +27,7 @@ from prefect.cache_policies import NONE
 from tqdm.auto import tqdm
 
 from anomaly.atomic import atomic_file
-from anomaly.generation import GeneratorBundle, check_request, load_generator
+from anomaly.generation import GeneratorBundle, Request, check_request, load_generator
 from anomaly.generator_pyfunc import GENERATOR_ARTIFACT
 from generative.registry import atomic_directory
 from pipelines import tracking
@@ -143,21 +143,41 @@ def class_seed(seed: int, index: int | None) -> int:
 
 
 def plan_requests(
-    bundle: GeneratorBundle, n: int, classes: list[int] | None, seed: int, truncation: float | None
-) -> list[dict[str, Any]]:
+    bundle: GeneratorBundle,
+    n: int,
+    classes: list[int] | None,
+    seed: int,
+    truncation: float | None,
+    mixing: tuple[int, int] | None = None,
+) -> list[Request]:
     """One request per class (every class of a conditional model when `classes` is None; a
-    single unlabelled request when unconditional), each checked against the model."""
-    check_request(n, seed, truncation)
+    single unlabelled request when unconditional), each checked against the model. `mixing`
+    = (mix_seed, mix_layer) mixes a StyleGAN's styles from that layer on."""
+    check_request(n, seed)
     if bundle.conditional:
         labels: list[int | None] = list(classes) if classes else list(bundle.classes)
     elif classes:
         raise ValueError(f"this generator is unconditional; do not give classes ({classes})")
     else:
         labels = [None]
-    return [
-        {"class": label, "n": n, "seed": class_seed(seed, bundle.class_index(label))}
+    mix_seed, mix_layer = mixing or (None, None)
+    requests = [
+        Request(
+            n, label, class_seed(seed, bundle.class_index(label)), truncation, mix_seed, mix_layer
+        )
         for label in labels
     ]
+    for request in requests:
+        bundle.check(request)
+    return requests
+
+
+def request_record(request: Request) -> dict[str, Any]:
+    """A request as the provenance JSON lists it (mixing only when used)."""
+    record = {"class": request.label, "n": request.n, "seed": request.seed}
+    if request.mix_seed is not None:
+        record.update(mix_seed=request.mix_seed, mix_layer=request.mix_layer)
+    return record
 
 
 @task(**io_task_options(2, 2), cache_policy=NONE)
@@ -167,22 +187,17 @@ def resolve(model_uri: str, scratch: str) -> tracking.ResolvedModel:
 
 
 @task(cache_policy=NONE)
-def generate(
-    bundle: GeneratorBundle,
-    requests: list[dict[str, Any]],
-    truncation: float | None,
-    progress: bool,
-) -> Samples:
+def generate(bundle: GeneratorBundle, requests: list[Request], progress: bool) -> Samples:
     """Every request's samples, chunk by chunk (with a progress bar over all samples)."""
     parts = []
-    with tqdm(total=sum(r["n"] for r in requests), disable=not progress, desc="sampling") as bar:
+    with tqdm(total=sum(r.n for r in requests), disable=not progress, desc="sampling") as bar:
         for request in requests:
-            for chunk in bundle.chunks(request["n"], request["class"], request["seed"], truncation):
+            for chunk in bundle.chunks(request):
                 parts.append(chunk)
                 bar.update(len(chunk))
     y = None
     if bundle.conditional:
-        y = np.concatenate([np.full(r["n"], r["class"], dtype=np.int64) for r in requests])
+        y = np.concatenate([np.full(r.n, r.label, dtype=np.int64) for r in requests])
     return Samples(np.concatenate(parts), y, bundle.feature_names)
 
 
@@ -200,18 +215,18 @@ def write_outputs(output: Path, fmt: str, samples: Samples, provenance: dict[str
 
 
 def provenance_record(
-    model: tracking.ResolvedModel, model_uri: str, requests: list[dict[str, Any]], **extra: Any
+    model: tracking.ResolvedModel, model_uri: str, requests: list[Request], **extra: Any
 ) -> dict[str, Any]:
     """Who made the samples and how: model name, version, run, URI, the requests (class, n,
     seed), counts per class, time and package versions, plus `extra` (seed, truncation...)."""
-    counts = {"all" if r["class"] is None else str(r["class"]): r["n"] for r in requests}
+    counts = {"all" if r.label is None else str(r.label): r.n for r in requests}
     return {
         "model_name": model.name,
         "model_version": model.version,
         "run_id": model.run_id,
         "model_uri": model_uri,
         **extra,
-        "requests": requests,
+        "requests": [request_record(r) for r in requests],
         "counts": counts,
         "samples": sum(counts.values()),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -230,12 +245,16 @@ def synthesize_flow(
     truncation: float | None = None,
     fmt: str | None = None,
     progress: bool = False,
+    mix_seed: int | None = None,
+    mix_layer: int | None = None,
 ) -> dict[str, Any]:
     """Draw `n` samples per class of `classes` (every class when None) from a conditional
     generator, or `n` in all from an unconditional one, from `model_uri`
     (models:/<name>@<alias> or models:/<name>/<version>), and write them to `output`: an
     npz (X, y, feature_names), a folder of PNGs (images) or Parquet (tables), by `fmt` or the
     output's suffix; plus `<output>.provenance.json`. Returns the provenance record.
+    For a StyleGAN, `truncation` is psi in [0, 1] and `mix_seed` with `mix_layer` takes the
+    styles of layers >= mix_layer from the latents of `mix_seed`.
 
     A class's samples are the generator pyfunc's answer to the request (n, class, seed) with
     the seed in the provenance's `requests` (derived from `seed` and the class).
@@ -247,8 +266,9 @@ def synthesize_flow(
         model = resolve(model_uri, scratch)
         bundle = load_generator(model.bundle_dir)
         check_format_fits(name, bundle, target)
-        requests = plan_requests(bundle, n, classes, seed, truncation)
-        samples = generate(bundle, requests, truncation, progress)
+        mixing = None if mix_seed is None and mix_layer is None else (mix_seed, mix_layer)
+        requests = plan_requests(bundle, n, classes, seed, truncation, mixing)
+        samples = generate(bundle, requests, progress)
     provenance = provenance_record(
         model, model_uri, requests, seed=seed, truncation=truncation, format=name,
         output=str(target), sample_shape=list(bundle.sample_shape),

@@ -156,16 +156,18 @@ def log_generator_model(
 
 
 def generator_signature(bundle: GeneratorBundle) -> ModelSignature:
-    """Requests (n, seed, class, truncation) in; samples (request, class, seed, sample_index,
-    the feature columns) out. `class` is required exactly when the model is conditional."""
-    inputs = Schema(
-        [
-            ColSpec("long", "n"),
-            ColSpec("long", "seed"),
-            ColSpec("long", "class", required=bundle.conditional),
-            ColSpec("double", "truncation", required=False),
-        ]
-    )
+    """Requests (n, seed, class, truncation; mix_seed, mix_layer for a StyleGAN) in; samples
+    (request, class, seed, sample_index, the feature columns) out. `class` is required exactly
+    when the model is conditional."""
+    columns = [
+        ColSpec("long", "n"),
+        ColSpec("long", "seed"),
+        ColSpec("long", "class", required=bundle.conditional),
+        ColSpec("double", "truncation", required=False),
+    ]
+    if bundle.styled:  # StyleGAN: truncation is psi, and styles can be mixed
+        columns += [ColSpec("long", c, required=False) for c in ("mix_seed", "mix_layer")]
+    inputs = Schema(columns)
     meta = [ColSpec("long", c, required=c != "class") for c in SAMPLE_COLUMNS]
     features = [ColSpec("double", c) for c in bundle.feature_names]
     return ModelSignature(inputs=inputs, outputs=Schema(meta + features))

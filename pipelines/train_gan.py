@@ -24,6 +24,7 @@ from prefect.cache_policies import NONE
 from anomaly.generation import GeneratorBundle, load_generator, save_generator
 from generative.gan import GAN, GANConfig, GANTrainer, GANTrainerConfig, TrainingDivergedError
 from generative.gan.latent import image_grid, interpolation_grid
+from generative.stylegan.latent import z_and_w_interpolation_grid
 from generative.training import Callback, ProgressBar
 from pipelines import tracking
 from pipelines.gan_data import GanData, GanDataSpec, load_gan_data
@@ -171,8 +172,13 @@ def evaluate_and_log(gan: GAN, data: GanData, run_id: str, name: str, seed: int)
 
 def log_latent_grids(bundle: GeneratorBundle, seed: int) -> None:
     """Linear and spherical interpolations between latent pairs (images only; one class per
-    row for a conditional GAN) into the active run."""
+    row for a conditional GAN) into the active run; for a StyleGAN, z and w interpolations of
+    the same pairs side by side instead."""
     if len(bundle.sample_shape) != 3:
+        return
+    if bundle.styled:  # StyleGAN: the same pairs interpolated in z and in w, row by row
+        grid = z_and_w_interpolation_grid(bundle.gan, seed=seed)  # type: ignore[arg-type]
+        mlflow.log_image(grid, artifact_file="latent/interpolation_z_vs_w.png")
         return
     rows, classes = INTERPOLATION_ROWS, bundle.gan.config.num_classes
     labels = torch.arange(rows) % classes if classes else None

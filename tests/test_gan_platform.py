@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from PIL import Image
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-from anomaly.generation import MAX_SAMPLES_PER_CALL, RequestError, load_generator
+from anomaly.generation import MAX_SAMPLES_PER_CALL, Request, RequestError, load_generator
 from generative.gan import TrainingDivergedError
 from generative.registry import load_model
 from pipelines import tracking
@@ -159,7 +159,7 @@ def test_image_pyfunc_returns_samples_by_request(image_gan):
     assert np.abs(other_seed - pixels).max() > 1e-3  # 2 epochs: samples are still near grey
     resolved = tracking.resolve_model(f"models:/{IMAGE_MODEL}@challenger", artifact="generator")
     bundle = load_generator(resolved.bundle_dir)
-    np.testing.assert_array_equal(pixels[:3], bundle.generate(3, 0, 0).reshape(3, -1))
+    np.testing.assert_array_equal(pixels[:3], bundle.generate(Request(3, 0, 0)).reshape(3, -1))
     truncated = model.predict(requests.assign(truncation=0.5)).filter(like="pixel").to_numpy()
     assert not np.array_equal(truncated, pixels)
 
