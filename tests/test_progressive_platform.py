@@ -1,0 +1,176 @@
+"""Progressive GAN and StyleGAN through the platform: `train_progressive_flow` on a real Prefect
+server and sqlite MLflow store (stage grids, metrics, resume from a stage checkpoint, the
+registered generator), the StyleGAN pyfunc's truncation and mixing, and `synthesize_flow`."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+from anomaly.generation import Request, RequestError, load_generator
+from pipelines import tracking
+from pipelines.feature_net import ensure_feature_net
+from pipelines.synth import synthesize_flow
+from pipelines.train_progressive import train_progressive_flow
+
+STYLE_MODEL, PROGAN_MODEL = "stylegan-images", "progan-images"
+TINY = {"latent_dim": 16, "channel_base": 64, "max_channels": 16}
+SCHEDULE = {"batch_size": 16, "fade_images": 64, "stable_images": 64, "device": "cpu"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_heartbeats(prefect_harness):
+    """Flow-run heartbeats off, as the GAN platform tests do."""
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+@pytest.fixture(scope="module")
+def fashion_env(shared_data_dir):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENAD_DATA_DIR", str(shared_data_dir))
+        patch.setenv("GENAD_DATA_MIRROR", "http://127.0.0.1:9/")
+        yield shared_data_dir
+
+
+@pytest.fixture(scope="module")
+def feature_net(mlflow_store, fashion_env):
+    """The tiny Fashion-MNIST feature net (reused when another module registered it)."""
+    options = {"channels": [8], "feature_dim": 16}
+    return ensure_feature_net("fashion-mnist", train_rows=512, eval_rows=256, net_config=options)
+
+
+@pytest.fixture(scope="module")
+def stylegan(prefect_harness, mlflow_store, feature_net) -> dict:
+    """A tiny StyleGAN grown 4x4 -> 32x32 on 256 Fashion-MNIST images (padded from 28x28)."""
+    model = {**TINY, "w_dim": 16, "mapping_layers": 2}
+    return train_progressive_flow(
+        "stylegan", "fashion-mnist", model, SCHEDULE, model_name=STYLE_MODEL, max_rows=256,
+        reference_rows=200,
+    )  # fmt: skip
+
+
+def artifact_paths(run_id: str, folder: str) -> list[str]:
+    return sorted(a.path for a in MlflowClient().list_artifacts(run_id, folder))
+
+
+def test_stylegan_flow_logs_every_stage_and_registers(stylegan: dict) -> None:
+    run = MlflowClient().get_run(stylegan["run_id"])
+    assert stylegan["stage_reached"] == 3 and stylegan["phases_run"] == 7
+    assert artifact_paths(stylegan["run_id"], "samples") == [
+        f"samples/stage_{k}_{4 * 2**k}x{4 * 2**k}.png" for k in range(4)
+    ]
+    assert "latent/interpolation_z_vs_w.png" in artifact_paths(stylegan["run_id"], "latent")
+    metrics = run.data.metrics
+    assert metrics["stage_reached"] == 3 and metrics["alpha_reached"] == 1.0
+    for key in ("fid", "kid", "precision", "recall", "epoch_d_loss", "epoch_alpha"):
+        assert np.isfinite(metrics[key]), key
+    assert run.data.params["model.mapping_layers"] == "2"
+    assert tracking.alias_version(STYLE_MODEL, "challenger") == str(stylegan["version"])
+
+
+def test_stylegan_pyfunc_applies_psi_and_style_mixing(stylegan: dict) -> None:
+    model = mlflow.pyfunc.load_model(f"models:/{STYLE_MODEL}@challenger")
+    bundle = load_generator(
+        tracking.resolve_model(f"models:/{STYLE_MODEL}@challenger", artifact="generator").bundle_dir
+    )
+    assert bundle.styled and bundle.sample_shape == (1, 32, 32)
+    request = pd.DataFrame({"n": [3], "seed": [4], "truncation": [0.0]})
+    pixels = model.predict(request).filter(like="pixel").to_numpy()
+    assert pixels.shape == (3, 1024)
+    np.testing.assert_array_equal(model.predict(request).filter(like="pixel").to_numpy(), pixels)
+    np.testing.assert_allclose(pixels, bundle.generate(Request(3, None, 4, 0.0)).reshape(3, -1))
+    # psi = 0: every z maps to the mean w, so the three samples differ only by their noise
+    gan = bundle.gan
+    with torch.no_grad():
+        z = gan.sample_latent(3, generator=torch.Generator().manual_seed(4))
+        quiet = gan.generate(z, psi=0.0, noise_mode="none").flatten(1).numpy()
+    np.testing.assert_allclose(quiet, np.repeat(quiet[:1], 3, axis=0), atol=1e-5)
+    layers = gan.config.num_layers
+    plain = pd.DataFrame({"n": [2], "seed": [1]})
+    unmixed = model.predict(plain).filter(like="pixel").to_numpy()
+    no_op = model.predict(plain.assign(mix_seed=9, mix_layer=layers)).filter(like="pixel")
+    np.testing.assert_array_equal(no_op.to_numpy(), unmixed)
+    mixed = model.predict(plain.assign(mix_seed=9, mix_layer=2)).filter(like="pixel").to_numpy()
+    assert np.abs(mixed - unmixed).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ({"truncation": [1.5]}, "psi"),
+        ({"mix_seed": [3]}, "both mix_seed and mix_layer"),
+        ({"mix_seed": [3], "mix_layer": [99]}, "mix_layer must be in"),
+    ],
+)
+def test_stylegan_requests_are_checked(stylegan: dict, columns: dict, message: str) -> None:
+    bundle = load_generator(
+        tracking.resolve_model(f"models:/{STYLE_MODEL}@challenger", artifact="generator").bundle_dir
+    )
+    with pytest.raises(RequestError, match=message):
+        bundle.generate_frame(pd.DataFrame({"n": [1], "seed": [0], **columns}))
+
+
+def test_progan_flow_resumes_from_a_stage_checkpoint(
+    prefect_harness, mlflow_store, feature_net, tmp_path
+) -> None:
+    first = train_progressive_flow(
+        "progan", "fashion-mnist", TINY, {**SCHEDULE, "stop_after_stage": 1},
+        model_name=PROGAN_MODEL, max_rows=128, reference_rows=200, checkpoint_dir=str(tmp_path),
+        log_checkpoints=True,
+    )  # fmt: skip
+    assert first["stage_reached"] == 1 and first["phases_run"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stage_0_4x4", "stage_1_8x8"]
+    logged = artifact_paths(first["run_id"], "checkpoints/stage_1_8x8")
+    assert "checkpoints/stage_1_8x8/trainer_state.pt" in logged
+    resumed = train_progressive_flow(
+        "progan", "fashion-mnist", TINY, SCHEDULE, model_name=PROGAN_MODEL, max_rows=128,
+        reference_rows=200, resume_from=str(tmp_path / "stage_1_8x8"),
+    )  # fmt: skip
+    assert resumed["stage_reached"] == 3 and resumed["phases_run"] == 7  # history carried on
+    assert artifact_paths(resumed["run_id"], "samples") == [
+        "samples/stage_2_16x16.png", "samples/stage_3_32x32.png"
+    ]  # fmt: skip
+    bundle = load_generator(
+        tracking.resolve_model(
+            f"models:/{PROGAN_MODEL}@challenger", artifact="generator"
+        ).bundle_dir
+    )
+    with pytest.raises(RequestError, match="need a StyleGAN"):
+        bundle.generate_frame(
+            pd.DataFrame({"n": [1], "seed": [0], "mix_seed": [1], "mix_layer": [1]})
+        )
+
+
+def test_progressive_flow_refuses_bad_settings(prefect_harness, mlflow_store, fashion_env) -> None:
+    with pytest.raises(ValueError, match="family must be one of"):
+        train_progressive_flow("dcgan", "fashion-mnist")
+    with pytest.raises(ValueError, match="set from the data"):
+        train_progressive_flow("progan", "fashion-mnist", {"data_shape": [1, 8, 8]}, max_rows=32)
+    with pytest.raises(ValueError, match="unknown ProgressiveTrainerConfig fields"):
+        train_progressive_flow("progan", "fashion-mnist", trainer={"epochs": 3})
+
+
+def test_synthesize_from_a_stylegan_with_psi_and_mixing(stylegan: dict, tmp_path) -> None:
+    output = tmp_path / "styled.npz"
+    record = synthesize_flow(
+        f"models:/{STYLE_MODEL}@challenger", 5, None, str(output), seed=2, truncation=0.5,
+        mix_seed=7, mix_layer=4,
+    )  # fmt: skip
+    with np.load(output) as saved:
+        assert saved["X"].shape == (5, 1, 32, 32) and saved["X"].dtype == np.uint8
+    provenance = json.loads(output.with_name("styled.npz.provenance.json").read_text())
+    assert provenance == record
+    assert record["requests"] == [{"class": None, "n": 5, "seed": 2, "mix_seed": 7, "mix_layer": 4}]
+    with pytest.raises(RequestError, match="psi"):
+        synthesize_flow(
+            f"models:/{STYLE_MODEL}@challenger", 5, None, str(tmp_path / "b.npz"), truncation=2.0
+        )
+    assert not (tmp_path / "b.npz").exists()
