@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(abspath .state/prefect)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-all lint format bench bench-gan clean
+.PHONY: install demo test test-all lint format bench bench-gan bench-progressive clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,7 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/ood_likelihood.py --out .state/bench/ood_likelihood.md
 	$(PY) benchmarks/one_class_novelty.py --out .state/bench/one_class_novelty.md
 	$(MAKE) bench-gan
+	$(MAKE) bench-progressive
 
 # GAN family (issue 5): about 50 min on 1 thread; figures go beside the reports.
 bench-gan: $(STAMP)
@@ -62,6 +63,13 @@ bench-gan: $(STAMP)
 	$(PY) benchmarks/gan_quality.py --out .state/bench/gan_quality.md --figure .state/bench/gan_samples.png
 	$(PY) benchmarks/gan_augmentation.py --out .state/bench/gan_augmentation.md
 	$(PY) benchmarks/gan_arithmetic.py --out .state/bench/gan_arithmetic.md --figure .state/bench/gan_arithmetic.png
+
+# Progressive GAN / StyleGAN / DCGAN at equal CPU time, and CycleGAN translation (issue 6):
+# about 60 min on 1 thread; figures go to docs/.
+bench-progressive: $(STAMP)
+	mkdir -p .state/bench
+	$(PY) benchmarks/progressive_quality.py --out .state/bench/progressive_quality.md
+	$(PY) benchmarks/cyclegan_translation.py --out .state/bench/cyclegan_translation.md
 
 clean:
 	rm -rf .state .pytest_cache .ruff_cache

@@ -207,3 +207,19 @@ def test_seeded_samples_repeat_and_survive_save_and_load(tmp_path) -> None:
     loaded = load_model(save_model(model, tmp_path / "style"))
     assert isinstance(loaded, StyleGAN)
     torch.testing.assert_close(loaded.sample(4, seed=7, truncation=0.7), first)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])  # fmt: skip
+def test_bf16_growth_runs_and_samples_on_the_device(device: str, tmp_path) -> None:
+    """Under bf16 autocast every phase's losses stay finite and the model samples in fp32."""
+    model = tiny_stylegan(8)
+    config = ProgressiveTrainerConfig(
+        batch_size=8, fade_images=16, stable_images=16, device=device, autocast="bf16"
+    )
+    trainer = ProgressiveTrainer(model, config, checkpoint_dir=tmp_path)
+    history = trainer.fit(torch.rand(32, 1, 8, 8))
+    assert len(history) == 3
+    assert all(torch.isfinite(torch.tensor([h["d_loss"], h["g_loss"]])).all() for h in history)
+    images = model.sample(2, seed=0)
+    assert images.dtype == torch.float32 and images.device.type == device

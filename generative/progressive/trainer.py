@@ -189,12 +189,11 @@ class ProgressiveTrainer:
             if counts[0] % self.config.n_critic == 0:
                 totals[1] += self.generator_step(len(real), phase.stage, alpha)
                 counts[1] += 1
-            if counts[0] % CHECK_EVERY == 0:
-                if not torch.isfinite(totals).all():
-                    return None
-                if self._out_of_time(start):
-                    stopped = True
-                    break
+            if counts[0] % CHECK_EVERY == 0 and not torch.isfinite(totals).all():
+                return None
+            if self._out_of_time(start):  # a clock read: no device sync
+                stopped = True
+                break
         if not torch.isfinite(totals).all():
             return None
         self.model.set_progress(phase.stage, phase.alpha(shown))
