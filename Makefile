@@ -69,7 +69,7 @@ bench-gan: $(STAMP)
 bench-progressive: $(STAMP)
 	mkdir -p .state/bench
 	$(PY) benchmarks/progressive_quality.py --out .state/bench/progressive_quality.md
-	$(PY) benchmarks/cyclegan_translation.py --out .state/bench/cyclegan_translation.md
+	$(PY) benchmarks/cyclegan_translation.py --minutes 10 --out .state/bench/cyclegan_translation.md --figure docs/cyclegan_translation.png
 
 clean:
 	rm -rf .state .pytest_cache .ruff_cache

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from generative.cyclegan import CycleGAN, CycleGANConfig
 from generative.gan import GAN, GANConfig
 from generative.localar import LocalAR, LocalARConfig
 from generative.metrics.features import FeatureNet, FeatureNetConfig
@@ -30,6 +31,7 @@ MODEL_FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
     "vae": (VAEConfig, VAE),
     "local_ar": (LocalARConfig, LocalAR),
     "gan": (GANConfig, GAN),
+    "cyclegan": (CycleGANConfig, CycleGAN),
     "progan": (ProGANConfig, ProGAN),
     "stylegan": (StyleGANConfig, StyleGAN),
     "feature_net": (FeatureNetConfig, FeatureNet),

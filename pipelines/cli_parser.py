@@ -6,6 +6,8 @@ import argparse
 from types import ModuleType
 from typing import Any
 
+from pipelines.cli_progressive import add_train_progressive
+
 
 def _data_arguments(parser: argparse.ArgumentParser, dataset_flag: str) -> None:
     parser.add_argument(
@@ -64,6 +66,7 @@ def build_parser(handlers: ModuleType) -> argparse.ArgumentParser:
     _add_promote(commands, handlers)
     _add_score(commands, handlers)
     _add_synth(commands, handlers)
+    _add_translate(commands, handlers)
     models = commands.add_parser("models", help="the model registry").add_subparsers(
         dest="action", required=True
     )
@@ -97,6 +100,8 @@ def _add_train(commands: Any, handlers: ModuleType) -> None:
     _detector_arguments(vae)
     vae.set_defaults(handler=handlers.cmd_train)
     _add_train_gan(train, handlers)
+    add_train_progressive(train)
+    _add_train_cyclegan(train, handlers)
 
 
 def _add_train_gan(train: Any, handlers: ModuleType) -> None:
@@ -138,6 +143,63 @@ def _add_train_gan(train: Any, handlers: ModuleType) -> None:
     gan.set_defaults(handler=handlers.cmd_train_gan)
 
 
+def _add_train_cyclegan(train: Any, handlers: ModuleType) -> None:
+    from generative.cyclegan import TRANSFORMS
+
+    cyc = train.add_parser("cyclegan", help=handlers.cmd_train_cyclegan.__doc__)
+    cyc.add_argument(
+        "--dataset", default=None,
+        help="an image set split into A and T(B) by --transform (e.g. mnist)",
+    )  # fmt: skip
+    cyc.add_argument(
+        "--transform", choices=sorted(TRANSFORMS), default=None,
+        help="the invertible T making domain B from --dataset (or relating the two domains)",
+    )  # fmt: skip
+    cyc.add_argument("--domain-a", default=None, help="domain A: a data set, npz or image folder")
+    cyc.add_argument("--domain-b", default=None, help="domain B: a data set, npz or image folder")
+    cyc.add_argument(
+        "--model-name", default=None, help="registered name (default genad-cyclegan-<data>)"
+    )
+    cyc.add_argument("--seed", type=int, default=0)
+    cyc.add_argument("--max-rows", type=int, default=None, help="training images per domain")
+    cyc.add_argument("--test-rows", type=int, default=500, help="test images for the metrics")
+    cyc.add_argument(
+        "--classifier-epochs", type=int, default=2,
+        help="epochs of the domain-B classifier for the accuracy metrics (0 = none)",
+    )  # fmt: skip
+    cyc.add_argument("--cyclegan-config", help="CycleGANConfig fields as JSON text or a file")
+    cyc.add_argument("--trainer-config", help="CycleGANTrainerConfig fields as JSON or a file")
+    cyc.add_argument("--base-channels", type=int, help="generator width k (c7s1-k)")
+    cyc.add_argument("--residual-blocks", type=int)
+    cyc.add_argument("--lambda-cycle", type=float, help="cycle-consistency weight (10)")
+    cyc.add_argument(
+        "--lambda-identity", type=float, help="identity weight, a multiple of lambda-cycle (0.5)"
+    )
+    cyc.add_argument("--history-size", type=int, help="generated images D draws from (50)")
+    cyc.add_argument("--epochs", type=int)
+    cyc.add_argument("--batch-size", type=int)
+    cyc.add_argument("--max-steps", type=int, help="stop after this many steps")
+    cyc.add_argument("--decay-fraction", type=float, help="linear lr decay over this last share")
+    cyc.add_argument("--lr", type=float, help="learning rate of all four nets")
+    cyc.set_defaults(handler=handlers.cmd_train_cyclegan)
+
+
+def _add_translate(commands: Any, handlers: ModuleType) -> None:
+    translate = commands.add_parser("translate", help=handlers.cmd_translate.__doc__)
+    translate.add_argument("--model", required=True, help="e.g. models:/NAME@challenger")
+    translate.add_argument("--input", required=True, help="an npz file (X) or a PNG folder")
+    translate.add_argument("--output", required=True, help="out.npz or a folder (PNGs)")
+    translate.add_argument(
+        "--direction", choices=["a_to_b", "b_to_a"], default="a_to_b",
+        help="a_to_b (G_AB) or b_to_a (G_BA)",
+    )  # fmt: skip
+    translate.add_argument(
+        "--format", choices=["npz", "png"], default=None,  # pipelines.translate.OUTPUT_FORMATS
+        help="override the format the output's suffix names",
+    )  # fmt: skip
+    translate.set_defaults(handler=handlers.cmd_translate)
+
+
 def _add_promote(commands: Any, handlers: ModuleType) -> None:
     promote = commands.add_parser("promote", help=handlers.cmd_promote.__doc__)
     promote.add_argument("--model-name", required=True)
@@ -161,7 +223,14 @@ def _add_synth(commands: Any, handlers: ModuleType) -> None:
         "--output", required=True, help="out.npz, out.parquet (tables) or a folder (PNGs)"
     )
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--truncation", type=float, default=None, help="truncate z to [-t, t]")
+    synth.add_argument(
+        "--truncation", type=float, default=None,
+        help="GANs: truncate z to [-t, t]; StyleGAN: psi in [0, 1]",
+    )  # fmt: skip
+    synth.add_argument(
+        "--mix-seed", type=int, default=None, help="StyleGAN: mix in this seed's styles"
+    )
+    synth.add_argument("--mix-layer", type=int, default=None, help="StyleGAN: from this layer on")
     synth.add_argument(
         "--format", choices=["npz", "parquet", "png"], default=None,  # pipelines.synth.FORMATS
         help="override the format the output's suffix names",

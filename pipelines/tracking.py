@@ -30,12 +30,19 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
-from mlflow.types.schema import ColSpec, Schema
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from anomaly.generation import SAMPLE_COLUMNS, GeneratorBundle, load_generator
 from anomaly.generator_pyfunc import GENERATOR_ARTIFACT
 from anomaly.pyfunc import DETECTOR_ARTIFACT
 from anomaly.scoring import ScoringModel, load_bundle
+from anomaly.translation import (
+    DEFAULT_DIRECTION,
+    DIRECTION_COLUMN,
+    TranslatorBundle,
+    load_translator,
+)
+from anomaly.translator_pyfunc import TRANSLATOR_ARTIFACT
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORE = PROJECT_ROOT / "mlflow"
@@ -179,6 +186,36 @@ def generator_example(bundle: GeneratorBundle) -> pd.DataFrame:
     if bundle.conditional:
         example["class"] = [bundle.classes[0], bundle.classes[-1]]
     return example
+
+
+def log_translator_model(
+    translator_dir: Path, model_name: str, *, name: str = "model"
+) -> mlflow.models.model.ModelInfo:
+    """Log a translator folder (`anomaly.translation.save_translator`) as a pyfunc model
+    (models from code, genad's code shipped inside) in the active run, with a signature (the
+    pixel columns and an optional `direction` column in, the pixel columns out, a `direction`
+    param) and two blank images as the input example."""
+    bundle = load_translator(translator_dir)
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(PROJECT_ROOT / "anomaly" / "translator_pyfunc_entry.py"),
+        artifacts={TRANSLATOR_ARTIFACT: str(translator_dir)},
+        code_paths=[str(PROJECT_ROOT / package) for package in CODE_PACKAGES],
+        model_config={"model_name": model_name},
+        signature=translator_signature(bundle),
+        input_example=pd.DataFrame(np.zeros((2, len(bundle.feature_names))),
+                                   columns=bundle.feature_names),
+        pip_requirements=PYFUNC_REQUIREMENTS,
+    )  # fmt: skip
+
+
+def translator_signature(bundle: TranslatorBundle) -> ModelSignature:
+    """Images (pixel columns as doubles, optional `direction` string) in; translated pixel
+    columns out; the param `direction` ("a_to_b" or "b_to_a") for frames without the column."""
+    pixels = [ColSpec("double", c) for c in bundle.feature_names]
+    inputs = Schema([*pixels, ColSpec("string", DIRECTION_COLUMN, required=False)])
+    params = ParamSchema([ParamSpec("direction", "string", DEFAULT_DIRECTION)])
+    return ModelSignature(inputs=inputs, outputs=Schema(list(pixels)), params=params)
 
 
 # --- the registry ------------------------------------------------------------------------------

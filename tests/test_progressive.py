@@ -236,3 +236,22 @@ def test_a_stopped_model_samples_at_its_stage_upsampled_to_full_size() -> None:
     assert images.shape == (3, 1, 16, 16)
     eight = gan.to_data_scale(gan.sampling_generator().eval()(z, 1, 1.0))
     torch.testing.assert_close(images, eight.repeat_interleave(2, -1).repeat_interleave(2, -2))
+
+
+def test_ema_ramps_up_to_its_configured_decay() -> None:
+    from generative.progressive.trainer import ema_decay
+
+    assert ema_decay(0.999, 1) == pytest.approx(2 / 11)
+    assert ema_decay(0.999, 90) == pytest.approx(0.91)
+    assert ema_decay(0.999, 10**6) == 0.999
+    gan = tiny_progan(8)
+    trainer = train(gan, None, stable_images=16, fade_images=16)
+    trainer.fit(blobs(32, side=8))
+    steps = trainer.generator_steps
+    assert steps == 3  # 3 phases (4x4, 8x8 fade, 8x8) of one batch, n_critic 1
+    # after 3 steps the EMA holds < 2% of the initial weights (with 0.999 it would hold 99.7%)
+    initial = tiny_progan(8).generator.state_dict()
+    ema, live = gan.generator_ema.state_dict(), gan.generator.state_dict()
+    key = "to_rgb.1.weight"
+    moved = (ema[key] - initial[key]).norm() / (live[key] - initial[key]).norm()
+    assert moved > 0.2

@@ -174,3 +174,25 @@ def test_synthesize_from_a_stylegan_with_psi_and_mixing(stylegan: dict, tmp_path
             f"models:/{STYLE_MODEL}@challenger", 5, None, str(tmp_path / "b.npz"), truncation=2.0
         )
     assert not (tmp_path / "b.npz").exists()
+
+
+def test_cli_trains_a_progan_and_synthesises_with_style_options(
+    stylegan: dict, tmp_path, capsys
+) -> None:
+    from pipelines.cli import main
+
+    code = main([
+        "train", "progan", "--dataset", "fashion-mnist", "--max-rows", "64",
+        "--reference-rows", "50", "--model-name", "cli-progan", "--batch-size", "16",
+        "--fade-images", "16", "--stable-images", "16", "--model-config", json.dumps(TINY),
+        "--trainer-config", '{"device": "cpu"}',
+    ])  # fmt: skip
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["stage_reached"] == 3
+    out = tmp_path / "mixed.npz"
+    args = ["synth", "--model", f"models:/{STYLE_MODEL}@challenger", "--n", "3"]
+    assert main([*args, "--output", str(out), "--mix-seed", "4", "--mix-layer", "2"]) == 0
+    assert np.load(out)["X"].shape == (3, 1, 32, 32)
+    assert main([*args, "--output", str(tmp_path / "bad.npz"), "--mix-seed", "4"]) == 2
+    assert "both mix_seed and mix_layer" in capsys.readouterr().err
+    assert main(["train", "stylegan", "--dataset", "fashion-mnist", "--budget-s", "-1"]) == 2

@@ -133,11 +133,12 @@ class AdversarialModel(nn.Module):
         return labels
 
     @torch.no_grad()
-    def update_ema(self) -> None:
-        """ema <- decay * ema + (1 - decay) * G for parameters; buffers are copied."""
+    def update_ema(self, decay: float | None = None) -> None:
+        """ema <- decay * ema + (1 - decay) * G for parameters (decay = the config's unless
+        given); buffers are copied."""
         if self.generator_ema is None:
             return
-        decay = self.config.ema_decay
+        decay = self.config.ema_decay if decay is None else decay
         for ema, live in zip(
             self.generator_ema.parameters(), self.generator.parameters(), strict=True
         ):

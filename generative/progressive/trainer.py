@@ -4,6 +4,7 @@ Training runs stage by stage, 4x4 first. Every stage after the first starts with
 phase (alpha rises linearly from 0 to 1 over `fade_images` real images, and the real images
 are blended the same way between their upsampled half-resolution version and themselves),
 then a stable phase of `stable_images` at alpha = 1 (`final_images` at the last stage).
+G's EMA ramps up: its decay is min(ema_decay, (1 + t) / (10 + t)) after t G steps.
 A non-progressive StyleGAN trains only the last stage, for as many images as the whole
 schedule. Each D step takes a fresh real minibatch (successive seeded permutations) and fresh
 z; every `n_critic`-th D step is followed by one G step; D's loss adds the configured GAN loss,
@@ -192,7 +193,7 @@ class ProgressiveTrainer:
             if counts[0] % CHECK_EVERY == 0 and not torch.isfinite(totals).all():
                 return None
             if self._out_of_time(start):  # a clock read: no device sync
-                stopped = True
+                stopped = shown < phase.images
                 break
         if not torch.isfinite(totals).all():
             return None
@@ -247,8 +248,8 @@ class ProgressiveTrainer:
         value.backward()
         self.opt_g.step()
         model.discriminator.requires_grad_(True)
-        model.update_ema()
         self.generator_steps += 1
+        model.update_ema(ema_decay(model.config.ema_decay, self.generator_steps))
         return value.detach()
 
     def save_checkpoint(self, folder: Path) -> Path:
@@ -286,6 +287,13 @@ class ProgressiveTrainer:
         self.phase_index = int(state["phase_index"])
         self.generator_steps = int(state["generator_steps"])
         self.history = list(state["history"])
+
+
+def ema_decay(target: float, steps: int) -> float:
+    """The EMA decay after `steps` G steps: min(target, (1 + steps) / (10 + steps)), a ramp-up
+    so that a short run's EMA is not mostly its initial weights (0.999 would keep 60% of them
+    after 500 steps)."""
+    return min(target, (1.0 + steps) / (10.0 + steps))
 
 
 def image_pyramid(images: torch.Tensor, stages: int) -> list[torch.Tensor]:

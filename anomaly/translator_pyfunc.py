@@ -1,0 +1,49 @@
+"""The MLflow pyfunc translator: a trained CycleGAN that any MLflow user can load and use to
+translate images between its two domains.
+
+Logged as "models from code" (`anomaly/translator_pyfunc_entry.py`) with genad's `anomaly` and
+`generative` packages shipped as `code_paths` and the translator folder (state_dict + JSON;
+see `anomaly.translation.save_translator`) as the artifact "translator": nothing is pickled.
+A consumer needs mlflow and torch, not genad.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+from anomaly.translation import TranslatorBundle, load_translator
+
+TRANSLATOR_ARTIFACT = "translator"
+
+
+class GenadTranslatorModel(mlflow.pyfunc.PythonModel):
+    """predict(images) -> translated images.
+
+    Each input row is one image: the columns `pixel0..pixel{C*H*W-1}` in [0, 1] ((c, h, w)
+    order), and optionally `direction` ("a_to_b" = G_AB or "b_to_a" = G_BA) per row. Without
+    that column every row goes the way the `direction` param says (default "a_to_b"). The
+    output has one row per input row, in order: the translated image's pixel columns in
+    [0, 1]. Bad input (missing columns, values outside [0, 1], NaN, an unknown direction)
+    raises a `TranslationInputError` that says what is wrong. Translation is deterministic
+    and per image (a row's output does not depend on the other rows).
+    """
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        """Load the translator folder (on the CPU)."""
+        self.bundle: TranslatorBundle = load_translator(
+            Path(context.artifacts[TRANSLATOR_ARTIFACT])
+        )
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """The translation of every row of `model_input`."""
+        direction = (params or {}).get("direction")
+        return self.bundle.translate_frame(model_input, direction=direction)
