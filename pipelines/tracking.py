@@ -172,7 +172,9 @@ def generator_signature(bundle: GeneratorBundle) -> ModelSignature:
         ColSpec("long", "class", required=bundle.conditional),
         ColSpec("double", "truncation", required=False),
     ]
-    if bundle.styled:  # StyleGAN: truncation is psi, and styles can be mixed
+    if bundle.styled:  # StyleGAN: truncation is psi, and styles can be mixed. MLflow refuses
+        # NaN in a long column (and ints in a double one), so a frame mixes every row or none:
+        # mix_layer = num_layers leaves a row unmixed
         columns += [ColSpec("long", c, required=False) for c in ("mix_seed", "mix_layer")]
     inputs = Schema(columns)
     meta = [ColSpec("long", c, required=c != "class") for c in SAMPLE_COLUMNS]

@@ -196,3 +196,21 @@ def test_cli_trains_a_progan_and_synthesises_with_style_options(
     assert main([*args, "--output", str(tmp_path / "bad.npz"), "--mix-seed", "4"]) == 2
     assert "both mix_seed and mix_layer" in capsys.readouterr().err
     assert main(["train", "stylegan", "--dataset", "fashion-mnist", "--budget-s", "-1"]) == 2
+
+
+def test_a_consumer_without_genad_draws_the_same_styled_images(stylegan: dict, tmp_path) -> None:
+    """The registered StyleGAN, loaded by a `python -I` child without genad (the GAN consumer
+    test's harness), answers a psi + mixing request with the in-process pixels."""
+    from test_gan_consumer import run_consumer  # tests/ is on sys.path (rootdir conftest)
+
+    uri = f"models:/{STYLE_MODEL}@challenger"
+    # a frame mixes every row or none (MLflow refuses NaN in a long column): mix_layer =
+    # num_layers (8 here) leaves the second row unmixed
+    requests = {"n": [2, 2], "seed": [1, 2], "truncation": [0.7, None], "mix_seed": [5, 5],
+                "mix_layer": [3, 8]}  # fmt: skip
+    result = run_consumer(uri, requests, tmp_path)
+    assert str(tracking.PROJECT_ROOT) not in result["anomaly_file"]  # shipped code
+    served = pd.DataFrame(result["output"])
+    expected = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame(requests))
+    pixels = [f"pixel{i}" for i in range(32 * 32)]
+    pd.testing.assert_frame_equal(served[pixels], expected[pixels], check_exact=True)
