@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 AUTOCAST_MODES = ("auto", "bf16", "off")
+# how a training budget in seconds is counted: elapsed time, or this process's CPU time (an
+# equal-compute budget that other jobs on a busy machine do not eat into)
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": time.process_time}
 VALIDATION_STATISTICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "median": torch.median,
     "mean": torch.mean,

@@ -228,3 +228,13 @@ def test_cuda_trains_under_bf16_with_channels_last():
     conv = next(m for m in gan.discriminator.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert gan.sample(3, torch.tensor(1), seed=0).device.type == "cuda"
+
+
+def test_time_budget_stops_training_after_the_first_generator_step():
+    gan = GAN(GANConfig((2,), hidden_dims=(8,)))
+    config = GANTrainerConfig(epochs=50, batch_size=10, max_seconds=1e-9, clock="process")
+    trainer = GANTrainer(gan, config)
+    history = trainer.fit(torch.randn(200, 2))
+    assert trainer.generator_steps == 1 and len(history) == 1
+    with pytest.raises(ValueError, match="clock must be one of"):
+        GANTrainerConfig(clock="sundial")

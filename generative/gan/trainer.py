@@ -19,7 +19,7 @@ import torch
 from generative.configs import JsonConfig
 from generative.gan.losses import clip_weights, gradient_penalty
 from generative.gan.model import GAN
-from generative.training import AUTOCAST_MODES, Callback, autocast, resolve_device
+from generative.training import AUTOCAST_MODES, CLOCKS, Callback, autocast, resolve_device
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": lambda params, lr, betas: torch.optim.Adam(params, lr=lr, betas=betas),
@@ -40,6 +40,8 @@ class GANTrainerConfig(JsonConfig):
     n_critic: D steps per G step (k); None takes the loss's default (1, or 5 for WGANs).
     optimizer: "adam", "rmsprop" (the WGAN paper's) or "sgd" (momentum = betas[0]).
     max_generator_steps: stop after this many G steps (an equal-budget cap), None = no cap.
+    max_seconds: stop after this many seconds of training, counted by `clock`: "wall"
+        (elapsed) or "process" (this process's CPU time); None = no limit.
     device/autocast: as for `generative.training.TrainerConfig`; channels_last is used for
     DCGAN nets on CUDA.
     """
@@ -52,6 +54,8 @@ class GANTrainerConfig(JsonConfig):
     optimizer: str = "adam"
     n_critic: int | None = None
     max_generator_steps: int | None = None
+    max_seconds: float | None = None
+    clock: str = "wall"
     seed: int = 0
     device: str = "auto"
     autocast: str = "auto"
@@ -70,6 +74,10 @@ class GANTrainerConfig(JsonConfig):
             raise ValueError(f"n_critic must be >= 1, got {self.n_critic}")
         if self.autocast not in AUTOCAST_MODES:
             raise ValueError(f"autocast must be one of {AUTOCAST_MODES}, got {self.autocast!r}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {self.clock!r}")
 
 
 class GANTrainer:
@@ -116,6 +124,7 @@ class GANTrainer:
     def fit(self, data: torch.Tensor, labels: torch.Tensor | None = None) -> list[dict[str, float]]:
         """Train; returns one dict of mean losses per epoch (d_loss, g_loss, and gp)."""
         torch.manual_seed(self.config.seed)
+        self.started = CLOCKS[self.config.clock]()
         self.rng = torch.Generator(device=self.device).manual_seed(self.config.seed)
         data, labels = self._prepare(data, labels)
         opt_g, opt_d = self._optimizers()
@@ -153,8 +162,11 @@ class GANTrainer:
         )
 
     def _budget_spent(self) -> bool:
-        cap = self.config.max_generator_steps
-        return cap is not None and self.generator_steps >= cap
+        """The G-step cap or the time budget is used up (a clock read: no device sync)."""
+        cap, seconds = self.config.max_generator_steps, self.config.max_seconds
+        if cap is not None and self.generator_steps >= cap:
+            return True
+        return seconds is not None and CLOCKS[self.config.clock]() - self.started >= seconds
 
     def _train_epoch(self, data, labels, opt_g, opt_d) -> dict[str, float] | None:
         self.model.train()

@@ -19,7 +19,6 @@ uninterrupted run would be.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,9 @@ from generative.progressive.layers import downsample, upsample
 from generative.progressive.model import ProgressiveModel
 from generative.progressive.schedule import Phase, build_schedule
 from generative.registry import atomic_directory, write_model_files
-from generative.training import AUTOCAST_MODES, Callback, autocast, resolve_device
+from generative.training import AUTOCAST_MODES, CLOCKS, Callback, autocast, resolve_device
 
 TRAINER_STATE_FILE = "trainer_state.pt"
-# how max_seconds is counted: elapsed time, or this process's CPU time (an equal-compute budget
-# that other jobs on a busy machine do not eat into)
-CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 CHECK_EVERY = 25  # steps between finiteness checks (each is a device sync)
 
 
