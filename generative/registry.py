@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from generative.checksums import record_checksums, verify_checksums
 from generative.cyclegan import CycleGAN, CycleGANConfig
 from generative.gan import GAN, GANConfig
 from generative.localar import LocalAR, LocalARConfig
@@ -52,11 +53,13 @@ def build_model(family: str, config: Any) -> nn.Module:
 
 
 def write_model_files(model: nn.Module, folder: Path) -> None:
-    """Write config.json and model.pt for `model` into an existing folder."""
+    """Write config.json and model.pt for `model` into an existing folder, with their SHA-256
+    in checksums.json."""
     document = {"family": model.family, "config": model.config.to_dict()}
     (folder / CONFIG_FILE).write_text(json.dumps(document, indent=2))
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     torch.save(state, folder / WEIGHTS_FILE)
+    record_checksums(folder, [CONFIG_FILE, WEIGHTS_FILE])
 
 
 @contextlib.contextmanager
@@ -84,11 +87,14 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
 
 
 def read_model_files(folder: Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model from config.json and model.pt in `folder`."""
+    """Rebuild a model from config.json and model.pt in `folder`. Both are checked against
+    checksums.json first (when the folder has one): a corrupt or truncated file raises
+    `generative.checksums.CorruptFileError` and nothing is loaded."""
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for needed in (config_path, weights_path):
         if not needed.is_file():
             raise FileNotFoundError(f"saved model is missing {needed}")
+    verify_checksums(folder, [CONFIG_FILE, WEIGHTS_FILE])
     document = json.loads(config_path.read_text())
     model = build_model(document["family"], document["config"])
     state = torch.load(weights_path, map_location=map_location, weights_only=True)

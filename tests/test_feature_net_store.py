@@ -74,7 +74,7 @@ def test_stored_model_is_a_state_dict_and_json_under_its_own_flavor(registered, 
     flavor = Model.load(str(local / "MLmodel")).flavors[feature_net.FLAVOR]
     assert flavor["family"] == "feature_net"
     files = {p.name for p in local.iterdir()} - {"registered_model_meta"}  # written on download
-    assert files == {"MLmodel", "config.json", "model.pt"}  # no pickled python objects
+    assert files == {"MLmodel", "checksums.json", "config.json", "model.pt"}  # nothing pickled
     document = json.loads((local / flavor["config"]).read_text())
     assert document["family"] == "feature_net" and document["config"]["channels"] == [8]
     state = torch.load(local / flavor["weights"], weights_only=True)

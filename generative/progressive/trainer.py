@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from generative.checksums import record_checksums, verify_checksums
 from generative.configs import JsonConfig
 from generative.gan.losses import clip_weights, gradient_penalty
 from generative.gan.trainer import TrainingDivergedError
@@ -263,6 +264,7 @@ class ProgressiveTrainer:
         with atomic_directory(folder) as staging:
             write_model_files(self.model, staging)
             torch.save(state, staging / TRAINER_STATE_FILE)
+            record_checksums(staging, [TRAINER_STATE_FILE])
         return folder
 
     def _restore(self, folder: Path) -> None:
@@ -271,6 +273,7 @@ class ProgressiveTrainer:
         path = folder / TRAINER_STATE_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{folder} is not a progressive checkpoint: no {path.name}")
+        verify_checksums(folder)  # model files and trainer state, before loading any
         saved = read_model_files(folder, map_location=self.device)
         if saved.family != self.model.family or saved.config != self.model.config:
             raise ValueError(f"the checkpoint in {folder} is for another model configuration")
