@@ -11,7 +11,10 @@ versions involved (who, what, why, the metric compared): see `move_alias`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -19,6 +22,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,8 +247,39 @@ def move_alias(
     The new holder gets a tag `genad.alias.<alias>.<time ns>` holding JSON with who made the
     move (user@host), what made it (`action`), why (`reason`), the metric compared, and the
     version that held the alias before; the old holder gets a matching "removed" record.
-    Tag keys are unique per move, so concurrent moves never overwrite each other's records.
+    Tag keys are unique per move, so concurrent moves never overwrite each other's records,
+    and moves of one alias are serialised (`alias_lock`), so each record's previous version is
+    the one the move really replaced.
     """
+    with alias_lock(model_name, alias):
+        _move_alias(model_name, alias, version, reason=reason, action=action, metric=metric)
+
+
+@contextlib.contextmanager
+def alias_lock(model_name: str, alias: str) -> Iterator[None]:
+    """An exclusive lock on one (store, model, alias) for the processes of this machine (an
+    flock on a file under the temp dir). Moves through a shared tracking server from several
+    machines are not serialised by it."""
+    key = hashlib.sha256(f"{tracking_uri()}|{model_name}|{alias}".encode()).hexdigest()[:20]
+    path = Path(tempfile.gettempdir()) / "genad-locks" / f"alias-{key}.lock"
+    path.parent.mkdir(exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _move_alias(
+    model_name: str,
+    alias: str,
+    version: str | int,
+    *,
+    reason: str,
+    action: str,
+    metric: dict[str, Any] | None,
+) -> None:
     client = MlflowClient()
     previous = alias_version(model_name, alias)
     client.set_registered_model_alias(model_name, alias, str(version))
