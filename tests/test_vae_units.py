@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from generative.checksums import CorruptFileError
 from generative.registry import load_model, save_model
 from generative.vae import LIKELIHOODS, VAE, VAEConfig, estimate_log_px
 
@@ -224,7 +225,7 @@ def test_save_load_round_trip(tmp_path):
     target = save_model(model, tmp_path / "saved")
     save_model(model, tmp_path / "saved")  # overwriting is fine and leaves no staging folders
     assert sorted(os.listdir(tmp_path)) == ["saved"]
-    assert sorted(os.listdir(target)) == ["config.json", "model.pt"]
+    assert sorted(os.listdir(target)) == ["checksums.json", "config.json", "model.pt"]
     loaded = load_model(target)
     assert loaded.config == model.config
     original, restored = model.state_dict(), loaded.state_dict()
@@ -247,6 +248,9 @@ def test_load_refuses_pickled_objects_and_names_missing_files(tmp_path):
     assert torch.load(target / "model.pt", weights_only=False)["payload"] == fractions.Fraction(
         1, 3
     )
+    with pytest.raises(CorruptFileError, match="model.pt is corrupt"):  # not what was saved
+        load_model(target)
+    (target / "checksums.json").unlink()  # as saved before checksums: weights_only refuses it
     with pytest.raises(pickle.UnpicklingError, match="Weights only"):
         load_model(target)
     (target / "model.pt").unlink()
