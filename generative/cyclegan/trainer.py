@@ -12,7 +12,6 @@ may decay linearly to zero over the last `decay_fraction` of the planned steps (
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import torch
 from generative.configs import JsonConfig
 from generative.cyclegan.history import ImageHistory
 from generative.cyclegan.model import CycleGAN
-from generative.gan.trainer import TrainingDivergedError
+from generative.gan.trainer import run_guarded_epochs
 from generative.training import AUTOCAST_MODES, Callback, autocast, resolve_device
 
 CHECK_EVERY = 25  # steps between finiteness checks (each is a device sync)
@@ -140,18 +139,12 @@ class CycleGANTrainer:
         return [opt_g, opt_d, *schedules]
 
     def _run_epochs(self, a: torch.Tensor, b: torch.Tensor, optimizers: list) -> None:
-        last_good = copy.deepcopy(self.model.state_dict())
-        for epoch in range(self.config.epochs):
-            logs = self._train_epoch(a, b, optimizers)
-            if logs is None:
-                self.model.load_state_dict(last_good)
-                raise TrainingDivergedError(self._divergence_message(epoch))
-            last_good = copy.deepcopy(self.model.state_dict())
-            self.history.append(logs)
-            for callback in self.callbacks:
-                callback.on_epoch_end(self, epoch, logs)
-            if self.should_stop or self._budget_spent():
-                return
+        run_guarded_epochs(
+            self,
+            lambda: self._train_epoch(a, b, optimizers),
+            self._divergence_message,
+            self._budget_spent,
+        )
 
     def _divergence_message(self, epoch: int) -> str:
         restored = "its initial weights" if epoch == 0 else f"the end of epoch {epoch}"

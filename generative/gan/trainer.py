@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -31,6 +32,31 @@ CHECK_EVERY = 25  # steps between finiteness checks (each is a device sync)
 
 class TrainingDivergedError(RuntimeError):
     """A loss became NaN or infinite; the model holds the last finite epoch's weights."""
+
+
+def run_guarded_epochs(
+    trainer: Any,
+    train_epoch: Callable[[], dict[str, float] | None],
+    divergence_message: Callable[[int], str],
+    budget_spent: Callable[[], bool],
+) -> None:
+    """Run `trainer.config.epochs` epochs of `train_epoch` (None means a loss became NaN or
+    infinite). Each finite epoch's logs go to `trainer.history` and the callbacks; a diverged
+    epoch puts `trainer.model` back to the end of the last finite one and raises
+    TrainingDivergedError with `divergence_message(epoch)`. Ends early on
+    `trainer.should_stop` or `budget_spent()`."""
+    last_good = copy.deepcopy(trainer.model.state_dict())
+    for epoch in range(trainer.config.epochs):
+        logs = train_epoch()
+        if logs is None:
+            trainer.model.load_state_dict(last_good)
+            raise TrainingDivergedError(divergence_message(epoch))
+        last_good = copy.deepcopy(trainer.model.state_dict())
+        trainer.history.append(logs)
+        for callback in trainer.callbacks:
+            callback.on_epoch_end(trainer, epoch, logs)
+        if trainer.should_stop or budget_spent():
+            return
 
 
 @dataclass(frozen=True)
@@ -139,18 +165,12 @@ class GANTrainer:
         return self.history
 
     def _run_epochs(self, data, labels, opt_g, opt_d) -> None:
-        last_good = copy.deepcopy(self.model.state_dict())
-        for epoch in range(self.config.epochs):
-            logs = self._train_epoch(data, labels, opt_g, opt_d)
-            if logs is None:
-                self.model.load_state_dict(last_good)
-                raise TrainingDivergedError(self._divergence_message(epoch))
-            last_good = copy.deepcopy(self.model.state_dict())
-            self.history.append(logs)
-            for callback in self.callbacks:
-                callback.on_epoch_end(self, epoch, logs)
-            if self.should_stop or self._budget_spent():
-                return
+        run_guarded_epochs(
+            self,
+            lambda: self._train_epoch(data, labels, opt_g, opt_d),
+            self._divergence_message,
+            self._budget_spent,
+        )
 
     def _divergence_message(self, epoch: int) -> str:
         restored = "its initial weights" if epoch == 0 else f"the end of epoch {epoch}"
