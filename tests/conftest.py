@@ -64,6 +64,35 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
         os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
+@pytest.fixture(scope="module")
+def no_heartbeats(prefect_harness):
+    """Flow-run heartbeats off, as `genad` runs flows without a server (see
+    `pipelines.cli.local_run_settings`): Prefect 3.8.8 adds up to 1 s to every flow run. Flow
+    modules use it with `pytestmark = pytest.mark.usefixtures("no_heartbeats")`."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+@pytest.fixture(scope="module")
+def catalog_env(shared_data_dir):
+    """`data_env` for module-scoped fixtures: the shared datasets, a dead mirror."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENAD_DATA_DIR", str(shared_data_dir))
+        patch.setenv("GENAD_DATA_MIRROR", "http://127.0.0.1:9/")
+        yield shared_data_dir
+
+
+@pytest.fixture(scope="module")
+def feature_net(mlflow_store, catalog_env):
+    """A tiny registered Fashion-MNIST feature net (flows reuse the current version)."""
+    from pipelines.feature_net import ensure_feature_net
+
+    options = {"channels": [8], "feature_dim": 16}
+    return ensure_feature_net("fashion-mnist", train_rows=512, eval_rows=256, net_config=options)
+
+
 def make_tabular(n: int = 800, d: int = 4, anomalies: int = 80, seed: int = 0):
     """Gaussian normal rows and shifted anomalies, with named columns and a label column."""
     import numpy as np

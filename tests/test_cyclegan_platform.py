@@ -17,7 +17,6 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from PIL import Image
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from anomaly.data import load_dataset
 from anomaly.translation import TranslationInputError, load_translator
@@ -33,25 +32,11 @@ TINY = {"base_channels": 4, "residual_blocks": 1}
 PIXELS = [f"pixel{i}" for i in range(784)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_heartbeats(prefect_harness):
-    """Flow-run heartbeats off, as `genad` runs flows without a server (see
-    `pipelines.cli.local_run_settings`): Prefect 3.8.8 adds up to 1 s to every flow run."""
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
+pytestmark = pytest.mark.usefixtures("no_heartbeats")
 
 
 @pytest.fixture(scope="module")
-def mnist_env(shared_data_dir):
-    """The shared datasets for this module's fixtures, with a dead mirror (no downloads)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GENAD_DATA_DIR", str(shared_data_dir))
-        patch.setenv("GENAD_DATA_MIRROR", "http://127.0.0.1:9/")
-        yield shared_data_dir
-
-
-@pytest.fixture(scope="module")
-def trained(prefect_harness, mlflow_store, mnist_env) -> dict:
+def trained(prefect_harness, mlflow_store, catalog_env) -> dict:
     """A tiny CycleGAN, 2 epochs on 64 + 64 MNIST digits (B inverted), 32 test digits."""
     return train_cyclegan_flow(
         "mnist", "invert", TINY, {"epochs": 2, "batch_size": 16}, model_name=MODEL,
@@ -66,7 +51,7 @@ def bundle(trained):
     return load_translator(resolved.bundle_dir)
 
 
-def test_data_halves_are_disjoint_and_test_b_is_t_of_test_a(mnist_env):
+def test_data_halves_are_disjoint_and_test_b_is_t_of_test_a(catalog_env):
     """The 60 000 MNIST training digits are all distinct, so a digit in both domains would
     show as an A image equal to an un-inverted B image."""
     data = load_cycle_data(CycleDataSpec("mnist", "invert", test_rows=20), seed=0)
@@ -100,7 +85,7 @@ def test_two_domains_are_split_into_training_and_held_out_test_images(tmp_path):
         load_cycle_data(spec, seed=0)
 
 
-def test_run_logs_losses_grids_config_and_metrics(trained, mnist_env):
+def test_run_logs_losses_grids_config_and_metrics(trained, catalog_env):
     client = MlflowClient()
     run = client.get_run(trained["run_id"])
     assert trained["epochs_run"] == 2 == int(run.data.metrics["epochs_run"])
@@ -146,7 +131,7 @@ def digits(n: int, seed: int = 0) -> np.ndarray:
     return X[np.sort(rows)]
 
 
-def test_pyfunc_translates_like_the_model_in_process(trained, bundle, mnist_env):
+def test_pyfunc_translates_like_the_model_in_process(trained, bundle, catalog_env):
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@challenger")
     images = digits(5).astype(np.float64) / 255.0
     frame = pd.DataFrame(images.reshape(5, -1), columns=PIXELS)
@@ -181,7 +166,7 @@ def test_pyfunc_refuses_bad_frames_by_name(trained, change, error, message):
         mlflow.pyfunc.load_model(f"models:/{MODEL}@challenger").predict(change(frame))
 
 
-def test_translate_flow_writes_npz_and_provenance(trained, bundle, mnist_env, tmp_path):
+def test_translate_flow_writes_npz_and_provenance(trained, bundle, catalog_env, tmp_path):
     source = tmp_path / "in.npz"
     X, y = digits(7), np.arange(7)
     np.savez(source, X=X, y=y)
@@ -200,7 +185,7 @@ def test_translate_flow_writes_npz_and_provenance(trained, bundle, mnist_env, tm
                                                           "out.npz.provenance.json"]  # fmt: skip
 
 
-def test_translate_flow_failure_leaves_the_previous_output(trained, mnist_env, tmp_path):
+def test_translate_flow_failure_leaves_the_previous_output(trained, catalog_env, tmp_path):
     good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
     np.savez(good, X=digits(3))
     np.savez(bad, X=np.zeros((3, 1, 20, 20), dtype=np.uint8))
@@ -221,7 +206,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_cli_translates_a_png_folder(trained, mnist_env, capsys, tmp_path):
+def test_cli_translates_a_png_folder(trained, catalog_env, capsys, tmp_path):
     source = tmp_path / "pngs"
     source.mkdir()
     for index, image in enumerate(digits(4, seed=1)):
@@ -244,7 +229,7 @@ def test_cli_translates_a_png_folder(trained, mnist_env, capsys, tmp_path):
         (["--input", "{good}", "--output", "o.csv"], "cannot tell the format"),
     ],
 )
-def test_cli_translate_exits_2_on_bad_input(trained, mnist_env, capsys, tmp_path, argv, message):
+def test_cli_translate_exits_2_on_bad_input(trained, catalog_env, capsys, tmp_path, argv, message):
     np.savez(tmp_path / "bad.npz", X=np.zeros((2, 3, 28, 28), dtype=np.uint8))
     np.savez(tmp_path / "good.npz", X=digits(2))
     paths = {"{bad}": str(tmp_path / "bad.npz"), "{good}": str(tmp_path / "good.npz")}
@@ -255,7 +240,7 @@ def test_cli_translate_exits_2_on_bad_input(trained, mnist_env, capsys, tmp_path
     assert re.search(message, err), err
 
 
-def test_cli_trains_a_cyclegan_with_the_flags_applied(mlflow_store, mnist_env, capsys):
+def test_cli_trains_a_cyclegan_with_the_flags_applied(mlflow_store, catalog_env, capsys):
     code, out, _ = run(
         capsys, "train", "cyclegan", "--dataset", "mnist", "--transform", "hflip",
         "--max-rows", "32", "--test-rows", "16", "--epochs", "1", "--batch-size", "16",
@@ -290,6 +275,6 @@ def test_cli_trains_a_cyclegan_with_the_flags_applied(mlflow_store, mnist_env, c
         ),  # fmt: skip
     ],
 )
-def test_cli_train_cyclegan_exits_2_on_bad_input(mlflow_store, mnist_env, capsys, argv, message):
+def test_cli_train_cyclegan_exits_2_on_bad_input(mlflow_store, catalog_env, capsys, argv, message):
     code, _, err = run(capsys, "train", "cyclegan", *argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1

@@ -9,7 +9,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from pipelines import cli
 from pipelines.cli import main
@@ -19,12 +18,7 @@ from pipelines.synth import FORMATS
 MODEL = "gan-cli"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_heartbeats(prefect_harness):
-    """Flow-run heartbeats off, as `genad` runs flows without a server (see
-    `pipelines.cli.local_run_settings`): Prefect 3.8.8 adds up to 1 s to every flow run."""
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
+pytestmark = pytest.mark.usefixtures("no_heartbeats")
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -13,13 +13,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from PIL import Image
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from anomaly.generation import MAX_SAMPLES_PER_CALL, Request, RequestError, load_generator
 from generative.gan import TrainingDivergedError
 from generative.registry import load_model
 from pipelines import tracking
-from pipelines.feature_net import ensure_feature_net
 from pipelines.gan_data import GanDataSpec, load_gan_data
 from pipelines.synth import synthesize_flow, to_uint8
 from pipelines.train_gan import train_gan_flow
@@ -30,28 +28,7 @@ TABLE_UNITS = {"height": (170, 10), "weight": (70, 15), "ratio": (0.5, 0.01), "t
 TINY_TABLE_GAN = {"conditional": True, "hidden_dims": [16], "latent_dim": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_heartbeats(prefect_harness):
-    """Flow-run heartbeats off, as `genad` runs flows without a server (see
-    `pipelines.cli.local_run_settings`): Prefect 3.8.8 adds up to 1 s to every flow run."""
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
-
-
-@pytest.fixture(scope="module")
-def fashion_env(shared_data_dir):
-    """The shared datasets for this module's fixtures, with a dead mirror (no downloads)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GENAD_DATA_DIR", str(shared_data_dir))
-        patch.setenv("GENAD_DATA_MIRROR", "http://127.0.0.1:9/")
-        yield shared_data_dir
-
-
-@pytest.fixture(scope="module")
-def feature_net(mlflow_store, fashion_env):
-    """A tiny registered Fashion-MNIST feature net (the flow reuses the current version)."""
-    options = {"channels": [8], "feature_dim": 16}
-    return ensure_feature_net("fashion-mnist", train_rows=512, eval_rows=256, net_config=options)
+pytestmark = pytest.mark.usefixtures("no_heartbeats")
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,9 @@ import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from anomaly.generation import Request, RequestError, load_generator
 from pipelines import tracking
-from pipelines.feature_net import ensure_feature_net
 from pipelines.synth import synthesize_flow
 from pipelines.train_progressive import train_progressive_flow
 
@@ -25,26 +23,7 @@ TINY = {"latent_dim": 16, "channel_base": 64, "max_channels": 16}
 SCHEDULE = {"batch_size": 16, "fade_images": 64, "stable_images": 64, "device": "cpu"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_heartbeats(prefect_harness):
-    """Flow-run heartbeats off, as the GAN platform tests do."""
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
-
-
-@pytest.fixture(scope="module")
-def fashion_env(shared_data_dir):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GENAD_DATA_DIR", str(shared_data_dir))
-        patch.setenv("GENAD_DATA_MIRROR", "http://127.0.0.1:9/")
-        yield shared_data_dir
-
-
-@pytest.fixture(scope="module")
-def feature_net(mlflow_store, fashion_env):
-    """The tiny Fashion-MNIST feature net (reused when another module registered it)."""
-    options = {"channels": [8], "feature_dim": 16}
-    return ensure_feature_net("fashion-mnist", train_rows=512, eval_rows=256, net_config=options)
+pytestmark = pytest.mark.usefixtures("no_heartbeats")
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +128,7 @@ def test_progan_flow_resumes_from_a_stage_checkpoint(
         )
 
 
-def test_progressive_flow_refuses_bad_settings(prefect_harness, mlflow_store, fashion_env) -> None:
+def test_progressive_flow_refuses_bad_settings(prefect_harness, mlflow_store, catalog_env) -> None:
     with pytest.raises(ValueError, match="family must be one of"):
         train_progressive_flow("dcgan", "fashion-mnist")
     with pytest.raises(ValueError, match="set from the data"):
