@@ -1,14 +1,13 @@
 """The batch scoring engine: score an input file partition by partition, in bounded memory.
 
 `plan_batch` opens the input (CSV, Parquet, npz or an image folder) without reading it and
-splits it into row ranges. `score_to_file` scores every partition in order straight into the
-output Parquet file (the sequential path). For parallel runs, `score_partition` scores one range
-chunk by chunk into its own part file; parts are independent, so they can run in any order or
-process (a row's score depends only on the model, the row and K), and `merge_parts` streams
-them, in order, into the output. Both write to a temp path renamed on success and compute the
-summary; `apply_batch_fdr` re-flags a scored file by Benjamini-Hochberg over all its rows.
-Memory is bounded by the chunk size plus 8 bytes per row (score and log_px as float32) for the
-exact quantiles.
+splits it into row ranges. `score_partition` scores one range chunk by chunk into its own part
+file; parts are independent, so they can run in any order or process (a row's score depends
+only on the model, the row and K), and `merge_parts` streams them, in order, into the output,
+written to a temp path renamed on success, and computes the summary (`anomaly.manifest` keeps
+the parts of a job so that a killed job resumes); `apply_batch_fdr` re-flags a scored file by
+Benjamini-Hochberg over all its rows. Memory is bounded by the chunk size plus 8 bytes per row
+(score and log_px as float32) for the exact quantiles.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from anomaly.atomic import atomic_file
 from anomaly.batchio import (
@@ -137,29 +135,6 @@ def score_partition(
             rows += table.num_rows
             flagged += int(pc.sum(table["is_anomaly"]).as_py() or 0)
     return {"partition": partition.index, "rows": rows, "flagged": flagged}
-
-
-def score_to_file(
-    model: ScoringModel,
-    plan: BatchPlan,
-    output: str | os.PathLike,
-    *,
-    chunk_rows: int = 8192,
-    top_k: int = 20,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Score every partition in order straight into `output` (atomically); return the summary.
-
-    The sequential path: no part files, the output is written once.
-    """
-    summary = _SummaryBuilder(top_k)
-    partitions = tqdm(plan.partitions, desc="scoring", unit="partition", disable=not progress)
-    with AtomicParquetWriter(output, output_schema(plan.source.format == "images")) as writer:
-        for partition in partitions:
-            for table in scored_tables(model, plan, partition, chunk_rows=chunk_rows):
-                writer.write(table)
-                summary.add(table)
-    return summary.result()
 
 
 def merge_parts(

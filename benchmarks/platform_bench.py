@@ -69,13 +69,10 @@ READERS = ("iter_chunks", "parquet_chunks", "csv_chunks", "npz_chunks", "image_c
 PHASES = (  # (label, path fragment, functions, only when called from): cumulative seconds
     ("model: `ScoringModel.score_columns`", "anomaly/scoring", ("score_columns",), "scored_tables"),
     ("read input chunks (Parquet)", "anomaly/batchio", READERS, "scored_tables"),
-    ("write the output file", "anomaly/batchio", ("write", "__exit__"), "score_to_file"),
-    (
-        "rest of `score_to_file` (output tables, summary)",
-        "anomaly/batch.py",
-        ("score_to_file",),
-        None,
-    ),
+    ("write the part files", "anomaly/batchio", ("write", "__exit__"), "score_partition"),
+    ("rest of `score_partition` (output tables)", "anomaly/batch.py", ("score_partition",), None),
+    ("record parts done (checksums)", "anomaly/manifest", ("record", "finished"), None),
+    ("merge parts into the output, summary", "anomaly/batch.py", ("merge_parts",), None),
     ("resolve model (MLflow registry, download)", "pipelines/tracking", ("resolve_model",), None),
     ("load bundle", "anomaly/scoring", ("load_bundle",), None),
     ("MLflow scoring run", "pipelines/score", ("log_scoring_run",), None),

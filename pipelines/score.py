@@ -5,6 +5,11 @@ model_name, model_version), optionally a typicality table of row groups, and a s
 beside it, both written to temp paths and renamed; an MLflow scoring run;
 a Prefect markdown artifact with the top anomalies. Partitions can run on Dask workers
 (`dask_batch_score`): every row's score is independent of its batch, so the output is the same.
+
+Partitions are scored into part files in a work folder beside the output (`anomaly.manifest`),
+each recorded with its checksum once complete: a killed run, re-run with the same model version,
+input and partitioning, scores only the partitions not yet recorded. The folder is removed when
+the outputs are in place, or at once when the input turns out to be bad.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,7 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
+from tqdm.auto import tqdm
 
 from anomaly.batch import (
     BatchPlan,
@@ -30,10 +37,11 @@ from anomaly.batch import (
     output_schema,
     plan_batch,
     score_partition,
-    score_to_file,
     write_json_atomic,
 )
 from anomaly.batchio import Partition
+from anomaly.data.readers import DatasetFormatError
+from anomaly.manifest import PartManifest, input_identity, work_folder
 from anomaly.scoring import ScoringModel
 from anomaly.thresholds import FLAG_RULES
 from anomaly.typicality import TypicalityTest
@@ -41,6 +49,8 @@ from pipelines import tracking
 from pipelines.retries import io_task_options
 
 SCORE_EXPERIMENT = "genad-scoring"
+# errors that mean the input is bad: the job's work folder is removed rather than kept to resume
+INPUT_ERRORS = (DatasetFormatError, ValueError, TypeError, UnicodeDecodeError)
 
 
 @task(**io_task_options(2, 2), cache_policy=NONE)
@@ -88,51 +98,62 @@ def score_part(
     model: tracking.ResolvedModel,
     batch: BatchPlan,
     partition: Partition,
-    part_path: str,
+    manifest: PartManifest,
     chunk_rows: int,
     torch_threads: int | None,
-) -> dict[str, int]:
-    """Score one partition into its own part file (on whichever worker runs the task)."""
+) -> dict[str, Any]:
+    """Score one partition into its part file and record it done (on whichever worker runs
+    the task); returns the done record."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
     bundle = prepared_bundle(model)
-    return score_partition(bundle, batch, partition, part_path, chunk_rows=chunk_rows)
+    part = manifest.part_path(partition)
+    return manifest.record(
+        partition, score_partition(bundle, batch, partition, part, chunk_rows=chunk_rows)
+    )
 
 
 @task(cache_policy=NONE)
-def score_all(
+def score_in_order(
     model: tracking.ResolvedModel,
     batch: BatchPlan,
-    output: str,
+    pending: list[Partition],
+    manifest: PartManifest,
     chunk_rows: int,
     torch_threads: int | None,
-    top_k: int,
-) -> dict[str, Any]:
-    """The sequential path: every partition, in order, straight into the output file."""
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
-    bundle = prepared_bundle(model)
-    return score_to_file(bundle, batch, output, chunk_rows=chunk_rows, top_k=top_k)
+) -> list[dict[str, Any]]:
+    """The sequential path: the pending partitions in order, in this process, with a bar."""
+    return [
+        score_part.fn(model, batch, partition, manifest, chunk_rows, torch_threads)
+        for partition in tqdm(pending, desc="scoring", unit="partition")
+    ]
 
 
-def score_in_parallel(
+def score_pending(
     model: tracking.ResolvedModel,
     batch: BatchPlan,
-    scratch: str,
-    output: str,
-    options: tuple[int, int | None, int],
+    manifest: PartManifest,
+    options: tuple[int, int | None],
+    parallel: bool,
 ) -> dict[str, Any]:
-    """One task per partition (on the flow's task runner, e.g. Dask workers) into part files,
-    then one merge in row order. `options` = (chunk_rows, torch_threads, top_k)."""
-    chunk_rows, torch_threads, top_k = options
-    parts = [os.path.join(scratch, f"part-{p.index:06d}.parquet") for p in batch.partitions]
-    futures = [
-        score_part.submit(model, batch, partition, path, chunk_rows, torch_threads)
-        for partition, path in zip(batch.partitions, parts, strict=True)
-    ]
-    for future in futures:
-        future.result()
-    return merge(parts, output, batch.source.format == "images", top_k)
+    """Score the partitions that have no intact part yet: one task each on the flow's task
+    runner (e.g. Dask workers) when `parallel`, else in order here. `options` = (chunk_rows,
+    torch_threads). Returns how many finished partitions were reused, and how many partitions
+    each process ("host:pid") scored."""
+    finished = {p.index: manifest.finished(p) for p in batch.partitions}
+    pending = [p for p in batch.partitions if finished[p.index] is None]
+    reused = [record for record in finished.values() if record is not None]
+    if reused:
+        get_run_logger().info(
+            "resuming: %d of %d partitions already scored", len(reused), len(batch.partitions)
+        )
+    if parallel:
+        futures = [score_part.submit(model, batch, p, manifest, *options) for p in pending]
+        scored = [future.result() for future in futures]
+    else:
+        scored = score_in_order(model, batch, pending, manifest, *options) if pending else []
+    workers = Counter(f"{r['host']}:{r['pid']}" for r in scored)
+    return {"reused_partitions": len(reused), "partitions_by_process": dict(workers)}
 
 
 @task(cache_policy=NONE)
@@ -220,25 +241,41 @@ def run_typicality(
     return apply_typicality(output, groups_path, test, group_size, level)
 
 
+def job_fingerprint(
+    model: tracking.ResolvedModel, batch: BatchPlan, rows_per_partition: int
+) -> dict[str, Any]:
+    """What the part files depend on: a re-run resumes only when all of it is unchanged."""
+    return {
+        "model": {"name": model.name, "version": str(model.version), "run_id": model.run_id},
+        "input": input_identity(Path(batch.source.path)),
+        "format": batch.source.format,
+        "rows": batch.source.n_rows,
+        "rows_per_partition": rows_per_partition,
+        "rule": model.flag_rule,
+        "level": model.flag_level,
+    }
+
+
 def score_and_flag(
     model: tracking.ResolvedModel,
     batch: BatchPlan,
-    scratch: str,
+    manifest: PartManifest,
     target: Path,
     options: tuple[int, int | None, int],
     parallel: bool,
 ) -> dict[str, Any]:
-    """Score every row into `target` (sequentially or one task per partition); for the "fdr"
-    rule, score into `scratch` first and flag by Benjamini-Hochberg over all rows."""
+    """Score the partitions not yet recorded in `manifest` (sequentially or one task each),
+    merge all parts into `target`; for the "fdr" rule, merge into the work folder first and
+    flag by Benjamini-Hochberg over all rows. `options` = (chunk_rows, torch_threads, top_k)."""
+    chunk_rows, torch_threads, top_k = options
+    progress = score_pending(model, batch, manifest, (chunk_rows, torch_threads), parallel)
     fdr = model.flag_rule == "fdr"
-    scored = os.path.join(scratch, "scored.parquet") if fdr else str(target)
-    if parallel:
-        result = score_in_parallel(model, batch, scratch, scored, options)
-    else:
-        result = score_all(model, batch, scored, *options)
+    scored = manifest.folder / "scored.parquet" if fdr else target
+    parts = [str(manifest.part_path(p)) for p in batch.partitions]
+    result = merge(parts, str(scored), batch.source.format == "images", top_k)
     if fdr:
         result = apply_batch_fdr(scored, target, model.flag_level, result)
-    return result
+    return {**result, **progress}
 
 
 @flow(name="batch-score", log_prints=True)
@@ -289,8 +326,15 @@ def batch_score_flow(
             "scoring %d rows of %s in %d partitions with %s version %s",
             batch.source.n_rows, source, len(batch.partitions), model.name, model.version,
         )  # fmt: skip
+        manifest, _ = PartManifest.open(
+            work_folder(target), job_fingerprint(model, batch, rows_per_partition)
+        )
         options = (chunk_rows, torch_threads, top_k)
-        result = score_and_flag(model, batch, scratch, target, options, parallel)
+        try:
+            result = score_and_flag(model, batch, manifest, target, options, parallel)
+        except INPUT_ERRORS:
+            manifest.discard()  # bad input: re-running would fail again; leave nothing
+            raise
         logger.info("scored %d rows, %d flagged", result["rows"], result["anomalies"])
         if typicality_group_size:  # inside: the model files live in `scratch`
             result["typicality"] = run_typicality(
@@ -302,7 +346,9 @@ def batch_score_flow(
         threshold=threshold, partitions=len(batch.partitions),
     )  # fmt: skip
     default_summary = target.with_name(target.name + ".summary.json")
-    return publish(result, Path(summary) if summary else default_summary)
+    result = publish(result, Path(summary) if summary else default_summary)
+    manifest.discard()  # last: a crash before here re-runs on the finished parts
+    return result
 
 
 def publish(result: dict[str, Any], summary_path: Path) -> dict[str, Any]:

@@ -48,6 +48,14 @@ def prefect_harness():
 
 
 @pytest.fixture(scope="session")
+def prefect_api_url(prefect_harness) -> str:
+    """The test server's API URL, for child processes (CLI runs, Dask workers)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="session")
 def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     """MLFLOW_TRACKING_URI pointed at a fresh sqlite store (artifacts beside it)."""
     import mlflow

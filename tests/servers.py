@@ -157,3 +157,30 @@ def running(
         yield server
     finally:
         server.stop(stop_timeout)
+
+
+@contextlib.contextmanager
+def dask_cluster(
+    n_workers: int, *, env: Mapping[str, str], log_dir: Path, timeout: float = 90.0
+) -> Iterator[str]:
+    """A `dask scheduler` and `n_workers` single-threaded `dask worker` processes on 127.0.0.1,
+    each in its own process group; yields the scheduler address once every worker has joined
+    and stops the workers, then the scheduler."""
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    no_dashboard = ("--dashboard-address", ":0")
+    scheduler = ["dask", "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1]]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            running([*scheduler, *no_dashboard], env=env, log=log_dir / "scheduler.log")
+        )
+        for index in range(n_workers):
+            worker = ["dask", "worker", address, "--nthreads", "1", "--host", "127.0.0.1"]
+            log = log_dir / f"worker-{index}.log"
+            stack.enter_context(
+                running([*worker, "--name", f"w{index}", *no_dashboard], env=env, log=log)
+            )
+        with Client(address, timeout=timeout) as client:
+            client.wait_for_workers(n_workers, timeout=timeout)
+        yield address
