@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -106,11 +107,12 @@ def score_part(
     the task); returns the done record."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
+    start = time.perf_counter()
     bundle = prepared_bundle(model)
-    part = manifest.part_path(partition)
-    return manifest.record(
-        partition, score_partition(bundle, batch, partition, part, chunk_rows=chunk_rows)
+    counts = score_partition(
+        bundle, batch, partition, manifest.part_path(partition), chunk_rows=chunk_rows
     )
+    return manifest.record(partition, {**counts, "seconds": time.perf_counter() - start})
 
 
 @task(cache_policy=NONE)
@@ -153,7 +155,11 @@ def score_pending(
     else:
         scored = score_in_order(model, batch, pending, manifest, *options) if pending else []
     workers = Counter(f"{r['host']}:{r['pid']}" for r in scored)
-    return {"reused_partitions": len(reused), "partitions_by_process": dict(workers)}
+    return {
+        "reused_partitions": len(reused),
+        "partitions_by_process": dict(workers),
+        "partition_seconds": sum(r["seconds"] for r in scored),
+    }
 
 
 @task(cache_policy=NONE)
