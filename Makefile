@@ -38,8 +38,13 @@ format: $(STAMP)
 test: lint
 	$(PY) -m pytest -q
 
-test-all: lint
+# The slow tests include scoring through Spark: the spark extra (pyspark) comes first.
+test-all: lint $(VENV)/.spark
 	$(PY) -m pytest -q -m "slow or not slow"
+
+$(VENV)/.spark: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,spark]" -c constraints.txt
+	touch $@
 
 $(VENV)/.bench: $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,bench]" -c constraints.txt
