@@ -31,6 +31,7 @@ from anomaly.detector_files import (
 from anomaly.preprocessing import ImageScaler, Standardizer
 from anomaly.thresholds import FLAG_RULES, conformal_offset, conformal_p_values
 from anomaly.validation import check_input
+from generative.distributed import World
 from generative.registry import atomic_directory
 from generative.training import (
     Callback,
@@ -145,10 +146,23 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self.verbose = verbose
 
     # --- fitting ---------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, *, callbacks: Sequence[Callback] = ()) -> VAEDetector:
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        callbacks: Sequence[Callback] = (),
+        checkpoint_dir: str | os.PathLike | None = None,
+        world: World | None = None,
+    ) -> VAEDetector:
         """Train on X (normal data) and set the threshold on a held-out calibration split.
 
         `callbacks` are extra `generative.training.Callback`s (e.g. a per-epoch metrics logger).
+        `checkpoint_dir`: the VAE's trainer writes a checkpoint there after every epoch and a
+        fit with the same folder resumes from the latest one (a checkpoint from other
+        parameters or data is refused with ValueError, a damaged one with CorruptFileError).
+        `world`: train the VAE data-parallel across torchrun's processes
+        (`generative.distributed`); every rank then fits the same detector.
         """
         self._check_params()
         X = check_input(X)
@@ -160,7 +174,13 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         discrete = self.model_.likelihood.discrete
         check_applicable(self.correction, tuple(data.shape[1:]), discrete, self.compressor)
         callbacks = [*self._callbacks(len(val_idx)), *callbacks]
-        trainer = Trainer(self.model_, self._trainer_config(), callbacks)
+        trainer = Trainer(
+            self.model_,
+            self._trainer_config(),
+            callbacks,
+            checkpoint_dir=checkpoint_dir,
+            world=world,
+        )
         self.history_ = trainer.fit(data[train_idx], data[val_idx] if len(val_idx) else None)
         self.input_shape_ = tuple(X.shape[1:])
         self.n_features_in_ = math.prod(self.input_shape_)

@@ -1,23 +1,40 @@
-"""A generic trainer with callbacks: progress bar, early stopping, checkpoints.
+"""A generic trainer with callbacks: progress bar, early stopping, checkpoints, resume.
 
 Any module with `training_loss(batch, step) -> (loss, metrics)` and `validation_score(batch) ->
 per-row scores (higher is better)` can be trained. Data are in-memory tensors; batches are drawn
 by a seeded permutation on the training device. On CUDA the forward pass runs under bf16
 autocast by default.
+
+With a `checkpoint_dir` the trainer writes `epoch_<n>/trainer_state.pt` after every epoch n
+(model, optimizer, RNG states, step, history, callbacks' state, and a fingerprint of the
+configuration and data), atomically and with its SHA-256 in `checksums.json`, keeping the
+latest two. `fit` then resumes from the latest one found there (or from `resume_from`) and
+continues exactly as the uninterrupted run would. With a `generative.distributed.World` of
+several processes the model trains data-parallel (see that module); rank 0 alone writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import hashlib
+import json
 import math
+import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from generative.checksums import CHECKSUM_FILE, CorruptFileError, record_checksums, verify_checksums
+from generative.distributed import ShardedNoise, TrainingLoss, World
 
 AUTOCAST_MODES = ("auto", "bf16", "off")
 # how a training budget in seconds is counted: elapsed time, or this process's CPU time (an
@@ -85,6 +102,13 @@ class Callback:
     def on_train_end(self, trainer: Trainer) -> None:
         """After the last epoch (or an early stop)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the callback must remember across a resume (saved in checkpoints)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a `state_dict` (called after `on_train_begin` when resuming)."""
+
 
 class ProgressBar(Callback):
     """A tqdm bar over epochs showing the latest metrics."""
@@ -134,6 +158,14 @@ class EarlyStopping(Callback):
         if self.best_state is not None:
             trainer.model.load_state_dict(self.best_state)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch,
+                "best_state": self.best_state}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_score, self.best_epoch = float(state["best_score"]), int(state["best_epoch"])
+        self.best_state = state["best_state"]
+
 
 class Checkpoint(Callback):
     """Save the model with `save_fn(model, path)` whenever `val_score` (or, without validation
@@ -153,77 +185,281 @@ class Checkpoint(Callback):
             self.best_score = score
             self.save_fn(trainer.model, self.path)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_score = float(state["best_score"])
+
+
+TRAINER_STATE_FILE = "trainer_state.pt"
+CHECKPOINT_NAME = re.compile(r"epoch_(\d{4,})")
+KEEP_CHECKPOINTS = 2
+
 
 class Trainer:
-    """Adam on `model.training_loss`, evaluating `model.validation_score` each epoch."""
+    """Adam on `model.training_loss`, evaluating `model.validation_score` each epoch.
+
+    `checkpoint_dir`: write a checkpoint after every epoch and resume from the latest one there.
+    `world`: train data-parallel across torchrun's processes (`generative.distributed`); the
+    same World with size 1 draws exactly as the distributed run does (for comparisons).
+    """
 
     def __init__(
-        self, model: nn.Module, config: TrainerConfig, callbacks: Sequence[Callback] = ()
+        self,
+        model: nn.Module,
+        config: TrainerConfig,
+        callbacks: Sequence[Callback] = (),
+        *,
+        checkpoint_dir: str | Path | None = None,
+        world: World | None = None,
     ) -> None:
         self.model = model
         self.config = config
         self.callbacks = list(callbacks)
-        self.device = resolve_device(config.device)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.world = world
+        self.device = world.device if world is not None else resolve_device(config.device)
         self.history: list[dict[str, float]] = []
         self.should_stop = False
         self.step = 0
+        self.noise: ShardedNoise | None = None
+        self.resumed_from: Path | None = None
 
     def _autocast(self) -> torch.autocast:
         return autocast(self.config.autocast, self.device)
 
-    def fit(self, train: torch.Tensor, val: torch.Tensor | None = None) -> list[dict[str, float]]:
-        """Train on the rows of `train`; returns one dict of metrics per epoch."""
+    def _noise(self, global_rows: int | None) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext() if self.noise is None else self.noise.batch(global_rows)
+
+    def fit(
+        self,
+        train: torch.Tensor,
+        val: torch.Tensor | None = None,
+        *,
+        resume_from: str | Path | None = None,
+    ) -> list[dict[str, float]]:
+        """Train on the rows of `train`; returns one dict of metrics per epoch. Resumes from
+        the checkpoint folder `resume_from`, else from the latest one in `checkpoint_dir`."""
         torch.manual_seed(self.config.seed)
-        generator = torch.Generator().manual_seed(self.config.seed)
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        if self.world is not None:
+            self.world.check_batches(len(train), self.config.batch_size)
+            self.noise = ShardedNoise(
+                torch.Generator().manual_seed(self.config.seed + 1), self.world
+            )
         self.model.to(self.device)
-        optimizer = torch.optim.Adam(
+        self.optimizer = torch.optim.Adam(
             self.model.parameters(),
             lr=self.config.learning_rate,
             weight_decay=self.config.weight_decay,
         )
+        val = None if val is None or len(val) == 0 else val
+        self.fingerprint = run_fingerprint(self.model, self.config, train, val)
         train = train.to(self.device)
-        val = None if val is None or len(val) == 0 else val.to(self.device)
+        val = None if val is None else val.to(self.device)
         for callback in self.callbacks:
             callback.on_train_begin(self)
-        for epoch in range(self.config.epochs):
-            logs = self._train_epoch(train, optimizer, generator)
+        first_epoch = self._restore(resume_from)
+        self.loss_fn = self.model.training_loss
+        if self.world is not None:  # wrapped after restoring: DDP broadcasts rank 0's weights
+            self.loss_fn = self.world.wrap(TrainingLoss(self.model))
+        for epoch in range(first_epoch, self.config.epochs):
+            if self.should_stop:
+                break
+            logs = self._train_epoch(train)
             if val is not None:
                 logs["val_score"] = self.evaluate(val)
             self.history.append(logs)
             for callback in self.callbacks:
                 callback.on_epoch_end(self, epoch, logs)
-            if self.should_stop:
-                break
+            self._save_checkpoint(epoch + 1)
         for callback in self.callbacks:
             callback.on_train_end(self)
         self.model.eval()
         return self.history
 
-    def _train_epoch(
-        self, train: torch.Tensor, optimizer: torch.optim.Optimizer, generator: torch.Generator
-    ) -> dict[str, float]:
+    def _train_epoch(self, train: torch.Tensor) -> dict[str, float]:
         self.model.train()
-        order = torch.randperm(len(train), generator=generator).to(self.device)
+        order = torch.randperm(len(train), generator=self.generator).to(self.device)
         totals: dict[str, float] = {}
         batches = order.split(self.config.batch_size)
         for index in batches:
-            with self._autocast():
-                loss, metrics = self.model.training_loss(train[index], self.step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            rows = index if self.world is None else self.world.shard(index)
+            weight = 1.0 if self.world is None else self.world.loss_weight(len(rows), len(index))
+            with self._autocast(), self._noise(len(index)):
+                loss, metrics = self.loss_fn(train[rows], self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss * weight).backward()
             if self.config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            optimizer.step()
+            self.optimizer.step()
             self.step += 1
+            share = len(rows) / len(index)  # this rank's part of the global batch mean
             for name, value in {"loss": loss.item(), **metrics}.items():
-                totals[name] = totals.get(name, 0.0) + value
+                totals[name] = totals.get(name, 0.0) + share * value
+        if self.world is not None and self.world.distributed:
+            values = torch.tensor(list(totals.values()), dtype=torch.float64, device=self.device)
+            totals = dict(zip(totals, self.world.all_reduce_sum(values).tolist(), strict=True))
         return {name: total / len(batches) for name, total in totals.items()}
 
     @torch.no_grad()
     def evaluate(self, data: torch.Tensor) -> float:
         """`validation_score` over `data` reduced by the configured statistic, in eval mode."""
         self.model.eval()
-        with self._autocast():
+        with self._autocast(), self._noise(None):
             scores = [self.model.validation_score(batch) for batch in data.split(1024)]
         statistic = VALIDATION_STATISTICS[self.config.validation_statistic]
         return float(statistic(torch.cat(scores).float()))
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def _save_checkpoint(self, epochs_done: int) -> None:
+        if self.checkpoint_dir is None or (self.world is not None and not self.world.is_main):
+            return
+        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if self.noise is not None:
+            rng["noise"] = self.noise.generator.get_state()
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {
+            "epoch": epochs_done,
+            "step": self.step,
+            "should_stop": self.should_stop,
+            "history": self.history,
+            "model": {name: t.detach().cpu() for name, t in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng,
+            "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys()},
+            "fingerprint": self.fingerprint,
+        }
+        write_checkpoint(self.checkpoint_dir / f"epoch_{epochs_done:04d}", state)
+        for old in checkpoint_folders(self.checkpoint_dir)[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _callback_keys(self) -> list[tuple[str, Callback]]:
+        """(class name:occurrence, callback), a key that survives a restart."""
+        seen: dict[str, int] = {}
+        keyed = []
+        for callback in self.callbacks:
+            name = type(callback).__name__
+            seen[name] = seen.get(name, -1) + 1
+            keyed.append((f"{name}:{seen[name]}", callback))
+        return keyed
+
+    def _restore(self, resume_from: str | Path | None) -> int:
+        """Load the checkpoint (if any) and return the number of epochs it had completed."""
+        folder = Path(resume_from) if resume_from is not None else None
+        if folder is None and self.checkpoint_dir is not None:
+            folders = checkpoint_folders(self.checkpoint_dir)
+            folder = folders[-1] if folders else None
+        if folder is None:
+            return 0
+        state = read_checkpoint(folder)
+        check_fingerprint(state["fingerprint"], self.fingerprint, folder)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        if self.noise is not None:
+            self.noise.generator.set_state(state["rng"]["noise"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.step, self.should_stop = int(state["step"]), bool(state["should_stop"])
+        self.history = list(state["history"])
+        for key, callback in self._callback_keys():
+            if key in state["callbacks"]:
+                callback.load_state_dict(state["callbacks"][key])
+        self.resumed_from = folder
+        return int(state["epoch"])
+
+
+def checkpoint_folders(folder: Path) -> list[Path]:
+    """The complete `epoch_<n>` checkpoints in `folder`, oldest first (staging folders of an
+    interrupted write start with a dot and are ignored)."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def write_checkpoint(folder: Path, state: dict[str, Any]) -> Path:
+    """`state` as `trainer_state.pt` with its checksum, in a staging folder renamed to
+    `folder` (a kill leaves either the old checkpoints or the new one, never half of one)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f".{folder.name}.*"):  # left by a killed write
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = folder.parent / f".{folder.name}.{time.time_ns()}"
+    staging.mkdir()
+    try:
+        torch.save(state, staging / TRAINER_STATE_FILE)
+        record_checksums(staging, [TRAINER_STATE_FILE])
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_checkpoint(folder: Path) -> dict[str, Any]:
+    """A checkpoint's state, after its checksum is verified: CorruptFileError (nothing is
+    loaded) when the file is corrupt or truncated or its checksum is not recorded."""
+    path, sums = folder / TRAINER_STATE_FILE, folder / CHECKSUM_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a training checkpoint: no {TRAINER_STATE_FILE}")
+    if not sums.is_file():
+        raise CorruptFileError(f"{folder} has no {CHECKSUM_FILE}: an incomplete checkpoint")
+    verify_checksums(folder)  # raises on damaged checksums.json or any mismatching file
+    if TRAINER_STATE_FILE not in json.loads(sums.read_text()):
+        raise CorruptFileError(f"{folder} has no recorded checksum for {TRAINER_STATE_FILE}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def data_digest(*tensors: torch.Tensor | None) -> str:
+    """SHA-256 over the dtypes, shapes and bytes of `tensors` (None counts as absent)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        if tensor is None:
+            digest.update(b"none")
+            continue
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def run_fingerprint(
+    model: nn.Module, config: TrainerConfig, train: torch.Tensor, val: torch.Tensor | None
+) -> dict[str, str]:
+    """What a checkpoint must match to be resumed: the trainer config (but the device, and the
+    epochs: a finished run can be extended), the model's config (or its parameter shapes) and
+    the data."""
+    free = ("device", "epochs")
+    trainer = {k: v for k, v in dataclasses.asdict(config).items() if k not in free}
+    model_config = getattr(model, "config", None)
+    if hasattr(model_config, "to_dict"):
+        described = model_config.to_dict()
+    else:
+        described = {name: list(t.shape) for name, t in model.state_dict().items()}
+    return {
+        "trainer": json.dumps(trainer, sort_keys=True, default=str),
+        "model": json.dumps(described, sort_keys=True, default=str),
+        "data": data_digest(train, val),
+    }
+
+
+def check_fingerprint(saved: dict[str, str], current: dict[str, str], folder: Path) -> None:
+    """ValueError naming what differs when a checkpoint is from another configuration/data."""
+    for part in ("trainer", "model", "data"):
+        if saved.get(part) == current[part]:
+            continue
+        detail = "a different digest"
+        if part != "data":
+            old, new = json.loads(saved.get(part, "{}")), json.loads(current[part])
+            keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+        raise ValueError(
+            f"the checkpoint in {folder} was written for another {part} ({detail}); it is not "
+            "resumed: use another checkpoint_dir or delete that one"
+        )

@@ -112,6 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         novelty_classes=args.novelty_class,
         validation_fraction=args.validation_fraction,
         seed=args.seed,
+        checkpoint_dir=args.checkpoint_dir,
     )
     print(json.dumps(result, indent=2, default=str))
     return 0

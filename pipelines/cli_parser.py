@@ -97,6 +97,10 @@ def _add_train(commands: Any, handlers: ModuleType) -> None:
     _data_arguments(vae, "--dataset")
     vae.add_argument("--model-name", default=None, help="registered name (default genad-<data>)")
     vae.add_argument("--validation-fraction", type=float, default=0.2)
+    vae.add_argument(
+        "--checkpoint-dir", default=None,
+        help="checkpoint every epoch here; rerun with the same folder to resume a killed run",
+    )  # fmt: skip
     _detector_arguments(vae)
     vae.set_defaults(handler=handlers.cmd_train)
     _add_train_gan(train, handlers)

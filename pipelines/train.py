@@ -1,7 +1,15 @@
-"""`train_vae_flow`: train a VAE detector, log the run to MLflow, register it as `challenger`."""
+"""`train_vae_flow`: train a VAE detector, log the run to MLflow, register it as `challenger`.
+
+With a `checkpoint_dir` the flow records its MLflow run id there (`run.json`) and the trainer
+writes a checkpoint after every epoch (`trainer/epoch_<n>`); running the flow again with the
+same folder after a crash (even kill -9) resumes training from the latest checkpoint and logs
+into the same run, each epoch's metrics once.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 import time
 import warnings
@@ -25,16 +33,27 @@ from pipelines import reports, tracking
 from pipelines.retries import io_task_options
 
 TRAIN_EXPERIMENT = "genad-train"
+RUN_FILE = "run.json"  # in a checkpoint_dir: the MLflow run id and the settings it belongs to
+TRAINER_FOLDER = "trainer"  # in a checkpoint_dir: the trainer's epoch checkpoints
 
 
 class MlflowEpochLogger(Callback):
-    """Log each epoch's metrics to an MLflow run (by id: safe from any thread)."""
+    """Log each epoch's metrics to an MLflow run (by id: safe from any thread). Epochs the run
+    already has (logged before a crash, replayed by a resumed training) are not logged again."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.client = MlflowClient()
+        self.logged_steps: set[int] = set()
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        keys = [k for k in self.client.get_run(self.run_id).data.metrics if k.startswith("epoch_")]
+        history = self.client.get_metric_history(self.run_id, keys[0]) if keys else []
+        self.logged_steps = {metric.step for metric in history}
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        if epoch in self.logged_steps:
+            return
         stamp = int(time.time() * 1000)
         metrics = [Metric(f"epoch_{k}", float(v), stamp, epoch) for k, v in logs.items()]
         self.client.log_batch(self.run_id, metrics=metrics)
@@ -67,9 +86,14 @@ def start_run(spec: DataSpec, data: LabelledData, params: dict[str, Any], model_
 
 
 @task(cache_policy=NONE)
-def fit_detector(split: NoveltySplit, params: dict[str, Any], run_id: str) -> VAEDetector:
-    """Fit the detector on the normal training rows, logging every epoch."""
-    detector = VAEDetector(**params).fit(split.X_train, callbacks=[MlflowEpochLogger(run_id)])
+def fit_detector(
+    split: NoveltySplit, params: dict[str, Any], run_id: str, checkpoint_dir: str | None = None
+) -> VAEDetector:
+    """Fit the detector on the normal training rows, logging every epoch (resuming from the
+    latest checkpoint in `checkpoint_dir`/trainer when there is one)."""
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir) / TRAINER_FOLDER
+    logger = MlflowEpochLogger(run_id)
+    detector = VAEDetector(**params).fit(split.X_train, callbacks=[logger], checkpoint_dir=folder)
     return detector.set_params(verbose=False)  # the served model scores without progress bars
 
 
@@ -125,6 +149,7 @@ def train_vae_flow(
     novelty_classes: list[int] | None = None,
     validation_fraction: float = 0.2,
     seed: int = 0,
+    checkpoint_dir: str | None = None,
 ) -> dict[str, Any]:
     """Train a VAE detector on the normal rows of `dataset`, log it and register it.
 
@@ -132,6 +157,9 @@ def train_vae_flow(
     stratified `validation_fraction` of the rows (seeded) is held out for validation metrics
     and plots; `evaluate_and_promote_flow` can reuse the same split. Returns the run id, the
     registered version (now `challenger`) and the validation metrics.
+
+    `checkpoint_dir`: checkpoint every epoch there; a run of the flow with the same folder
+    (same dataset and settings, else ValueError) resumes training and its MLflow run.
     """
     logger = get_run_logger()
     spec = DataSpec(dataset, split, label_column, tuple(novelty_classes or ()))
@@ -141,11 +169,55 @@ def train_vae_flow(
     data = load_data(spec)
     check_correction_fits(params, tuple(data.X.shape[1:]))  # before any run is created
     holdout = data.holdout(validation_fraction, seed)
-    run_id = start_run(spec, data, {**params, "validation_fraction": validation_fraction}, name)
-    detector = fit_detector(holdout, params, run_id)
+    logged_params = {**params, "validation_fraction": validation_fraction}
+    identity = {"model_name": name, "data": spec.__dict__, "digest": data.digest, **logged_params}
+    run_id = recorded_run(checkpoint_dir, identity)
+    if run_id is None:
+        run_id = start_run(spec, data, logged_params, name)
+        record_run(checkpoint_dir, run_id, identity)
+    else:
+        logger.info("resuming MLflow run %s from the checkpoints in %s", run_id, checkpoint_dir)
+    detector = fit_detector(holdout, params, run_id, checkpoint_dir)
     metrics = evaluate_and_log(detector, holdout, data, run_id, name)
     logger.info("registered %s version %s as challenger: %s", name, metrics["version"], metrics)
     return {"model_name": name, "run_id": run_id, **metrics}
+
+
+def recorded_run(checkpoint_dir: str | None, identity: dict[str, Any]) -> str | None:
+    """The MLflow run id recorded in `checkpoint_dir` (None without one); ValueError when the
+    folder was used by a flow run with other settings or data, or the run is gone."""
+    path = None if checkpoint_dir is None else Path(checkpoint_dir) / RUN_FILE
+    if path is None or not path.is_file():
+        return None
+    recorded = json.loads(path.read_text())
+    expected = json.loads(json.dumps(identity, sort_keys=True, default=str))
+    if recorded["identity"] != expected:
+        old, new = recorded["identity"], expected
+        keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        raise ValueError(
+            f"checkpoint_dir {checkpoint_dir} belongs to run {recorded['run_id']} of other "
+            f"settings ({', '.join(keys)} differ): use another folder or delete it"
+        )
+    try:
+        MlflowClient().get_run(recorded["run_id"])
+    except Exception as error:  # mlflow raises MlflowException subclasses by store
+        raise ValueError(
+            f"checkpoint_dir {checkpoint_dir} names MLflow run {recorded['run_id']}, which this "
+            f"tracking store does not have ({error}); check MLFLOW_TRACKING_URI"
+        ) from None
+    return recorded["run_id"]
+
+
+def record_run(checkpoint_dir: str | None, run_id: str, identity: dict[str, Any]) -> None:
+    """Write run.json (run id and the settings it belongs to) atomically."""
+    if checkpoint_dir is None:
+        return
+    folder = Path(checkpoint_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {"run_id": run_id, "identity": identity}
+    staging = folder / f".{RUN_FILE}.{os.getpid()}"
+    staging.write_text(json.dumps(document, indent=2, sort_keys=True, default=str))
+    os.replace(staging, folder / RUN_FILE)
 
 
 def check_correction_fits(params: dict[str, Any], input_shape: tuple[int, ...]) -> None:

@@ -6,6 +6,12 @@ on fresh z. One epoch is one pass of D over the real rows. On CUDA the forward p
 bf16 autocast and DCGAN nets use channels_last. A NaN or infinite loss stops training with
 `TrainingDivergedError`: the model is put back to the end of the last finite epoch (which is
 also the last checkpoint a `Checkpoint` callback wrote).
+
+With a `generative.distributed.World` of several processes (torchrun) G and D are each wrapped
+in DistributedDataParallel: every rank draws the global batch's rows and latents from the same
+seeded generator and trains on its share, so the run follows the single-process one with the
+same global batch (see `generative.distributed`; batch norm is synchronised on CUDA only, and
+gradient-penalty losses and time budgets are single-process only).
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from generative.configs import JsonConfig
+from generative.distributed import World
 from generative.gan.losses import clip_weights, gradient_penalty
 from generative.gan.model import GAN
 from generative.training import AUTOCAST_MODES, CLOCKS, Callback, autocast, resolve_device
@@ -110,12 +118,20 @@ class GANTrainer:
     """Trains a `GAN` on in-memory data (images in [0, 1] or standardised table rows)."""
 
     def __init__(
-        self, model: GAN, config: GANTrainerConfig, callbacks: Sequence[Callback] = ()
+        self,
+        model: GAN,
+        config: GANTrainerConfig,
+        callbacks: Sequence[Callback] = (),
+        *,
+        world: World | None = None,
     ) -> None:
         self.model = model
         self.config = config
         self.callbacks = list(callbacks)
-        self.device = resolve_device(config.device)
+        self.world = world or World(device=resolve_device(config.device))
+        self.device = self.world.device
+        self.generator_net: nn.Module = model.generator  # DDP-wrapped by fit when distributed
+        self.discriminator_net: nn.Module = model.discriminator
         self.n_critic = config.n_critic or model.loss.n_critic
         self.history: list[dict[str, float]] = []
         self.should_stop = False
@@ -133,6 +149,7 @@ class GANTrainer:
             raise ValueError("pass labels exactly when the GAN is class-conditional")
         if labels is not None and len(labels) != len(data):
             raise ValueError(f"{len(labels)} labels for {len(data)} rows")
+        self._check_world(len(data))
         self.model.to(self.device)
         data = self.model.to_model_scale(data.float()).to(self.device)
         if self.device.type == "cuda" and data.dim() == 4:
@@ -140,6 +157,27 @@ class GANTrainer:
             data = data.contiguous(memory_format=torch.channels_last)
         labels = None if labels is None else labels.long().to(self.device)
         return data, labels
+
+    def _check_world(self, rows: int) -> None:
+        if not self.world.distributed:
+            return
+        self.world.check_batches(rows, self.config.batch_size)
+        if self.config.max_seconds is not None:
+            raise ValueError("max_seconds differs between processes: use max_generator_steps")
+        if self.model.loss.penalty_weight > 0:
+            raise ValueError("gradient-penalty losses train in a single process only")
+
+    def _wrap_networks(self) -> None:
+        """G and D as the training steps call them: each in DDP when distributed."""
+        if self.world.distributed and self.device.type == "cuda":
+            for net in (self.model.generator, self.model.discriminator):
+                nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        self.generator_net = self.world.wrap(self.model.generator)
+        self.discriminator_net = self.world.wrap(self.model.discriminator)
+
+    def _latents(self, global_rows: int) -> torch.Tensor:
+        """This rank's share of `global_rows` latents drawn from the shared generator."""
+        return self.world.shard(self.model.sample_latent(global_rows, generator=self.rng))
 
     def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         build, betas = OPTIMIZERS[self.config.optimizer], self.config.betas
@@ -153,6 +191,7 @@ class GANTrainer:
         self.started = CLOCKS[self.config.clock]()
         self.rng = torch.Generator(device=self.device).manual_seed(self.config.seed)
         data, labels = self._prepare(data, labels)
+        self._wrap_networks()
         opt_g, opt_d = self._optimizers()
         for callback in self.callbacks:
             callback.on_train_begin(self)
@@ -194,18 +233,21 @@ class GANTrainer:
         totals = torch.zeros(3, device=self.device)  # d_loss, g_loss, gp sums
         counts = [0, 0]
         for index in order.split(self.config.batch_size):
-            real_labels = None if labels is None else labels[index]
-            d_loss, penalty = self.discriminator_step(data[index], real_labels, opt_d)
-            totals[0] += d_loss
-            totals[2] += penalty
+            rows = self.world.shard(index)
+            share = len(rows) / len(index)  # this rank's part of the global batch mean
+            real_labels = None if labels is None else labels[rows]
+            d_loss, penalty = self.discriminator_step(data[rows], real_labels, opt_d, len(index))
+            totals[0] += share * d_loss
+            totals[2] += share * penalty
             counts[0] += 1
             if self.discriminator_steps % self.n_critic == 0:
-                totals[1] += self.generator_step(len(index), real_labels, opt_g)
+                totals[1] += share * self.generator_step(len(index), real_labels, opt_g)
                 counts[1] += 1
                 if self._budget_spent():
                     break
-            if counts[0] % CHECK_EVERY == 0 and not torch.isfinite(totals).all():
+            if counts[0] % CHECK_EVERY == 0 and not self._finite(totals):
                 return None
+        totals = self.world.all_reduce_sum(totals)
         if not torch.isfinite(totals).all():
             return None
         sums = totals.tolist()
@@ -214,17 +256,28 @@ class GANTrainer:
             logs["gradient_penalty"] = sums[2] / counts[0]
         return logs
 
+    def _finite(self, totals: torch.Tensor) -> bool:
+        """Whether the loss sums are finite on every rank (all ranks then agree to stop)."""
+        return self.world.all_true(bool(torch.isfinite(totals).all()))
+
     def discriminator_step(
-        self, real: torch.Tensor, labels: torch.Tensor | None, optimizer: torch.optim.Optimizer
+        self,
+        real: torch.Tensor,
+        labels: torch.Tensor | None,
+        optimizer: torch.optim.Optimizer,
+        global_rows: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One D update on a real minibatch and as many fresh fakes; returns (loss, penalty)."""
+        """One D update on a real minibatch and as many fresh fakes; returns (loss, penalty).
+        Distributed, `real` is this rank's share of a global batch of `global_rows`."""
         model, loss = self.model, self.model.loss
-        z = model.sample_latent(len(real), generator=self.rng)
+        global_rows = global_rows or len(real)
+        z = self._latents(global_rows)
+        critic_net = self.discriminator_net
         with self._autocast():
             with torch.no_grad():
                 fake = model.generator(z, labels)
             value = loss.discriminator(
-                model.discriminator(real, labels).float(), model.discriminator(fake, labels).float()
+                critic_net(real, labels).float(), critic_net(fake, labels).float()
             )
             penalty = torch.zeros((), device=self.device)
             if loss.penalty_weight > 0:
@@ -232,7 +285,7 @@ class GANTrainer:
                 penalty = gradient_penalty(critic, real, fake, generator=self.rng)
                 value = value + loss.penalty_weight * penalty
         optimizer.zero_grad(set_to_none=True)
-        value.backward()
+        (value * self.world.loss_weight(len(real), global_rows)).backward()
         optimizer.step()
         if loss.clip_value is not None:
             clip_weights(model.discriminator, loss.clip_value)
@@ -242,16 +295,17 @@ class GANTrainer:
     def generator_step(
         self, n: int, labels: torch.Tensor | None, optimizer: torch.optim.Optimizer
     ) -> torch.Tensor:
-        """One G update on n fresh latents (labelled like the last real batch)."""
+        """One G update on n fresh latents (labelled like the last real batch); distributed, n
+        is the global batch and this rank takes its share of the latents."""
         model = self.model
-        z = model.sample_latent(n, generator=self.rng)
+        z = self._latents(n)
         model.discriminator.requires_grad_(False)
         with self._autocast():
             value = model.loss.generator(
-                model.discriminator(model.generator(z, labels), labels).float()
+                model.discriminator(self.generator_net(z, labels), labels).float()
             )
         optimizer.zero_grad(set_to_none=True)
-        value.backward()
+        (value * self.world.loss_weight(len(z), n)).backward()
         optimizer.step()
         model.discriminator.requires_grad_(True)
         model.update_ema()

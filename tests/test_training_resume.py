@@ -1,0 +1,245 @@
+"""Crash-safe training: per-epoch checkpoints, exact resume, damaged checkpoints refused.
+
+Why the tolerance is zero: on one torch thread the same operations run in the same order on the
+same values. A checkpoint restores everything that feeds them exactly (the weights, Adam's
+moments and step counts, the global and the permutation RNG states, the step counter for the
+KL warm-up, early stopping's best weights), so the resumed run computes bit for bit what the
+uninterrupted run computes, and its parameters and metrics are equal, not merely close.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from servers import REPO_ROOT, VENV_BIN, Server, child_env
+
+from generative.checksums import CHECKSUM_FILE, CorruptFileError
+from generative.training import (
+    TRAINER_STATE_FILE,
+    Callback,
+    EarlyStopping,
+    Trainer,
+    TrainerConfig,
+    checkpoint_folders,
+)
+from generative.vae import VAE, VAEConfig
+
+D = 8
+DATA = torch.randn(600, D, generator=torch.Generator().manual_seed(1))
+TRAIN, VAL = DATA[:500], DATA[500:]
+
+
+def new_model() -> VAE:
+    torch.manual_seed(0)
+    return VAE(VAEConfig((D,), latent_dim=2, hidden_dims=(16,), likelihood="gaussian_learned"))
+
+
+def config(**overrides) -> TrainerConfig:
+    options = {"epochs": 5, "batch_size": 64, "learning_rate": 1e-2, "device": "cpu"}
+    return TrainerConfig(**{"autocast": "off", **options, **overrides})
+
+
+class Crash(Callback):
+    """Raises after epoch `at` (0-based), like a process dying between epochs."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_epoch_end(self, trainer, epoch, logs) -> None:
+        if epoch == self.at:
+            raise KeyboardInterrupt("simulated crash")
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), f"{name} differs by {(x - y).abs().max():.3g}"
+
+
+def test_resume_after_a_crash_is_bitwise_the_uninterrupted_run(tmp_path):
+    reference = new_model()
+    stopper = EarlyStopping(patience=100)
+    expected = Trainer(reference, config(), [stopper]).fit(TRAIN, VAL)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(new_model(), config(), [EarlyStopping(patience=100), Crash(at=2)],
+                checkpoint_dir=tmp_path).fit(TRAIN, VAL)  # fmt: skip
+    assert [p.name for p in checkpoint_folders(tmp_path)] == ["epoch_0001", "epoch_0002"]
+    resumed_model, resumed_stopper = new_model(), EarlyStopping(patience=100)
+    trainer = Trainer(resumed_model, config(), [resumed_stopper], checkpoint_dir=tmp_path)
+    history = trainer.fit(TRAIN, VAL)
+    assert trainer.resumed_from == tmp_path / "epoch_0002"
+    assert history == expected  # every epoch's metrics, to the last bit
+    assert trainer.step == 5 * 8  # 500 rows in batches of 64: 8 steps per epoch
+    assert resumed_stopper.best_epoch == stopper.best_epoch
+    assert_same_weights(resumed_model, reference)
+    assert [p.name for p in checkpoint_folders(tmp_path)] == ["epoch_0004", "epoch_0005"]
+
+
+def damage(folder: Path, how: str) -> None:
+    state = folder / TRAINER_STATE_FILE
+    if how == "truncated":
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    elif how == "flipped_byte":
+        data = bytearray(state.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        state.write_bytes(bytes(data))
+    elif how == "other_epoch":  # a valid torch file, just not the one that was recorded
+        state.write_bytes((folder.parent / "epoch_0001" / TRAINER_STATE_FILE).read_bytes())
+    elif how == "no_checksums":
+        (folder / CHECKSUM_FILE).unlink()
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped_byte", "other_epoch", "no_checksums"])
+def test_a_damaged_checkpoint_is_refused_and_never_loaded(tmp_path, how):
+    Trainer(new_model(), config(epochs=2), checkpoint_dir=tmp_path).fit(TRAIN)
+    damage(tmp_path / "epoch_0002", how)
+    model, untouched = new_model(), new_model()
+    with pytest.raises(CorruptFileError, match="epoch_0002"):
+        Trainer(model, config(epochs=4), checkpoint_dir=tmp_path).fit(TRAIN)
+    assert_same_weights(model, untouched)  # nothing of the checkpoint reached the model
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"learning_rate": 5e-3}, "another trainer.*learning_rate"), ({"data": True}, "another data")],
+)
+def test_a_checkpoint_of_other_settings_or_data_is_refused(tmp_path, change, message):
+    Trainer(new_model(), config(epochs=1), checkpoint_dir=tmp_path).fit(TRAIN)
+    data = TRAIN + 1.0 if change.pop("data", False) else TRAIN
+    with pytest.raises(ValueError, match=message):
+        Trainer(new_model(), config(epochs=1, **change), checkpoint_dir=tmp_path).fit(data)
+
+
+def test_a_killed_write_leaves_no_checkpoint_behind(tmp_path):
+    Trainer(new_model(), config(epochs=1), checkpoint_dir=tmp_path).fit(TRAIN)
+    staging = tmp_path / ".epoch_0002.123"  # what a kill during a write leaves
+    staging.mkdir()
+    (staging / TRAINER_STATE_FILE).write_bytes(b"half a file")
+    trainer = Trainer(new_model(), config(epochs=2), checkpoint_dir=tmp_path)
+    trainer.fit(TRAIN)
+    assert trainer.resumed_from == tmp_path / "epoch_0001"
+    assert not staging.exists()
+    assert [p.name for p in checkpoint_folders(tmp_path)] == ["epoch_0001", "epoch_0002"]
+
+
+def test_an_epoch_logged_but_not_checkpointed_is_not_logged_twice(tmp_path, mlflow_store):
+    from mlflow import MlflowClient
+
+    from pipelines.train import MlflowEpochLogger
+
+    client = MlflowClient()
+    run_id = client.create_run(client.get_experiment_by_name("Default").experiment_id).info.run_id
+    with pytest.raises(KeyboardInterrupt):  # dies after logging epoch 3, before checkpointing it
+        Trainer(new_model(), config(epochs=4), [MlflowEpochLogger(run_id), Crash(at=2)],
+                checkpoint_dir=tmp_path).fit(TRAIN)  # fmt: skip
+    history = Trainer(new_model(), config(epochs=4), [MlflowEpochLogger(run_id)],
+                      checkpoint_dir=tmp_path).fit(TRAIN)  # fmt: skip
+    logged = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "epoch_loss"))
+    assert logged == [(epoch, logs["loss"]) for epoch, logs in enumerate(history)]
+
+
+def test_a_checkpoint_dir_of_other_flow_settings_or_a_lost_run_is_refused(tmp_path, mlflow_store):
+    from mlflow import MlflowClient
+
+    from pipelines.train import record_run, recorded_run
+
+    client = MlflowClient()
+    run_id = client.create_run(client.get_experiment_by_name("Default").experiment_id).info.run_id
+    identity = {"model_name": "m", "epochs": 5, "hidden_dims": (16,)}
+    assert recorded_run(str(tmp_path), identity) is None  # nothing recorded yet
+    record_run(str(tmp_path), run_id, identity)
+    assert recorded_run(str(tmp_path), identity) == run_id
+    with pytest.raises(ValueError, match=r"belongs to run .* \(epochs differ\)"):
+        recorded_run(str(tmp_path), {**identity, "epochs": 6})
+    record_run(str(tmp_path), "0" * 32, identity)
+    with pytest.raises(ValueError, match="tracking store does not have"):
+        recorded_run(str(tmp_path), identity)
+
+
+# --- the flow, killed with SIGKILL in a child process and run again --------------------------
+FLOW_CONFIG = {"epochs": 5, "hidden_dims": [32], "latent_dim": 4, "n_samples": 8,
+               "batch_size": 32, "patience": 0, "target_fpr": 0.1, "device": "cpu"}  # fmt: skip
+CLI_DEFAULTS = {"verbose": True}  # what `genad train vae` adds to --config
+
+
+@pytest.fixture(scope="module")
+def big_csv(tmp_path_factory) -> Path:
+    """20,000 labelled rows: about 0.7 s per epoch on one thread, so a kill lands mid-run."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20_000, 16))
+    y = (rng.random(20_000) < 0.05).astype(int)
+    X[y == 1] += 2.5
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(16)]).assign(label=y)
+    path = tmp_path_factory.mktemp("resume") / "rows.csv"
+    frame.to_csv(path, index=False, float_format="%.17g")
+    return path
+
+
+def kill_after_checkpoint(csv: Path, folder: Path, env: dict, log: Path, epochs_done: int) -> int:
+    """Start `genad train vae` with checkpoints, SIGKILL it as soon as `epochs_done` epochs are
+    checkpointed; return how many checkpoints there were at the kill."""
+    args = [VENV_BIN / "python", "-m", "pipelines.cli", "train", "vae", "--dataset", csv,
+            "--label-column", "label", "--model-name", "resume-test", "--checkpoint-dir", folder,
+            "--config", json.dumps(FLOW_CONFIG)]  # fmt: skip
+    child = Server(args, env, log, REPO_ROOT)
+    target = folder / "trainer" / f"epoch_{epochs_done:04d}"
+    try:
+        deadline = time.monotonic() + 240
+        while not target.is_dir():
+            assert child.process.poll() is None, f"the run ended early:\n{child.log_tail()}"
+            assert time.monotonic() < deadline, f"no checkpoint after 240 s:\n{child.log_tail()}"
+            time.sleep(0.02)
+        os.killpg(child.pgid, signal.SIGKILL)
+        assert child.process.wait(timeout=30) == -signal.SIGKILL
+        return len(checkpoint_folders(folder / "trainer"))
+    finally:
+        child.stop()
+
+
+def epoch_metrics(run_id: str, key: str) -> list[tuple[int, float]]:
+    from mlflow import MlflowClient
+
+    history = MlflowClient().get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in history)
+
+
+def final_weights(folder: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(folder / "trainer" / "epoch_0005" / TRAINER_STATE_FILE, weights_only=True)
+    return state["model"]
+
+
+@pytest.mark.usefixtures("no_heartbeats")
+def test_flow_killed_mid_training_resumes_into_the_same_run(
+    tmp_path, big_csv, mlflow_store, prefect_api_url
+):
+    from pipelines.train import train_vae_flow
+
+    folder = tmp_path / "checkpoints"
+    env = child_env({"MLFLOW_TRACKING_URI": mlflow_store, "PREFECT_API_URL": prefect_api_url,
+                     "OMP_NUM_THREADS": "1"})  # fmt: skip
+    at_kill = kill_after_checkpoint(big_csv, folder, env, tmp_path / "child.log", epochs_done=2)
+    assert at_kill < 5, "the child finished training before it was killed"
+    killed_run = json.loads((folder / "run.json").read_text())["run_id"]
+
+    options = {"model_name": "resume-test", "label_column": "label"}
+    config = {**CLI_DEFAULTS, **FLOW_CONFIG}
+    resumed = train_vae_flow(str(big_csv), config, checkpoint_dir=str(folder), **options)
+    reference_dir = tmp_path / "uninterrupted"
+    reference = train_vae_flow(str(big_csv), config, checkpoint_dir=str(reference_dir), **options)
+
+    assert resumed["run_id"] == killed_run != reference["run_id"]
+    for key in ("epoch_loss", "epoch_elbo", "epoch_val_score"):
+        logged = epoch_metrics(resumed["run_id"], key)
+        assert [step for step, _ in logged] == [0, 1, 2, 3, 4], key  # each epoch once
+        assert logged == epoch_metrics(reference["run_id"], key), key
+    for name, tensor in final_weights(reference_dir).items():
+        assert torch.equal(final_weights(folder)[name], tensor), name
+    assert resumed["threshold"] == reference["threshold"]
+    assert resumed["val_log_px_median_normal"] == reference["val_log_px_median_normal"]
