@@ -114,11 +114,13 @@ def _check_finite(array: np.ndarray, name: str) -> None:
         return
     n_nan = int(np.isnan(array).sum())
     n_inf = int(finite.size - finite.sum()) - n_nan
-    rows = finite.reshape(len(array), -1).all(axis=1)
-    first = int(np.argmin(rows))
+    flat = finite.reshape(len(array), -1)
+    first = int(np.argmin(flat.all(axis=1)))
+    column = int(np.argmin(flat[first]))
+    where = f"column {column}" if array.ndim == 2 else f"flattened pixel {column}"
     raise ValueError(
-        f"{name} contains {n_nan} NaN and {n_inf} inf value(s); the first is in row {first}. "
-        "Impute or drop them first."
+        f"{name} contains {n_nan} NaN and {n_inf} inf value(s); the first is in row {first}, "
+        f"{where}. Impute or drop them first."
     )
 
 

@@ -127,14 +127,17 @@ def test_csv_byte_ranges_hold_their_rows(tmp_path, X):
 
 def test_csv_line_endings_blank_lines_and_no_final_newline(tmp_path):
     path = tmp_path / "odd.csv"
-    path.write_bytes(b"a,b\r\n1,2\r\n\r\n   \n3.5,4\n5,\n\n7,8")
+    path.write_bytes(b"a,b\r\n1,2\r\n\r\n   \n3.5,4\n5,6\n\n7,8")
     source = open_source(path)
     assert source.n_rows == 4
-    expected = np.array([[1, 2], [3.5, 4], [5, np.nan], [7, 8]])
+    expected = np.array([[1, 2], [3.5, 4], [5, 6], [7, 8]])
     for size in (1, 2, 3):
         got, ids = read_all(source, plan_partitions(source, size), 1)
-        assert np.array_equal(got, expected, equal_nan=True)
+        assert np.array_equal(got, expected)
         assert np.array_equal(ids, np.arange(4))
+    path.write_bytes(b"a,b\r\n1,2\r\n\r\n   \n3.5,4\n5,\n\n7,8")  # an empty cell: a bad row
+    with pytest.raises(DatasetFormatError, match=r"odd\.csv: missing value.*'b' at data row 2\b"):
+        read_all(open_source(path), None, 1)
     path.write_bytes(b"a,b\n1,2\n3,4\n\n \n")
     assert open_source(path).n_rows == 2
 
@@ -144,7 +147,8 @@ def test_csv_header_only_and_empty(tmp_path):
     path.write_text("a,b,c\n")
     source = open_source(path)
     assert (source.n_rows, source.columns, source.row_shape) == (0, ["a", "b", "c"], (3,))
-    assert plan_partitions(source, 10) == []
+    with pytest.raises(DatasetFormatError, match=r"header\.csv: no data rows"):
+        plan_partitions(source, 10)
     assert list(iter_chunks(source)) == []
     path.write_text("a,b,c")  # no newline after the header either
     assert open_source(path).n_rows == 0
@@ -157,7 +161,9 @@ def test_csv_header_only_and_empty(tmp_path):
 def test_zero_row_inputs(tmp_path, kind):
     source = open_source(write_input(tmp_path, kind, np.zeros((0, 5))))
     assert (source.n_rows, source.row_shape) == (0, (5,))
-    assert plan_partitions(source, 10) == [] and list(iter_chunks(source)) == []
+    assert list(iter_chunks(source)) == []
+    with pytest.raises(DatasetFormatError, match=r"data\.(parquet|npz): no data rows"):
+        plan_partitions(source, 10)
 
 
 @pytest.mark.parametrize("kind", ["csv", "parquet"])
@@ -179,14 +185,16 @@ def test_non_numeric_cells_name_column_and_row(tmp_path, X):
     frame = pd.DataFrame(X, columns=NAMES).astype(object)
     frame.loc[567, "f2"] = "abc"
     frame.loc[10, "f4"] = "text"
-    frame.loc[20, "f2"] = None  # empty cells are NaN, not errors
+    frame.loc[20, "f2"] = None  # an empty cell is a bad row too
     path = tmp_path / "bad.csv"
     frame.to_csv(path, index=False, float_format="%.17g")
     source = open_source(path, columns=["f0", "f2"])
     with pytest.raises(DatasetFormatError, match=r"bad\.csv.*'abc'.*'f2'.*row 567"):
+        read_all(source, plan_partitions(source, 128)[2:], 100)
+    with pytest.raises(DatasetFormatError, match=r"bad\.csv: missing value.*'f2'.*row 20\b"):
         read_all(source, plan_partitions(source, 128), 100)
-    got, _ = read_all(source, [Partition(0, 0, 500)], 100)  # the bad row lies elsewhere
-    assert np.isnan(got[20, 1]) and np.array_equal(got[:20], X[:20, [0, 2]])
+    got, _ = read_all(source, [Partition(0, 21, 500)], 100)  # the bad rows lie elsewhere
+    assert np.array_equal(got, X[21:500, [0, 2]])
     with pytest.raises(DatasetFormatError, match=r"'f4'.*row 10\b"):
         read_all(open_source(path), None, 8192)
 
@@ -198,8 +206,10 @@ def test_parquet_string_column_is_rejected(tmp_path):
         open_source(path, columns=["a", "s"])
     with pytest.raises(DatasetFormatError, match="'s'"):
         list(iter_chunks(open_source(path)))
-    got, _ = read_all(open_source(path, columns=["n", "a"]), None, 10)
-    assert np.array_equal(got, [[1, 1], [np.nan, 2]], equal_nan=True)
+    got, _ = read_all(open_source(path, columns=["n", "a"]), [Partition(0, 0, 1)], 10)
+    assert np.array_equal(got, [[1, 1]])
+    with pytest.raises(DatasetFormatError, match=r"text\.parquet: missing value.*'n'.*row 1\b"):
+        read_all(open_source(path, columns=["n", "a"]), None, 10)
 
 
 def test_truncated_and_corrupt_files(tmp_path, X):
@@ -428,3 +438,56 @@ def test_fortran_order_tables_are_read_by_partition(tmp_path, save):
                 ids.append(chunk.row_ids)
         assert np.array_equal(np.concatenate(got), X.astype(np.float64))
         assert np.array_equal(np.concatenate(ids), np.arange(1000))
+
+
+BAD_CELLS = [("nan", "missing value"), ("", "missing value"), ("inf", "infinite value inf"),
+             ("-1e39", "float32 range"), ("x1", "non-numeric value 'x1'")]  # fmt: skip
+
+
+def write_csv_with_bad_rows(path: Path, X: np.ndarray, rng: np.random.Generator) -> dict:
+    """X as CSV with 41 bad rows (row 0, and rows 99 and 100: lines with extra fields around
+    a partition boundary), some blank lines; returns {row id: (column or None, reason)}."""
+    chosen = set(rng.choice(np.arange(1, len(X)), size=38, replace=False).tolist()) - {99, 100}
+    bad = {0: ("f1", "non-numeric value 'abc'")}
+    lines = [",".join(NAMES)]
+    for row, values in enumerate(X):
+        fields = [f"{v:.17g}" for v in values]
+        if row == 0:
+            fields[1] = "abc"
+        elif row in (99, 100) or (row in chosen and rng.random() < 0.2):
+            fields += ["1"] * (2 if row == 99 else 1)
+            bad[row] = (None, f"line has {len(fields)} fields but the header has 5")
+        elif row in chosen:
+            text, reason = BAD_CELLS[int(rng.integers(len(BAD_CELLS)))]
+            column = int(rng.integers(len(NAMES)))
+            fields[column] = text
+            bad[row] = (NAMES[column], reason)
+        lines.append(",".join(fields) + ("\n" if rng.random() < 0.1 else ""))
+    path.write_text("\n".join(lines) + "\n")
+    return bad
+
+
+@pytest.mark.parametrize(("rows_per_partition", "chunk_rows"), [(100, 33), (1000, 8192), (7, 3)])
+def test_skip_policy_drops_and_reports_exactly_the_bad_rows(
+    tmp_path, X, rows_per_partition, chunk_rows
+):
+    bad = write_csv_with_bad_rows(tmp_path / "bad.csv", X, np.random.default_rng(1))
+    source = open_source(tmp_path / "bad.csv", columns=NAMES)
+    chunks = [
+        chunk
+        for partition in plan_partitions(source, rows_per_partition)
+        for chunk in iter_chunks(source, partition, chunk_rows=chunk_rows, bad_rows="skip")
+    ]
+    rejected = [b for chunk in chunks for b in chunk.rejected]
+    assert [b.row_id for b in rejected] == sorted(bad)  # one bad cell per bad row
+    for b in rejected:
+        assert (b.column, bad[b.row_id][1] in b.reason) == (bad[b.row_id][0], True), b
+    kept = np.concatenate([chunk.row_ids for chunk in chunks])
+    np.testing.assert_array_equal(kept, [i for i in range(len(X)) if i not in bad])
+    np.testing.assert_array_equal(np.concatenate([chunk.X for chunk in chunks]), X[kept])
+    with pytest.raises(DatasetFormatError, match=r"bad\.csv: non-numeric value 'abc' in column "
+                       r"'f1' at data row 0 \(0-based"):  # fmt: skip
+        list(iter_chunks(source))
+    with pytest.raises(DatasetFormatError, match=r"line has 7 fields but the header has 5 in "
+                       r"data row 99\b"):  # fmt: skip
+        list(iter_chunks(source, Partition(0, 99, 101)))

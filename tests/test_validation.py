@@ -43,11 +43,13 @@ def test_non_finite_values_are_counted_and_located() -> None:
     X[4, 1] = np.nan
     X[5, 0] = np.nan
     X[2, 2] = np.inf
-    with pytest.raises(ValueError, match=r"2 NaN and 1 inf value\(s\); the first is in row 2"):
+    with pytest.raises(
+        ValueError, match=r"2 NaN and 1 inf value\(s\); the first is in row 2, column 2\."
+    ):
         check_input(X)
     images = np.zeros((3, 1, 2, 2))
     images[1, 0, 1, 1] = -np.inf
-    with pytest.raises(ValueError, match="0 NaN and 1 inf.*row 1"):
+    with pytest.raises(ValueError, match=r"0 NaN and 1 inf.*row 1, flattened pixel 3\."):
         check_input(images)
 
 

@@ -19,6 +19,15 @@ A batch job reads its input in three steps, none of which holds the whole input 
 `AtomicParquetWriter` writes to a temp file beside the target and renames it into place only
 on success, so no reader ever sees a half-written output.
 
+Bad rows (`anomaly.batchio.badrows`): `iter_chunks(..., bad_rows="fail")` (the default) raises
+`DatasetFormatError` at the first cell that is not a number, missing, infinite or beyond the
+float32 range, or at a CSV line with more fields than the header, naming the file, the 0-based
+data row and the column; `bad_rows="skip"` drops those rows and lists them in `Chunk.rejected`
+(row id, column, reason), the kept rows keeping their original row ids. Extra columns are
+fine (only the selected ones are used); a CSV line with fewer fields than the header leaves the
+missing cells NaN, so it is a bad row when a selected column is among them. CSV bytes that
+are not UTF-8 are read as U+FFFD, making a bad cell where they fall in a selected column.
+
 CSV limits: one row per line (\\n or \\r\\n endings, no quoted fields spanning lines); blank and
 whitespace-only lines are skipped, as pandas does. A partition that parses to a different number
 of rows than planned raises `DatasetFormatError` rather than misnumbering rows.
@@ -31,15 +40,26 @@ import os
 from collections.abc import Iterator, Sequence
 
 from anomaly.batchio import csvfiles, imagefiles, npzfiles, parquetfiles
-from anomaly.batchio.base import BatchSource, Chunk, Partition, check_columns, reject_columns
+from anomaly.batchio.badrows import BAD_ROW_POLICIES, apply_policy, check_policy
+from anomaly.batchio.base import (
+    BadRow,
+    BatchSource,
+    Chunk,
+    Partition,
+    check_columns,
+    reject_columns,
+)
 from anomaly.batchio.writer import AtomicParquetWriter
 from anomaly.data.readers import DatasetFormatError, DatasetNotFoundError, to_path
 
 __all__ = [
+    "BAD_ROW_POLICIES",
     "AtomicParquetWriter",
+    "BadRow",
     "BatchSource",
     "Chunk",
     "Partition",
+    "check_policy",
     "iter_chunks",
     "open_source",
     "plan_partitions",
@@ -59,7 +79,11 @@ def open_source(
     """
     path = to_path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise DatasetNotFoundError(f"{path}: a symbolic link to nothing (or a link loop).")
         raise DatasetNotFoundError(f"No such file or folder: {path}")
+    if path.is_dir() and path.suffix.lower() in FILE_FORMATS:
+        raise DatasetFormatError(f"{path}: a folder, not a {path.suffix} file.")
     fmt = "images" if path.is_dir() else FILE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DatasetFormatError(
@@ -91,10 +115,14 @@ def with_columns(source: BatchSource, columns: Sequence[str]) -> BatchSource:
 def plan_partitions(source: BatchSource, rows_per_partition: int) -> list[Partition]:
     """Split [0, n_rows) into consecutive ranges of at most `rows_per_partition` rows.
 
-    CSV partitions also get their byte range, found in one streaming pass over the file.
+    CSV partitions also get their byte range, found in one streaming pass over the file. An
+    input without data rows (a header only, a 0-row Parquet or npz) has nothing to partition:
+    `DatasetFormatError`.
     """
     if rows_per_partition < 1:
         raise ValueError(f"rows_per_partition must be at least 1, got {rows_per_partition}")
+    if source.n_rows == 0:
+        raise DatasetFormatError(f"{source.path}: no data rows (0 rows); nothing to score.")
     ranges = [
         (lo, min(lo + rows_per_partition, source.n_rows))
         for lo in range(0, source.n_rows, rows_per_partition)
@@ -116,26 +144,33 @@ def iter_chunks(
     *,
     chunk_rows: int = 8192,
     columns: Sequence[str] | None = None,
+    bad_rows: str = "fail",
 ) -> Iterator[Chunk]:
     """Yield the rows of `partition` (default: all rows) in order, `chunk_rows` at a time.
 
     Tabular X is float64 with `columns` (default: the source's feature columns, else all of
     them) in the given order; image X is uint8 (n, c, h, w), npz 3-D/4-D X keeps its dtype.
+    `bad_rows` ("fail" or "skip", see `anomaly.batchio.badrows`) says what a bad row does:
+    raise `DatasetFormatError` naming file, row and column, or leave the chunk and be listed in
+    its `rejected` (a chunk may then hold fewer rows, even none, and gaps in its row ids).
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    check_policy(bad_rows)
     reject_columns(source.format, columns, source.path)
     start, stop = 0, source.n_rows
     if partition is not None:
         start, stop = partition.start, partition.stop
         if not 0 <= start <= stop <= source.n_rows:
             raise ValueError(f"partition rows [{start}, {stop}) outside [0, {source.n_rows})")
-    if source.format == "npz":
-        return npzfiles.npz_chunks(source, start, stop, chunk_rows)
-    if source.format == "images":
-        return imagefiles.image_chunks(source, start, stop, chunk_rows)
-    default = source.feature_columns or source.columns or []
-    selected = check_columns(source, default if columns is None else columns)
-    if source.format == "csv":
-        return csvfiles.csv_chunks(source, partition, stop, chunk_rows, selected)
-    return parquetfiles.parquet_chunks(source, start, stop, chunk_rows, selected)
+    if source.format in ("npz", "images"):
+        reader = npzfiles.npz_chunks if source.format == "npz" else imagefiles.image_chunks
+        chunks, selected = reader(source, start, stop, chunk_rows), []
+    else:
+        default = source.feature_columns or source.columns or []
+        selected = check_columns(source, default if columns is None else columns)
+        if source.format == "csv":
+            chunks = csvfiles.csv_chunks(source, partition, stop, chunk_rows, selected)
+        else:
+            chunks = parquetfiles.parquet_chunks(source, start, stop, chunk_rows, selected)
+    return (apply_policy(chunk, selected, source.path, bad_rows) for chunk in chunks)

@@ -53,12 +53,26 @@ class BatchSource:
 
 
 @dataclass(frozen=True)
+class BadRow:
+    """A row left out of a chunk: its global (0-based) data row id, the column (None for a
+    problem of the whole row, e.g. a CSV line with extra fields) and the reason."""
+
+    row_id: int
+    column: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class Chunk:
-    """Consecutive rows of an input with their global (0-based) row ids."""
+    """Rows of an input with their global (0-based) row ids, in order.
+
+    Rows are consecutive unless bad rows were skipped: those are listed in `rejected`.
+    """
 
     row_ids: np.ndarray
     X: np.ndarray
     keys: list[str] | None = None
+    rejected: tuple[BadRow, ...] = ()
 
 
 def reject_columns(fmt: str, columns: Sequence[str] | None, path: Path) -> None:
@@ -76,8 +90,20 @@ def check_columns(source: BatchSource, columns: Sequence[str]) -> list[str]:
     if missing:
         have = source.columns or []
         shown = have if len(have) <= 30 else [*have[:30], "..."]
-        raise DatasetFormatError(f"{source.path}: missing columns {missing} (file has {shown}).")
+        raise DatasetFormatError(
+            f"{source.path}: missing columns {missing} (file has {shown}){_delimiter_hint(have)}."
+        )
     return selected
+
+
+def _delimiter_hint(names: list[str]) -> str:
+    """A hint when a CSV header read as one column holds another delimiter."""
+    if len(names) != 1:
+        return ""
+    for delimiter, label in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        if delimiter in names[0]:
+            return f"; the header looks {label}-separated, but genad reads comma-separated CSV"
+    return ""
 
 
 def row_ids(lo: int, hi: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from anomaly.batchio.base import BatchSource, Chunk, row_ids
+from anomaly.batchio.base import BadRow, BatchSource, Chunk, row_ids
 from anomaly.data.readers import GRAYSCALE_MODES, IMAGE_SUFFIXES, DatasetFormatError
 
 _IMAGE_ERRORS = (UnidentifiedImageError, OSError, Image.DecompressionBombError)
@@ -37,10 +37,14 @@ def image_chunks(source: BatchSource, start: int, stop: int, chunk_rows: int) ->
     files = source.files or []
     for lo in range(start, stop, chunk_rows):
         hi = min(lo + chunk_rows, stop)
-        X = np.empty((hi - lo, channels, height, width), dtype=np.uint8)
+        X = np.zeros((hi - lo, channels, height, width), dtype=np.uint8)
+        bad = []  # an unreadable or odd-sized image is a bad row: the policy fails or skips it
         for i, name in enumerate(files[lo:hi]):
-            X[i] = _load_image(source.path / name, "L" if channels == 1 else "RGB", source)
-        yield Chunk(row_ids(lo, hi), X, keys=files[lo:hi])
+            try:
+                X[i] = _load_image(source.path / name, "L" if channels == 1 else "RGB", source)
+            except DatasetFormatError as error:
+                bad.append(BadRow(lo + i, None, f"image {name}: {error}"))
+        yield Chunk(row_ids(lo, hi), X, keys=files[lo:hi], rejected=tuple(bad))
 
 
 def _load_image(file: Path, mode: str, source: BatchSource) -> np.ndarray:
@@ -50,10 +54,10 @@ def _load_image(file: Path, mode: str, source: BatchSource) -> np.ndarray:
             size = image.size
             pixels = np.asarray(image.convert(mode), dtype=np.uint8) if size == expected else None
     except _IMAGE_ERRORS as error:
-        raise DatasetFormatError(f"{file}: not a readable image ({error}).") from error
+        raise DatasetFormatError(f"not a readable image ({error})") from error
     if pixels is None:
         raise DatasetFormatError(
-            f"{file}: image size {size} (w, h) differs from {expected}, the size of "
-            f"{(source.files or ['?'])[0]}; all images of a folder must have one size."
+            f"image size {size} (w, h) differs from {expected}, the size of "
+            f"{(source.files or ['?'])[0]}: all images of a folder must have one size"
         )
     return pixels[np.newaxis] if mode == "L" else pixels.transpose(2, 0, 1)

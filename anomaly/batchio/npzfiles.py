@@ -42,8 +42,15 @@ def _npy_header(member: Any, path: Path) -> tuple[tuple[int, ...], np.dtype]:
     if header is None:
         raise DatasetFormatError(f"{path}: X.npy uses unsupported .npy format {version}.")
     shape, fortran_order, dtype = header
-    if dtype.hasobject:
-        raise DatasetFormatError(f"{path}: X has object dtype {dtype}; save a numeric array.")
+    if dtype.hasobject:  # refused from the header alone: pickled data is never loaded
+        raise DatasetFormatError(
+            f"{path}: X has object dtype {dtype} (pickled Python objects, never loaded); "
+            "save a numeric array."
+        )
+    if dtype.kind not in "biuf":
+        raise DatasetFormatError(
+            f"{path}: X has non-numeric dtype {dtype}; save a numeric (integer or float) array."
+        )
     if len(shape) not in (2, 3, 4):
         raise DatasetFormatError(f"{path}: X has shape {shape}; expected 2-D, 3-D or 4-D.")
     if fortran_order and len(shape) != 2:

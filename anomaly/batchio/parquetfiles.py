@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,9 @@ def parquet_file(path: Path) -> pq.ParquetFile:
 def open_parquet(path: Path) -> BatchSource:
     with parquet_file(path) as parquet:
         names = list(parquet.schema_arrow.names)
+        duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
+        if duplicated:
+            raise DatasetFormatError(f"{path}: duplicated column names {duplicated}.")
         return BatchSource(path, "parquet", parquet.metadata.num_rows, names, (len(names),))
 
 
