@@ -14,34 +14,21 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from anomaly.corrections import (
-    CORRECTIONS,
-    BackgroundSettings,
-    check_applicable,
-    check_correction,
-    score_terms,
-    train_background,
-)
+from anomaly.corrections import CORRECTIONS, check_applicable, score_terms, train_background
 from anomaly.detector_files import (
     fitted_attributes,
     read_networks,
     read_state,
     write_detector_files,
 )
+from anomaly.detector_params import background_settings, check_params, trainer_config, vae_config
 from anomaly.preprocessing import ImageScaler, Standardizer
 from anomaly.thresholds import FLAG_RULES, conformal_offset, conformal_p_values
 from anomaly.validation import check_input
 from generative.distributed import World
 from generative.registry import atomic_directory
-from generative.training import (
-    Callback,
-    EarlyStopping,
-    ProgressBar,
-    Trainer,
-    TrainerConfig,
-)
-from generative.vae import METHODS, VAE, VAEConfig, estimate_log_px
-from generative.vae.estimators import PRECISIONS
+from generative.training import Callback, EarlyStopping, ProgressBar, Trainer
+from generative.vae import VAE, estimate_log_px
 
 FITTED_ATTRIBUTES = ("offset_", "n_features_in_", "input_shape_", "active_units_")
 
@@ -170,13 +157,13 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self.preprocessor_ = self._make_preprocessor(X).fit(X[train_idx])
         data = self._to_tensor(self.preprocessor_.transform(X))
         torch.manual_seed(self.random_state)  # the weight initialisation, for repeatable fits
-        self.model_ = VAE(self._vae_config(tuple(data.shape[1:])))
+        self.model_ = VAE(vae_config(self, tuple(data.shape[1:])))
         discrete = self.model_.likelihood.discrete
         check_applicable(self.correction, tuple(data.shape[1:]), discrete, self.compressor)
         callbacks = [*self._callbacks(len(val_idx)), *callbacks]
         trainer = Trainer(
             self.model_,
-            self._trainer_config(),
+            trainer_config(self),
             callbacks,
             checkpoint_dir=checkpoint_dir,
             world=world,
@@ -189,7 +176,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         if CORRECTIONS[self.correction].needs_background:
             self.background_ = train_background(
                 data[train_idx],
-                self._background_settings(),
+                background_settings(self),
                 seed=self.random_state,
                 device=self.device,
                 verbose=self.verbose,
@@ -199,33 +186,8 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         return self
 
     def _check_params(self) -> None:
-        if self.score not in METHODS:
-            raise ValueError(f"score must be one of {sorted(METHODS)}, got {self.score!r}")
-        if not (isinstance(self.n_samples, int | np.integer) and self.n_samples >= 1):
-            raise ValueError(f"n_samples must be a positive integer, got {self.n_samples!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.image_mode not in ("scale", "binarize"):
-            raise ValueError(f"image_mode must be 'scale' or 'binarize', got {self.image_mode!r}")
-        check_correction(self.correction, self.compressor)
-        self._background_settings()  # raises on a bad background setting, before training
-        if self.flag_rule not in FLAG_RULES:
-            raise ValueError(
-                f"flag_rule must be one of {sorted(FLAG_RULES)}, got {self.flag_rule!r}"
-            )
-        for name, high in (("contamination", 0.5), ("target_fpr", 0.5), ("alpha", 1.0)):
-            value = getattr(self, name)
-            if value is not None and not 0.0 < value < high:
-                raise ValueError(f"{name} must be in (0, {high:g}), got {value!r}")
-        if not 0.0 <= self.validation_fraction < 0.5:
-            raise ValueError(
-                f"validation_fraction must be in [0, 0.5), got {self.validation_fraction!r}"
-            )
-        if not 0.0 < self.calibration_fraction < 0.5:
-            raise ValueError(
-                f"calibration_fraction must be in (0, 0.5), got {self.calibration_fraction!r}: "
-                "the threshold needs held-out rows"
-            )
+        """ValueError naming a parameter out of its range (see `anomaly.detector_params`)."""
+        check_params(self)
 
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Shuffled disjoint index sets: training, validation (early stopping), calibration."""
@@ -243,48 +205,6 @@ class VAEDetector(OutlierMixin, BaseEstimator):
 
     def _make_preprocessor(self, X: np.ndarray) -> Standardizer | ImageScaler:
         return ImageScaler(mode=self.image_mode) if X.ndim == 4 else Standardizer()
-
-    def _vae_config(self, input_shape: tuple[int, ...]) -> VAEConfig:
-        images = len(input_shape) == 3
-        data_dim = math.prod(input_shape)
-        backbone = ("conv" if images else "mlp") if self.backbone == "auto" else self.backbone
-        likelihood = self.likelihood
-        if likelihood == "auto":
-            image_likelihood = "bernoulli" if self.image_mode == "binarize" else "logistic256"
-            likelihood = image_likelihood if images else "gaussian_learned"
-        if self.hidden_dims is not None:
-            hidden = tuple(self.hidden_dims)
-        else:
-            width = int(min(512, max(32, 2 ** math.ceil(math.log2(2 * data_dim)))))
-            hidden = (width, width) if not images else (256,)
-        latent = self.latent_dim or int(min(32, max(2, data_dim // 2)))
-        return VAEConfig(
-            input_shape=input_shape,
-            latent_dim=latent,
-            backbone=backbone,
-            hidden_dims=hidden,
-            likelihood=likelihood,
-            kl_warmup_steps=self.kl_warmup_steps,
-            free_bits=self.free_bits,
-        )
-
-    def _background_settings(self) -> BackgroundSettings:
-        return BackgroundSettings(
-            radius=self.background_radius,
-            mutation_rate=self.background_mutation_rate,
-            epochs=self.background_epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-        )
-
-    def _trainer_config(self) -> TrainerConfig:
-        return TrainerConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            seed=self.random_state,
-            device=self.device,
-        )
 
     def _callbacks(self, n_val: int) -> list:
         callbacks: list = [ProgressBar("VAEDetector.fit")] if self.verbose else []

@@ -6,9 +6,10 @@ is seeded identically everywhere) and takes its even share of it (`World.shard`:
 semantics for in-memory tensors, global batch = the configured batch_size). Each rank's loss is
 weighted by `World.loss_weight` so that DistributedDataParallel's gradient average equals the
 gradient of the global batch's mean loss, also for an uneven last batch. Random draws per row
-(a VAE's reparameterisation noise, a GAN's latents) are made for the whole global batch on every
-rank and sliced (`ShardedNoise`, `World.shard`), so a run on W processes follows the same
-random stream as one process with the same global batch: only float summation order differs.
+(a VAE's reparameterisation noise through its `noise` hook, a GAN's latents) are made for the
+whole global batch on every rank and sliced (`GlobalBatchNoise`, `World.shard`), so a run on W
+processes follows the same random stream as one process with the same global batch: only float
+summation order differs.
 
 With world size 1 (no torchrun) nothing is initialised and every collective is the identity.
 """
@@ -16,6 +17,7 @@ With world size 1 (no torchrun) nothing is initialised and every collective is t
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +26,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.overrides import TorchFunctionMode
 
 ENV_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -132,40 +133,45 @@ class TrainingLoss(nn.Module):
         return self.model.training_loss(batch, step)
 
 
-class ShardedNoise(TorchFunctionMode):
-    """Inside this mode `torch.randn_like(t)` draws standard normals for the whole global batch
-    from `generator` (on the CPU, then moved to t's device) and returns this rank's share of
-    the rows, so per-row noise does not depend on how the batch is split. Set `global_rows`
-    before each training batch; with `global_rows=None` the draw has t's own shape."""
+class GlobalBatchNoise:
+    """Standard normals for per-row noise, drawn for the whole global batch from `generator`
+    (on the CPU) and cut to this rank's rows, so the noise a row gets does not depend on how
+    its batch is split across processes.
+
+    A model that draws per-row noise exposes it as a `noise(like) -> tensor shaped like like`
+    attribute (see `generative.vae.VAE.noise`); `installed` points that hook here for the
+    duration of one batch. The generator's state is part of the trainer's checkpoints.
+    """
 
     def __init__(self, generator: torch.Generator, world: World) -> None:
-        super().__init__()
         self.generator = generator
         self.world = world
-        self.global_rows: int | None = None
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is not torch.randn_like:
-            return func(*args, **kwargs)
-        like: torch.Tensor = args[0]
-        shape = tuple(like.shape)
-        if self.global_rows is not None:
-            shape = (self.global_rows, *shape[1:])
+    def draw(self, like: torch.Tensor, global_rows: int | None) -> torch.Tensor:
+        """Normals shaped like `like`, on its device and dtype: this rank's share of a draw for
+        `global_rows` rows (None: a draw of like's own shape, e.g. for validation)."""
+        shape = tuple(like.shape) if global_rows is None else (global_rows, *like.shape[1:])
         noise = torch.randn(shape, generator=self.generator, dtype=torch.float32)
-        if self.global_rows is not None:
+        if global_rows is not None:
             noise = self.world.shard(noise)
         if noise.shape != like.shape:
             raise RuntimeError(
-                f"randn_like on rows {tuple(like.shape)} is not this rank's share of "
-                f"{self.global_rows} global rows: only per-row noise can be sharded"
+                f"noise for rows {tuple(like.shape)} is not this rank's share of "
+                f"{global_rows} global rows: only per-row noise can be sharded"
             )
-        return noise.to(device=like.device, dtype=kwargs.get("dtype") or like.dtype)
+        return noise.to(device=like.device, dtype=like.dtype)
 
     @contextlib.contextmanager
-    def batch(self, global_rows: int | None) -> Iterator[None]:
-        """Active for one batch of `global_rows` rows (None: unsharded draws)."""
-        self.global_rows = global_rows
-        with self:
+    def installed(self, model: nn.Module, global_rows: int | None) -> Iterator[None]:
+        """Inside the block `model.noise` draws from here for a batch of `global_rows` rows
+        (None: unsharded draws); afterwards the model's own hook is back."""
+        own_hook = "noise" in vars(model)
+        previous = model.noise
+        model.noise = functools.partial(self.draw, global_rows=global_rows)
+        try:
             yield
-        self.global_rows = None
+        finally:
+            if own_hook:
+                model.noise = previous
+            else:  # the class's default shows through again
+                del model.noise

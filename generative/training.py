@@ -8,20 +8,20 @@ autocast by default.
 With a `checkpoint_dir` the trainer writes `epoch_<n>/trainer_state.pt` after every epoch n
 (model, optimizer, RNG states, step, history, callbacks' state, and a fingerprint of the
 configuration and data), atomically and with its SHA-256 in `checksums.json`, keeping the
-latest two. `fit` then resumes from the latest one found there (or from `resume_from`) and
-continues exactly as the uninterrupted run would. With a `generative.distributed.World` of
-several processes the model trains data-parallel (see that module); rank 0 alone writes.
+latest two (see `generative.checkpoints`). `fit` then resumes from the latest one found
+there (or from `resume_from`) and continues exactly as the uninterrupted run would.
+
+With a `generative.distributed.World` of several processes the model trains data-parallel (see
+that module); rank 0 alone writes. A model that draws per-row noise (as `generative.vae.VAE`
+does) draws it through a `noise(like)` hook: for each batch the trainer points that hook at a
+draw for the whole global batch, of which each rank takes its rows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
-import hashlib
-import json
 import math
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -33,8 +33,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from generative.checksums import CHECKSUM_FILE, CorruptFileError, record_checksums, verify_checksums
-from generative.distributed import ShardedNoise, TrainingLoss, World
+from generative.checkpoints import (
+    check_fingerprint,
+    checkpoint_folders,
+    read_checkpoint,
+    run_fingerprint,
+    write_checkpoint,
+)
+from generative.distributed import GlobalBatchNoise, TrainingLoss, World
 
 AUTOCAST_MODES = ("auto", "bf16", "off")
 # how a training budget in seconds is counted: elapsed time, or this process's CPU time (an
@@ -192,8 +198,6 @@ class Checkpoint(Callback):
         self.best_score = float(state["best_score"])
 
 
-TRAINER_STATE_FILE = "trainer_state.pt"
-CHECKPOINT_NAME = re.compile(r"epoch_(\d{4,})")
 KEEP_CHECKPOINTS = 2
 
 
@@ -223,14 +227,18 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.should_stop = False
         self.step = 0
-        self.noise: ShardedNoise | None = None
+        self.batch_noise: GlobalBatchNoise | None = None
         self.resumed_from: Path | None = None
 
     def _autocast(self) -> torch.autocast:
         return autocast(self.config.autocast, self.device)
 
     def _noise(self, global_rows: int | None) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext() if self.noise is None else self.noise.batch(global_rows)
+        """With a World, the model's `noise` hook (if it has one) draws the global batch's
+        noise for `global_rows` rows and returns this rank's share; else nothing changes."""
+        if self.batch_noise is None or not hasattr(self.model, "noise"):
+            return contextlib.nullcontext()
+        return self.batch_noise.installed(self.model, global_rows)
 
     def fit(
         self,
@@ -245,7 +253,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(self.config.seed)
         if self.world is not None:
             self.world.check_batches(len(train), self.config.batch_size)
-            self.noise = ShardedNoise(
+            self.batch_noise = GlobalBatchNoise(
                 torch.Generator().manual_seed(self.config.seed + 1), self.world
             )
         self.model.to(self.device)
@@ -317,8 +325,8 @@ class Trainer:
         if self.checkpoint_dir is None or (self.world is not None and not self.world.is_main):
             return
         rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
-        if self.noise is not None:
-            rng["noise"] = self.noise.generator.get_state()
+        if self.batch_noise is not None:
+            rng["noise"] = self.batch_noise.generator.get_state()
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         state = {
@@ -360,8 +368,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
         self.generator.set_state(state["rng"]["generator"])
-        if self.noise is not None:
-            self.noise.generator.set_state(state["rng"]["noise"])
+        if self.batch_noise is not None:
+            self.batch_noise.generator.set_state(state["rng"]["noise"])
         if self.device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.step, self.should_stop = int(state["step"]), bool(state["should_stop"])
@@ -371,95 +379,3 @@ class Trainer:
                 callback.load_state_dict(state["callbacks"][key])
         self.resumed_from = folder
         return int(state["epoch"])
-
-
-def checkpoint_folders(folder: Path) -> list[Path]:
-    """The complete `epoch_<n>` checkpoints in `folder`, oldest first (staging folders of an
-    interrupted write start with a dot and are ignored)."""
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name)]
-    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
-
-
-def write_checkpoint(folder: Path, state: dict[str, Any]) -> Path:
-    """`state` as `trainer_state.pt` with its checksum, in a staging folder renamed to
-    `folder` (a kill leaves either the old checkpoints or the new one, never half of one)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    for stale in folder.parent.glob(f".{folder.name}.*"):  # left by a killed write
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = folder.parent / f".{folder.name}.{time.time_ns()}"
-    staging.mkdir()
-    try:
-        torch.save(state, staging / TRAINER_STATE_FILE)
-        record_checksums(staging, [TRAINER_STATE_FILE])
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
-
-
-def read_checkpoint(folder: Path) -> dict[str, Any]:
-    """A checkpoint's state, after its checksum is verified: CorruptFileError (nothing is
-    loaded) when the file is corrupt or truncated or its checksum is not recorded."""
-    path, sums = folder / TRAINER_STATE_FILE, folder / CHECKSUM_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a training checkpoint: no {TRAINER_STATE_FILE}")
-    if not sums.is_file():
-        raise CorruptFileError(f"{folder} has no {CHECKSUM_FILE}: an incomplete checkpoint")
-    verify_checksums(folder)  # raises on damaged checksums.json or any mismatching file
-    if TRAINER_STATE_FILE not in json.loads(sums.read_text()):
-        raise CorruptFileError(f"{folder} has no recorded checksum for {TRAINER_STATE_FILE}")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def data_digest(*tensors: torch.Tensor | None) -> str:
-    """SHA-256 over the dtypes, shapes and bytes of `tensors` (None counts as absent)."""
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        if tensor is None:
-            digest.update(b"none")
-            continue
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
-        digest.update(flat.view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
-def run_fingerprint(
-    model: nn.Module, config: TrainerConfig, train: torch.Tensor, val: torch.Tensor | None
-) -> dict[str, str]:
-    """What a checkpoint must match to be resumed: the trainer config (but the device, and the
-    epochs: a finished run can be extended), the model's config (or its parameter shapes) and
-    the data."""
-    free = ("device", "epochs")
-    trainer = {k: v for k, v in dataclasses.asdict(config).items() if k not in free}
-    model_config = getattr(model, "config", None)
-    if hasattr(model_config, "to_dict"):
-        described = model_config.to_dict()
-    else:
-        described = {name: list(t.shape) for name, t in model.state_dict().items()}
-    return {
-        "trainer": json.dumps(trainer, sort_keys=True, default=str),
-        "model": json.dumps(described, sort_keys=True, default=str),
-        "data": data_digest(train, val),
-    }
-
-
-def check_fingerprint(saved: dict[str, str], current: dict[str, str], folder: Path) -> None:
-    """ValueError naming what differs when a checkpoint is from another configuration/data."""
-    for part in ("trainer", "model", "data"):
-        if saved.get(part) == current[part]:
-            continue
-        detail = "a different digest"
-        if part != "data":
-            old, new = json.loads(saved.get(part, "{}")), json.loads(current[part])
-            keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-            detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
-        raise ValueError(
-            f"the checkpoint in {folder} was written for another {part} ({detail}); it is not "
-            "resumed: use another checkpoint_dir or delete that one"
-        )

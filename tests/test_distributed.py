@@ -23,7 +23,7 @@ import pytest
 import torch
 from servers import REPO_ROOT, VENV_BIN, child_env
 
-from generative.distributed import ShardedNoise, World
+from generative.distributed import GlobalBatchNoise, World
 
 U = 2.0**-24  # float32 unit roundoff
 KAPPA = 10.0  # allowed cancellation in a gradient sum
@@ -83,13 +83,33 @@ def test_world_shards_weight_and_noise_add_up_to_the_global_batch():
     assert torch.isclose(sum(weighted) / 2, values.mean(), rtol=1e-15)  # what DDP averages
     draws = []
     for world, shard in zip(worlds, shards, strict=True):
-        noise = ShardedNoise(torch.Generator().manual_seed(3), world)
-        with noise.batch(7):
-            draws.append(torch.randn_like(torch.zeros(len(shard), 2)))
+        noise = GlobalBatchNoise(torch.Generator().manual_seed(3), world)
+        draws.append(noise.draw(torch.zeros(len(shard), 2), global_rows=7))
     expected = torch.randn(7, 2, generator=torch.Generator().manual_seed(3))
     assert torch.equal(torch.cat(draws), expected)
+    with pytest.raises(RuntimeError, match="not this rank's share of 7 global rows"):
+        noise.draw(torch.zeros(4, 2), global_rows=7)
     with pytest.raises(ValueError, match="batch of 1 rows, fewer than the 2 processes"):
         worlds[0].check_batches(rows=129, batch_size=64)
+
+
+def test_the_vae_draws_its_noise_through_the_hook_the_trainer_installs():
+    from generative.vae import VAE, VAEConfig
+
+    vae = VAE(VAEConfig((3,), latent_dim=2, hidden_dims=(4,)))
+    drawn = []
+    vae.noise = lambda like: drawn.append(tuple(like.shape)) or torch.zeros_like(like)
+    vae.training_loss(torch.zeros(5, 3), step=0)
+    vae.validation_score(torch.zeros(4, 3))
+    assert drawn == [(5, 2), (4, 2)]  # both draws go through the hook
+    del vae.noise
+    mu, logvar = torch.zeros(3, 2), torch.zeros(3, 2)  # z = eps exactly
+    noise = GlobalBatchNoise(torch.Generator().manual_seed(5), World(rank=1, size=2))
+    with noise.installed(vae, global_rows=6):
+        z = vae.reparameterize(mu, logvar, vae.noise)
+    expected = torch.randn(6, 2, generator=torch.Generator().manual_seed(5))[3:]
+    assert torch.equal(z, expected)  # rank 1's rows of the global draw
+    assert "noise" not in vars(vae) and vae.noise is torch.randn_like  # the default is back
 
 
 def test_gan_options_that_cannot_split_across_processes_are_refused():

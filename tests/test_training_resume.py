@@ -21,15 +21,10 @@ import pytest
 import torch
 from servers import REPO_ROOT, VENV_BIN, Server, child_env
 
+from generative.checkpoints import TRAINER_STATE_FILE, checkpoint_folders
 from generative.checksums import CHECKSUM_FILE, CorruptFileError
-from generative.training import (
-    TRAINER_STATE_FILE,
-    Callback,
-    EarlyStopping,
-    Trainer,
-    TrainerConfig,
-    checkpoint_folders,
-)
+from generative.distributed import World
+from generative.training import Callback, EarlyStopping, Trainer, TrainerConfig
 from generative.vae import VAE, VAEConfig
 
 D = 8
@@ -80,6 +75,24 @@ def test_resume_after_a_crash_is_bitwise_the_uninterrupted_run(tmp_path):
     assert resumed_stopper.best_epoch == stopper.best_epoch
     assert_same_weights(resumed_model, reference)
     assert [p.name for p in checkpoint_folders(tmp_path)] == ["epoch_0004", "epoch_0005"]
+
+
+def test_a_world_run_resumes_its_shared_noise_stream_bitwise(tmp_path):
+    """With a World the VAE's noise comes from the trainer's own generator (the global-batch
+    draw); the checkpoint carries its state, so the resumed run draws what the uninterrupted
+    one drew. The run without a World draws other noise, so a lost noise state would show."""
+    reference = new_model()
+    expected = Trainer(reference, config(), world=World()).fit(TRAIN, VAL)
+    assert expected != Trainer(new_model(), config()).fit(TRAIN, VAL)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(new_model(), config(), [Crash(at=2)], checkpoint_dir=tmp_path,
+                world=World()).fit(TRAIN, VAL)  # fmt: skip
+    resumed_model = new_model()
+    trainer = Trainer(resumed_model, config(), checkpoint_dir=tmp_path, world=World())
+    assert trainer.fit(TRAIN, VAL) == expected
+    assert trainer.resumed_from == tmp_path / "epoch_0002"
+    assert_same_weights(resumed_model, reference)
+    assert "noise" not in vars(resumed_model)  # the hook is the VAE's own again after training
 
 
 def damage(folder: Path, how: str) -> None:

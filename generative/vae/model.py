@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -20,9 +21,15 @@ class VAE(nn.Module):
 
     Inputs are batches shaped (N, *config.input_shape). Every per-row quantity is in nats;
     `bits_per_dim` converts a log-likelihood of a discrete model to a code length per dimension.
+
+    `noise(like)` is where training and validation draw the reparameterisation's standard normals
+    (shaped like `like`): `torch.randn_like` unless replaced on the instance. A data-parallel
+    `generative.training.Trainer` replaces it during each batch with a draw for the whole global
+    batch of which this process takes its rows (`generative.distributed.GlobalBatchNoise`).
     """
 
     family = "vae"
+    noise: Callable[[torch.Tensor], torch.Tensor] = staticmethod(torch.randn_like)
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
@@ -49,9 +56,14 @@ class VAE(nn.Module):
         return self.decoder(z)
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = mu + sigma * eps, eps ~ N(0, I): a sample of q(z|x) that gradients flow through."""
-        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    def reparameterize(
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        noise: Callable[[torch.Tensor], torch.Tensor] = torch.randn_like,
+    ) -> torch.Tensor:
+        """z = mu + sigma * eps with eps = noise(mu) ~ N(0, I): a sample of q(z|x) that
+        gradients flow through."""
+        return mu + torch.exp(0.5 * logvar) * noise(mu)
 
     @staticmethod
     def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -76,7 +88,7 @@ class VAE(nn.Module):
     def training_loss(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Negative ELBO (one reparameterised sample) with KL warm-up and free bits."""
         mu, logvar = self.encode(x)
-        log_px_z = self.log_likelihood(self.decode(self.reparameterize(mu, logvar)), x)
+        log_px_z = self.log_likelihood(self.decode(self.reparameterize(mu, logvar, self.noise)), x)
         kl_dims = self.kl_per_dim(mu.float(), logvar.float())
         penalised = kl_dims.mean(dim=0)
         if self.config.free_bits > 0:
@@ -89,7 +101,7 @@ class VAE(nn.Module):
     def validation_score(self, x: torch.Tensor) -> torch.Tensor:
         """Single-sample ELBO per row, the quantity early stopping watches (higher is better)."""
         mu, logvar = self.encode(x)
-        log_px_z = self.log_likelihood(self.decode(self.reparameterize(mu, logvar)), x)
+        log_px_z = self.log_likelihood(self.decode(self.reparameterize(mu, logvar, self.noise)), x)
         return log_px_z - self.kl_divergence(mu.float(), logvar.float())
 
     # --- per-row likelihood estimates ------------------------------------------------------

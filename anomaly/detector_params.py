@@ -1,0 +1,103 @@
+"""VAEDetector's constructor parameters turned into checked settings: `check_params` refuses a
+bad value with an error naming it (before any data is read), and `vae_config`,
+`trainer_config` and `background_settings` resolve the parameters (the "auto"/None
+architecture options included) into the configurations that `VAEDetector.fit` trains with."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from anomaly.corrections import BackgroundSettings, check_correction
+from anomaly.thresholds import FLAG_RULES
+from generative.training import TrainerConfig
+from generative.vae import METHODS, VAEConfig
+from generative.vae.estimators import PRECISIONS
+
+if TYPE_CHECKING:
+    from anomaly.detector import VAEDetector
+
+
+def check_params(detector: VAEDetector) -> None:
+    """ValueError naming the first parameter of `detector` that is out of its range."""
+    if detector.score not in METHODS:
+        raise ValueError(f"score must be one of {sorted(METHODS)}, got {detector.score!r}")
+    if not (isinstance(detector.n_samples, int | np.integer) and detector.n_samples >= 1):
+        raise ValueError(f"n_samples must be a positive integer, got {detector.n_samples!r}")
+    if detector.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {detector.precision!r}")
+    if detector.image_mode not in ("scale", "binarize"):
+        raise ValueError(f"image_mode must be 'scale' or 'binarize', got {detector.image_mode!r}")
+    check_correction(detector.correction, detector.compressor)
+    background_settings(detector)  # raises on a bad background setting, before training
+    if detector.flag_rule not in FLAG_RULES:
+        raise ValueError(
+            f"flag_rule must be one of {sorted(FLAG_RULES)}, got {detector.flag_rule!r}"
+        )
+    for name, high in (("contamination", 0.5), ("target_fpr", 0.5), ("alpha", 1.0)):
+        value = getattr(detector, name)
+        if value is not None and not 0.0 < value < high:
+            raise ValueError(f"{name} must be in (0, {high:g}), got {value!r}")
+    if not 0.0 <= detector.validation_fraction < 0.5:
+        raise ValueError(
+            f"validation_fraction must be in [0, 0.5), got {detector.validation_fraction!r}"
+        )
+    if not 0.0 < detector.calibration_fraction < 0.5:
+        raise ValueError(
+            f"calibration_fraction must be in (0, 0.5), got {detector.calibration_fraction!r}: "
+            "the threshold needs held-out rows"
+        )
+
+
+def vae_config(detector: VAEDetector, input_shape: tuple[int, ...]) -> VAEConfig:
+    """The VAE for inputs of `input_shape` (without the batch axis): options left at "auto"/None
+    resolve to an MLP with a learned-variance Gaussian for tabular rows, a conv net with an 8-bit
+    discretised logistic (or, for `image_mode="binarize"`, Bernoulli) likelihood for images."""
+    images = len(input_shape) == 3
+    data_dim = math.prod(input_shape)
+    backbone = detector.backbone
+    if backbone == "auto":
+        backbone = "conv" if images else "mlp"
+    likelihood = detector.likelihood
+    if likelihood == "auto":
+        image_likelihood = "bernoulli" if detector.image_mode == "binarize" else "logistic256"
+        likelihood = image_likelihood if images else "gaussian_learned"
+    if detector.hidden_dims is not None:
+        hidden = tuple(detector.hidden_dims)
+    else:
+        width = int(min(512, max(32, 2 ** math.ceil(math.log2(2 * data_dim)))))
+        hidden = (width, width) if not images else (256,)
+    latent = detector.latent_dim or int(min(32, max(2, data_dim // 2)))
+    return VAEConfig(
+        input_shape=input_shape,
+        latent_dim=latent,
+        backbone=backbone,
+        hidden_dims=hidden,
+        likelihood=likelihood,
+        kl_warmup_steps=detector.kl_warmup_steps,
+        free_bits=detector.free_bits,
+    )
+
+
+def trainer_config(detector: VAEDetector) -> TrainerConfig:
+    """The VAE's optimisation settings."""
+    return TrainerConfig(
+        epochs=detector.epochs,
+        batch_size=detector.batch_size,
+        learning_rate=detector.learning_rate,
+        seed=detector.random_state,
+        device=detector.device,
+    )
+
+
+def background_settings(detector: VAEDetector) -> BackgroundSettings:
+    """The background model's settings (for the "likelihood_ratio" correction)."""
+    return BackgroundSettings(
+        radius=detector.background_radius,
+        mutation_rate=detector.background_mutation_rate,
+        epochs=detector.background_epochs,
+        batch_size=detector.batch_size,
+        learning_rate=detector.learning_rate,
+    )

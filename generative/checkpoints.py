@@ -1,0 +1,123 @@
+"""Training checkpoints on disk: one folder per completed epoch, written atomically.
+
+`write_checkpoint` puts a trainer's state in `epoch_<n>/trainer_state.pt` with its SHA-256 in
+`checksums.json` (staged in a dot-folder and renamed, so a kill leaves either the old
+checkpoints or the new one); `read_checkpoint` verifies the checksum before loading anything.
+`run_fingerprint` describes what a checkpoint may be resumed with (the trainer's and the
+model's configuration and a digest of the data), and `check_fingerprint` refuses a mismatch
+with an error naming what differs. `generative.training.Trainer` uses them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from generative.checksums import CHECKSUM_FILE, CorruptFileError, record_checksums, verify_checksums
+
+if TYPE_CHECKING:
+    from generative.training import TrainerConfig
+
+TRAINER_STATE_FILE = "trainer_state.pt"
+CHECKPOINT_NAME = re.compile(r"epoch_(\d{4,})")
+
+
+def checkpoint_folders(folder: Path) -> list[Path]:
+    """The complete `epoch_<n>` checkpoints in `folder`, oldest first (staging folders of an
+    interrupted write start with a dot and are ignored)."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def write_checkpoint(folder: Path, state: dict[str, Any]) -> Path:
+    """`state` as `trainer_state.pt` with its checksum, in a staging folder renamed to
+    `folder` (a kill leaves either the old checkpoints or the new one, never half of one)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f".{folder.name}.*"):  # left by a killed write
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = folder.parent / f".{folder.name}.{time.time_ns()}"
+    staging.mkdir()
+    try:
+        torch.save(state, staging / TRAINER_STATE_FILE)
+        record_checksums(staging, [TRAINER_STATE_FILE])
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_checkpoint(folder: Path) -> dict[str, Any]:
+    """A checkpoint's state, after its checksum is verified: CorruptFileError (nothing is
+    loaded) when the file is corrupt or truncated or its checksum is not recorded."""
+    path, sums = folder / TRAINER_STATE_FILE, folder / CHECKSUM_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a training checkpoint: no {TRAINER_STATE_FILE}")
+    if not sums.is_file():
+        raise CorruptFileError(f"{folder} has no {CHECKSUM_FILE}: an incomplete checkpoint")
+    verify_checksums(folder)  # raises on damaged checksums.json or any mismatching file
+    if TRAINER_STATE_FILE not in json.loads(sums.read_text()):
+        raise CorruptFileError(f"{folder} has no recorded checksum for {TRAINER_STATE_FILE}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def data_digest(*tensors: torch.Tensor | None) -> str:
+    """SHA-256 over the dtypes, shapes and bytes of `tensors` (None counts as absent)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        if tensor is None:
+            digest.update(b"none")
+            continue
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def run_fingerprint(
+    model: nn.Module, config: TrainerConfig, train: torch.Tensor, val: torch.Tensor | None
+) -> dict[str, str]:
+    """What a checkpoint must match to be resumed: the trainer config (but the device, and the
+    epochs: a finished run can be extended), the model's config (or its parameter shapes) and
+    the data."""
+    free = ("device", "epochs")
+    trainer = {k: v for k, v in dataclasses.asdict(config).items() if k not in free}
+    model_config = getattr(model, "config", None)
+    if hasattr(model_config, "to_dict"):
+        described = model_config.to_dict()
+    else:
+        described = {name: list(t.shape) for name, t in model.state_dict().items()}
+    return {
+        "trainer": json.dumps(trainer, sort_keys=True, default=str),
+        "model": json.dumps(described, sort_keys=True, default=str),
+        "data": data_digest(train, val),
+    }
+
+
+def check_fingerprint(saved: dict[str, str], current: dict[str, str], folder: Path) -> None:
+    """ValueError naming what differs when a checkpoint is from another configuration/data."""
+    for part in ("trainer", "model", "data"):
+        if saved.get(part) == current[part]:
+            continue
+        detail = "a different digest"
+        if part != "data":
+            old, new = json.loads(saved.get(part, "{}")), json.loads(current[part])
+            keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+        raise ValueError(
+            f"the checkpoint in {folder} was written for another {part} ({detail}); it is not "
+            "resumed: use another checkpoint_dir or delete that one"
+        )
