@@ -29,8 +29,10 @@ import pyarrow.parquet as pq
 from anomaly.atomic import atomic_file
 from anomaly.batchio import (
     AtomicParquetWriter,
+    BadRow,
     BatchSource,
     Partition,
+    check_policy,
     iter_chunks,
     open_source,
     plan_partitions,
@@ -41,15 +43,18 @@ from anomaly.scoring import ScoringModel, load_bundle
 from anomaly.thresholds import benjamini_hochberg
 from anomaly.typicality import TypicalityTest
 
+REJECTED_COLUMNS = ("row_id", "column", "reason")
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """An opened input and its partitions."""
+    """An opened input, its partitions and what to do with bad rows: "fail" (raise naming the
+    file, row and column) or "skip" (leave them out and report them)."""
 
     source: BatchSource
     partitions: list[Partition]
+    bad_rows: str = "fail"
 
 
 def output_schema(with_files: bool) -> pa.Schema:
@@ -70,9 +75,15 @@ def output_schema(with_files: bool) -> pa.Schema:
 
 
 def plan_batch(
-    input_path: str | os.PathLike, model: ScoringModel, *, rows_per_partition: int = 100_000
+    input_path: str | os.PathLike,
+    model: ScoringModel,
+    *,
+    rows_per_partition: int = 100_000,
+    bad_rows: str = "fail",
 ) -> BatchPlan:
-    """Open `input_path`, check it fits the model, and split it into partitions."""
+    """Open `input_path`, check it fits the model, and split it into partitions; `bad_rows`
+    ("fail" or "skip") is what reading them will do with bad rows."""
+    check_policy(bad_rows)
     if rows_per_partition < 1:
         raise ValueError(f"rows_per_partition must be >= 1, got {rows_per_partition}")
     source = open_source(Path(input_path).expanduser())  # one pass: a CSV's lines are counted
@@ -80,7 +91,7 @@ def plan_batch(
         source = with_columns(source, model.feature_names)
     else:
         _check_row_shape(source, model)
-    return BatchPlan(source, plan_partitions(source, rows_per_partition))
+    return BatchPlan(source, plan_partitions(source, rows_per_partition), bad_rows)
 
 
 def _check_row_shape(source: BatchSource, model: ScoringModel) -> None:
@@ -101,13 +112,24 @@ def cached_bundle(path: str) -> ScoringModel:
 
 
 def scored_tables(
-    model: ScoringModel, plan: BatchPlan, partition: Partition, *, chunk_rows: int = 8192
+    model: ScoringModel,
+    plan: BatchPlan,
+    partition: Partition,
+    *,
+    chunk_rows: int = 8192,
+    rejected: list[BadRow] | None = None,
 ) -> Iterator[pa.Table]:
-    """The output rows of one partition, one Arrow table per input chunk."""
+    """The output rows of one partition, one Arrow table per input chunk. Rows the plan's
+    `bad_rows="skip"` policy left out are appended to `rejected` (when given)."""
     with_files = plan.source.format == "images"
     schema = output_schema(with_files)
     columns = model.feature_names if plan.source.format in ("csv", "parquet") else None
-    for chunk in iter_chunks(plan.source, partition, chunk_rows=chunk_rows, columns=columns):
+    chunks = iter_chunks(
+        plan.source, partition, chunk_rows=chunk_rows, columns=columns, bad_rows=plan.bad_rows
+    )
+    for chunk in chunks:
+        if rejected is not None:
+            rejected.extend(chunk.rejected)
         scored = model.score_columns(chunk.X)
         n = len(chunk.row_ids)
         arrays = {"row_id": chunk.row_ids.astype(np.int64)}
@@ -126,15 +148,53 @@ def score_partition(
     part_path: str | os.PathLike,
     *,
     chunk_rows: int = 8192,
+    rejected_path: str | os.PathLike | None = None,
 ) -> dict[str, int]:
-    """Score one partition chunk by chunk into the Parquet file `part_path` (atomically)."""
+    """Score one partition chunk by chunk into the Parquet file `part_path` (atomically).
+    Under the plan's "skip" policy the rows left out go to the CSV `rejected_path` (written
+    first, atomically, even when empty)."""
     rows = flagged = 0
+    rejected: list[BadRow] = []
     with AtomicParquetWriter(part_path, output_schema(plan.source.format == "images")) as writer:
-        for table in scored_tables(model, plan, partition, chunk_rows=chunk_rows):
+        for table in scored_tables(
+            model, plan, partition, chunk_rows=chunk_rows, rejected=rejected
+        ):
             writer.write(table)
             rows += table.num_rows
             flagged += int(pc.sum(table["is_anomaly"]).as_py() or 0)
-    return {"partition": partition.index, "rows": rows, "flagged": flagged}
+        if plan.bad_rows == "skip" and rejected_path is not None:
+            write_rejected(rejected, rejected_path)
+    counts = {"partition": partition.index, "rows": rows, "flagged": flagged}
+    return counts | ({"rejected": len(rejected)} if plan.bad_rows == "skip" else {})
+
+
+def write_rejected(rejected: Sequence[BadRow], path: str | os.PathLike) -> None:
+    """The rows left out, as CSV (row_id, column, reason; column empty for a whole row)."""
+    frame = pd.DataFrame(
+        {
+            "row_id": [bad.row_id for bad in rejected],
+            "column": [bad.column or "" for bad in rejected],
+            "reason": [bad.reason for bad in rejected],
+        },
+        columns=list(REJECTED_COLUMNS),
+    )
+    with atomic_file(path) as staging:
+        frame.to_csv(staging, index=False)
+
+
+def merge_rejected(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> int:
+    """Concatenate per-partition rejected-row CSVs in order into `output` (atomically); the
+    number of rows listed."""
+    listed = 0
+    with atomic_file(output) as staging, open(staging, "w", encoding="utf-8") as merged:
+        merged.write(",".join(REJECTED_COLUMNS) + "\n")
+        for path in paths:
+            with open(path, encoding="utf-8") as part:
+                next(part)  # the header
+                for line in part:
+                    merged.write(line)
+                    listed += 1
+    return listed
 
 
 def merge_parts(

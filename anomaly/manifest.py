@@ -3,8 +3,9 @@
 A batch job scores its partitions into part files kept in a work folder beside the output
 (`work_folder`): `job.json` holds the job's fingerprint (model version, input identity,
 partitioning, flag rule); `part-000007.parquet` is written atomically, then
-`part-000007.done.json` records its rows, flagged count, size and SHA-256, and the host and
-process that wrote it. A partition is finished when its record exists and the part still has
+`part-000007.done.json` records its rows, flagged count, size and SHA-256 (and those of the
+part's `part-000007.rejected.csv` when bad rows are skipped), and the host and process that
+wrote it. A partition is finished when its record exists and the part still has
 that size and checksum.
 
 After a crash (kill -9 included) the next run with the same fingerprint reuses the finished parts
@@ -77,6 +78,10 @@ class PartManifest:
         """Where the partition's part file goes."""
         return self.folder / f"part-{partition.index:06d}.parquet"
 
+    def rejected_path(self, partition: Partition) -> Path:
+        """Where the partition's rejected-row report goes (jobs that skip bad rows)."""
+        return self.folder / f"part-{partition.index:06d}.rejected.csv"
+
     def _record_path(self, partition: Partition) -> Path:
         return self.folder / f"part-{partition.index:06d}.done.json"
 
@@ -88,22 +93,25 @@ class PartManifest:
         if record is None:
             return None
         rows = partition.stop - partition.start
+        rejected = self.rejected_path(partition)
         intact = (
-            record.get("rows") == rows
-            and part.is_file()
-            and part.stat().st_size == record.get("bytes")
-            and sha256(part) == record.get("sha256")
+            record.get("rows", 0) + record.get("rejected", 0) >= rows
+            and _intact(part, record.get("bytes"), record.get("sha256"))
+            and (
+                "rejected_sha256" not in record
+                or _intact(rejected, None, record["rejected_sha256"])
+            )
         )
         if intact:
             return record
-        self._record_path(partition).unlink(missing_ok=True)
-        part.unlink(missing_ok=True)
+        for path in (self._record_path(partition), part, rejected):
+            path.unlink(missing_ok=True)
         return None
 
     def record(self, partition: Partition, counts: dict[str, int]) -> dict[str, Any]:
         """Mark the partition finished: its part file's size and checksum, `counts`, and the
         writer's host and process id."""
-        part = self.part_path(partition)
+        part, rejected = self.part_path(partition), self.rejected_path(partition)
         record = {
             **counts,
             "partition": partition.index,
@@ -113,6 +121,8 @@ class PartManifest:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
+        if rejected.is_file():
+            record["rejected_sha256"] = sha256(rejected)
         with atomic_file(self._record_path(partition)) as staging:
             staging.write_text(json.dumps(record, indent=2))
         return record
@@ -120,6 +130,13 @@ class PartManifest:
     def discard(self) -> None:
         """Remove the work folder (after the job's outputs are in place, or on bad input)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _intact(path: Path, size: int | None, digest: str | None) -> bool:
+    """Whether `path` is a file of `size` bytes (when given) with SHA-256 `digest`."""
+    if not path.is_file() or (size is not None and path.stat().st_size != size):
+        return False
+    return sha256(path) == digest
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -268,6 +268,7 @@ def score_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "flag_level": args.flag_level,
         "typicality_group_size": args.typicality_group_size,
         "typicality_level": args.typicality_level,
+        "bad_rows": args.bad_rows,
     }
 
 
@@ -288,6 +289,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         f"v{summary['model_version']}: {summary['anomalies']} flagged "
         f"({summary['anomaly_rate']:.2%}); output {summary['output']}"
     )
+    if summary.get("reused_partitions"):
+        print(f"resumed: {summary['reused_partitions']} partitions scored by an earlier run")
+    if summary.get("rejected"):
+        print(f"skipped {summary['rejected']} bad cells or lines: {summary['rejected_report']}")
     typicality = summary.get("typicality")
     if typicality and typicality.get("groups"):
         print(

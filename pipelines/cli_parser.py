@@ -55,6 +55,10 @@ def _score_arguments(parser: argparse.ArgumentParser) -> None:
         "--typicality-level", type=float, default=0.05,
         help="level of the typicality test (used with --typicality-group-size)",
     )  # fmt: skip
+    parser.add_argument(
+        "--bad-rows", choices=["fail", "skip"], default="fail",
+        help="on a bad row: fail naming it, or skip it and list it in <output>.rejected.csv",
+    )  # fmt: skip
 
 
 def build_parser(handlers: ModuleType) -> argparse.ArgumentParser:

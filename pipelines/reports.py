@@ -1,8 +1,10 @@
-"""Validation metrics and the pictures a training run logs (PNG files in one folder)."""
+"""Validation metrics and the pictures a training run logs (PNG files in one folder), and the
+markdown summary a scoring run posts to Prefect."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,3 +63,49 @@ def _image_plots(detector: VAEDetector, X: np.ndarray, folder: Path) -> None:
         ncols=GRID_IMAGES,
         title="decoder means of z ~ N(0, I)",
     )
+
+
+def scoring_markdown(summary: dict[str, Any]) -> str:
+    """A markdown table of the most anomalous rows, for the Prefect UI."""
+    rows = summary["top_anomalies"]
+    lines = [
+        f"# Batch scoring: {summary['rows']} rows, {summary['anomalies']} flagged "
+        f"({summary['anomaly_rate']:.2%})",
+        f"Model `{summary['model_name']}` version {summary['model_version']}; "
+        f"output `{summary['output']}`.",
+        "",
+        *typicality_lines(summary.get("typicality")),
+        *rejected_lines(summary),
+        "| rank | row_id | file | log_px | normality | score |",
+        "|---:|---:|---|---:|---:|---:|",
+    ]
+    for rank, row in enumerate(rows, 1):
+        name = row.get("file", "")
+        lines.append(
+            f"| {rank} | {row['row_id']} | {name} | {row['log_px']:.2f} "
+            f"| {row['normality']:.2f} | {row['score']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def typicality_lines(typicality: dict[str, Any] | None) -> list[str]:
+    """One markdown line on the typicality test, when it ran."""
+    if not typicality or not typicality.get("groups"):
+        return []
+    return [
+        f"Typicality: {typicality['atypical_groups']} of {typicality['groups']} groups of "
+        f"{typicality['group_size']} rows atypical at level {typicality['level']}; whole input "
+        f"p = {typicality['whole_input_p_value']:.4g}.",
+        "",
+    ]
+
+
+def rejected_lines(summary: dict[str, Any]) -> list[str]:
+    """One markdown line on the bad rows skipped, when the run skipped any."""
+    if not summary.get("rejected"):
+        return []
+    return [
+        f'{summary["rejected"]} bad cells or lines skipped (`bad_rows="skip"`): '
+        f"`{summary['rejected_report']}`.",
+        "",
+    ]

@@ -35,18 +35,19 @@ from anomaly.batch import (
     apply_typicality,
     cached_bundle,
     merge_parts,
+    merge_rejected,
     output_schema,
     plan_batch,
     score_partition,
     write_json_atomic,
 )
-from anomaly.batchio import Partition
+from anomaly.batchio import Partition, check_policy
 from anomaly.data.readers import DatasetFormatError
 from anomaly.manifest import PartManifest, input_identity, work_folder
 from anomaly.scoring import ScoringModel
 from anomaly.thresholds import FLAG_RULES
 from anomaly.typicality import TypicalityTest
-from pipelines import tracking
+from pipelines import reports, tracking
 from pipelines.retries import io_task_options
 
 SCORE_EXPERIMENT = "genad-scoring"
@@ -61,11 +62,12 @@ def resolve(model_uri: str, scratch: str) -> tracking.ResolvedModel:
 
 
 @task(**io_task_options(2, 1), cache_policy=NONE)
-def plan(model: tracking.ResolvedModel, input: str, rows_per_partition: int) -> BatchPlan:
+def plan(
+    model: tracking.ResolvedModel, input: str, rows_per_partition: int, bad_rows: str = "fail"
+) -> BatchPlan:
     """Open the input without reading it; check its columns or shape; partition it."""
-    return plan_batch(
-        input, cached_bundle(str(model.bundle_dir)), rows_per_partition=rows_per_partition
-    )
+    bundle = cached_bundle(str(model.bundle_dir))
+    return plan_batch(input, bundle, rows_per_partition=rows_per_partition, bad_rows=bad_rows)
 
 
 def prepared_bundle(model: tracking.ResolvedModel) -> ScoringModel:
@@ -109,8 +111,9 @@ def score_part(
         torch.set_num_threads(torch_threads)
     start = time.perf_counter()
     bundle = prepared_bundle(model)
+    part, rejected = manifest.part_path(partition), manifest.rejected_path(partition)
     counts = score_partition(
-        bundle, batch, partition, manifest.part_path(partition), chunk_rows=chunk_rows
+        bundle, batch, partition, part, chunk_rows=chunk_rows, rejected_path=rejected
     )
     return manifest.record(partition, {**counts, "seconds": time.perf_counter() - start})
 
@@ -194,40 +197,6 @@ def log_scoring_run(summary: dict[str, Any], summary_path: str) -> str:
     return run.info.run_id
 
 
-def top_anomalies_markdown(summary: dict[str, Any]) -> str:
-    """A markdown table of the most anomalous rows, for the Prefect UI."""
-    rows = summary["top_anomalies"]
-    lines = [
-        f"# Batch scoring: {summary['rows']} rows, {summary['anomalies']} flagged "
-        f"({summary['anomaly_rate']:.2%})",
-        f"Model `{summary['model_name']}` version {summary['model_version']}; "
-        f"output `{summary['output']}`.",
-        "",
-        *typicality_lines(summary.get("typicality")),
-        "| rank | row_id | file | log_px | normality | score |",
-        "|---:|---:|---|---:|---:|---:|",
-    ]
-    for rank, row in enumerate(rows, 1):
-        name = row.get("file", "")
-        lines.append(
-            f"| {rank} | {row['row_id']} | {name} | {row['log_px']:.2f} "
-            f"| {row['normality']:.2f} | {row['score']:.2f} |"
-        )
-    return "\n".join(lines)
-
-
-def typicality_lines(typicality: dict[str, Any] | None) -> list[str]:
-    """One markdown line on the typicality test, when it ran."""
-    if not typicality or not typicality.get("groups"):
-        return []
-    return [
-        f"Typicality: {typicality['atypical_groups']} of {typicality['groups']} groups of "
-        f"{typicality['group_size']} rows atypical at level {typicality['level']}; whole input "
-        f"p = {typicality['whole_input_p_value']:.4g}.",
-        "",
-    ]
-
-
 def check_typicality_options(group_size: int | None, level: float) -> None:
     """Fail before scoring on a bad group size or level."""
     if group_size is not None and group_size < 1:
@@ -259,6 +228,7 @@ def job_fingerprint(
         "rows_per_partition": rows_per_partition,
         "rule": model.flag_rule,
         "level": model.flag_level,
+        "bad_rows": batch.bad_rows,
     }
 
 
@@ -281,7 +251,20 @@ def score_and_flag(
     result = merge(parts, str(scored), batch.source.format == "images", top_k)
     if fdr:
         result = apply_batch_fdr(scored, target, model.flag_level, result)
-    return {**result, **progress}
+    return {**result, **progress, **report_rejected(batch, manifest, target)}
+
+
+def report_rejected(batch: BatchPlan, manifest: PartManifest, target: Path) -> dict[str, Any]:
+    """Under the "skip" policy, the rows left out, merged into `<output>.rejected.csv`; under
+    "fail" a report left by an earlier run is removed (it would not describe this output)."""
+    report = target.with_name(target.name + ".rejected.csv")
+    if batch.bad_rows != "skip":
+        report.unlink(missing_ok=True)
+        return {}
+    listed = merge_rejected([manifest.rejected_path(p) for p in batch.partitions], report)
+    if listed:
+        get_run_logger().warning("%d bad cells or lines skipped: see %s", listed, report)
+    return {"rejected": listed, "rejected_report": str(report)}
 
 
 @flow(name="batch-score", log_prints=True)
@@ -300,6 +283,7 @@ def batch_score_flow(
     flag_level: float | None = None,
     typicality_group_size: int | None = None,
     typicality_level: float = 0.05,
+    bad_rows: str = "fail",
 ) -> dict[str, Any]:
     """Score `input` (CSV, Parquet, npz or an image folder) with `model_uri`
     (e.g. models:/genad-fashion-mnist@champion) into Parquet at `output`.
@@ -317,15 +301,21 @@ def batch_score_flow(
     for typicality (`anomaly.typicality`): a group whose mean score is far from the normal mean
     in either direction (too likely counts too) gets p <= `typicality_level`. The group table
     is written to `<output>.typicality.parquet` and summarised under "typicality".
+
+    `bad_rows="fail"` (default) stops at the first bad row (a non-numeric, missing, infinite or
+    too large value, a ragged CSV line, an unreadable image), naming the file, row and column;
+    "skip" scores the other rows (keeping their row ids) and lists each bad one in
+    `<output>.rejected.csv` (row_id, column, reason). Problems of the whole file fail either way.
     """
     check_typicality_options(typicality_group_size, typicality_level)
+    check_policy(bad_rows)
     logger = get_run_logger()
     target = Path(output).expanduser().resolve()
     source = Path(input).expanduser().resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
         model = resolve(model_uri, os.path.join(scratch, "model"))
-        batch = plan(model, str(source), rows_per_partition)
+        batch = plan(model, str(source), rows_per_partition, bad_rows)
         model = with_flag_rule(model, flag_rule, flag_level)
         threshold = cached_bundle(str(model.bundle_dir)).detector.offset_
         logger.info(
@@ -363,7 +353,7 @@ def publish(result: dict[str, Any], summary_path: Path) -> dict[str, Any]:
     write_json_atomic(result, summary_path)
     result["mlflow_run_id"] = log_scoring_run(result, str(summary_path))
     create_markdown_artifact(
-        markdown=top_anomalies_markdown(result),
+        markdown=reports.scoring_markdown(result),
         key="top-anomalies",
         description=f"most anomalous rows scored by {result['model_name']} "
         f"v{result['model_version']}",

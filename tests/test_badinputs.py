@@ -229,7 +229,6 @@ def test_accepted_inputs_are_scored_by_the_flow(case, champion, tmp_path):
 # --- the flow and the CLI: skip policy (plumbing by the flow's owner) --------------------------
 SKIP_CASES = ["csv/inf.csv", "csv/ragged_extra_field.csv", "parquet/null_cell.parquet",
               "npz/nan_and_inf.npz", "images/non_image_file"]  # fmt: skip
-PENDING = pytest.mark.xfail(reason="bad_rows plumbing pending", strict=False)
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +260,6 @@ def assert_skipped_and_reported(case: dict[str, Any], output: Path, clean: pd.Da
     assert case["error"] in report["reason"].iloc[0]
 
 
-@PENDING
 @pytest.mark.parametrize("name", SKIP_CASES)
 def test_flow_skip_policy_scores_the_rest_and_reports_rejected_rows(
     name, champion, image_uri, clean_scores, tmp_path
@@ -275,7 +273,6 @@ def test_flow_skip_policy_scores_the_rest_and_reports_rejected_rows(
     assert summary["rows"] == len(clean_scores[case["kind"]]) - len({r for r, _ in case["skip"]})
 
 
-@PENDING
 @pytest.mark.parametrize("name", SKIP_CASES)
 def test_cli_skip_policy_scores_the_rest_and_reports_rejected_rows(
     name, champion, image_uri, clean_scores, tmp_path, capsys

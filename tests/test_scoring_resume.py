@@ -40,10 +40,10 @@ def reference(champion, big_input, tmp_path_factory) -> pd.DataFrame:
 
 
 # --- the manifest ------------------------------------------------------------------------------
-def write_part(manifest: PartManifest, partition: Partition, rows: int) -> dict:
+def write_part(manifest: PartManifest, partition: Partition, rows: int, rejected: int = 0) -> dict:
     frame = pd.DataFrame({"row_id": np.arange(partition.start, partition.start + rows)})
     frame.to_parquet(manifest.part_path(partition))
-    return manifest.record(partition, {"rows": rows, "flagged": 0})
+    return manifest.record(partition, {"rows": rows, "flagged": 0, "rejected": rejected})
 
 
 def test_manifest_reuses_only_intact_parts_of_the_same_job(tmp_path):
@@ -66,6 +66,17 @@ def test_manifest_reuses_only_intact_parts_of_the_same_job(tmp_path):
     assert manifest.finished(third) is None
     manifest, reused = PartManifest.open(folder, {"model": "m/2", "rows": 30})  # new version
     assert not reused and manifest.finished(first) is None
+
+
+def test_a_part_whose_rejected_row_report_is_damaged_is_scored_again(tmp_path):
+    manifest, _ = PartManifest.open(tmp_path / "work", {"bad_rows": "skip"})
+    partition = Partition(0, 0, 10)
+    manifest.rejected_path(partition).write_text("row_id,column,reason\n3,f1,not a number\n")
+    record = write_part(manifest, partition, 9, rejected=1)
+    assert manifest.finished(partition) == record and "rejected_sha256" in record
+    manifest.rejected_path(partition).write_text("row_id,column,reason\n")  # the row is gone
+    assert manifest.finished(partition) is None
+    assert not manifest.part_path(partition).exists()
 
 
 def test_a_damaged_job_file_starts_the_job_afresh(tmp_path):
