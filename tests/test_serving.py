@@ -3,9 +3,11 @@ as in-process scoring, and clear 4xx answers to malformed payloads."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +19,27 @@ FEATURES = ["f0", "f1", "f2", "f3"]
 OUTPUT = ["log_px", "normality", "score", "p_value", "is_anomaly", "model_name", "model_version"]
 
 
+@contextlib.contextmanager
+def serving(
+    model_uri: str, store: str, folder: Path, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`mlflow models serve` of `model_uri` on a free port (`env` added to the child's
+    environment); its base URL while it runs."""
+    port = free_port()
+    args = [
+        VENV_BIN / "mlflow", "models", "serve", "-m", model_uri,
+        "--env-manager", "local", "-h", "127.0.0.1", "-p", port,
+    ]  # fmt: skip
+    child = child_env({"MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store, **(env or {})})
+    base = f"http://127.0.0.1:{port}"
+    with running(args, env=child, log=folder / "serve.log", cwd=folder, health_url=f"{base}/ping"):
+        yield base
+
+
 @pytest.fixture(scope="module")
 def served(champion, mlflow_store: str, tmp_path_factory: pytest.TempPathFactory):
     """`mlflow models serve` of models:/tabular-test@champion on a free port; its base URL."""
-    folder = tmp_path_factory.mktemp("serving")
-    port = free_port()
-    args = [
-        VENV_BIN / "mlflow", "models", "serve", "-m", champion["uri"],
-        "--env-manager", "local", "-h", "127.0.0.1", "-p", port,
-    ]  # fmt: skip
-    env = child_env({"MLFLOW_TRACKING_URI": mlflow_store, "MLFLOW_REGISTRY_URI": mlflow_store})
-    base = f"http://127.0.0.1:{port}"
-    with running(args, env=env, log=folder / "serve.log", cwd=folder, health_url=f"{base}/ping"):
+    with serving(champion["uri"], mlflow_store, tmp_path_factory.mktemp("serving")) as base:
         yield base
 
 
