@@ -366,6 +366,7 @@ def dask_batch_score(
 ) -> dict[str, Any]:
     """Run `batch_score_flow` with partitions on Dask: an existing scheduler at `address`, or
     a local cluster of `n_workers` single-threaded worker processes."""
+    import dask
     from prefect_dask import DaskTaskRunner
 
     if address:
@@ -374,4 +375,7 @@ def dask_batch_score(
         cluster = {"n_workers": n_workers, "threads_per_worker": 1, "processes": True}
         runner = DaskTaskRunner(cluster_kwargs={**cluster, "dashboard_address": None})
     parameters.setdefault("torch_threads", 1)
-    return batch_score_flow.with_options(task_runner=runner)(parallel=True, **parameters)
+    # The nanny's MALLOC_TRIM_THRESHOLD_=65536 halves torch's speed in the workers it starts
+    # (docs/scaling.md): glibc's defaults for the local cluster's workers.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return batch_score_flow.with_options(task_runner=runner)(parallel=True, **parameters)

@@ -159,16 +159,30 @@ def running(
         server.stop(stop_timeout)
 
 
+# Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers, which fixes glibc's mmap
+# threshold too: every large tensor is then mmapped and unmapped afresh, and torch's matmuls ran
+# 2x slower in the workers (docs/scaling.md). This config leaves glibc at its defaults.
+DASK_WORKER_CONFIG = """distributed:
+  nanny:
+    pre-spawn-environ:
+      MALLOC_TRIM_THRESHOLD_: null
+"""
+
+
 @contextlib.contextmanager
 def dask_cluster(
     n_workers: int, *, env: Mapping[str, str], log_dir: Path, timeout: float = 90.0
 ) -> Iterator[str]:
     """A `dask scheduler` and `n_workers` single-threaded `dask worker` processes on 127.0.0.1,
-    each in its own process group; yields the scheduler address once every worker has joined
-    and stops the workers, then the scheduler."""
+    each in its own process group, configured as docs/scaling.md says (DASK_WORKER_CONFIG);
+    yields the scheduler address once every worker has joined and stops the workers, then the
+    scheduler."""
     from distributed import Client
 
     address = f"tcp://127.0.0.1:{free_port()}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "dask.yaml").write_text(DASK_WORKER_CONFIG)
+    env = {**env, "DASK_CONFIG": str(log_dir)}
     no_dashboard = ("--dashboard-address", ":0")
     scheduler = ["dask", "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1]]
     with contextlib.ExitStack() as stack:
