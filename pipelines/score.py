@@ -127,11 +127,13 @@ def score_in_order(
     chunk_rows: int,
     torch_threads: int | None,
 ) -> list[dict[str, Any]]:
-    """The sequential path: the pending partitions in order, in this process, with a bar."""
-    return [
-        score_part.fn(model, batch, partition, manifest, chunk_rows, torch_threads)
-        for partition in tqdm(pending, desc="scoring", unit="partition")
-    ]
+    """The sequential path: the pending partitions in order, in this process, with a bar
+    (closed on failure too, so a failed run leaves no stale bar behind)."""
+    with tqdm(pending, desc="scoring", unit="partition") as bar:
+        return [
+            score_part.fn(model, batch, partition, manifest, chunk_rows, torch_threads)
+            for partition in bar
+        ]
 
 
 def score_pending(
