@@ -121,3 +121,40 @@ def check_fingerprint(saved: dict[str, str], current: dict[str, str], folder: Pa
             f"the checkpoint in {folder} was written for another {part} ({detail}); it is not "
             "resumed: use another checkpoint_dir or delete that one"
         )
+
+
+def latest_checkpoint(checkpoint_dir: Path | None) -> Path | None:
+    """The newest complete checkpoint in `checkpoint_dir` (None when there is none)."""
+    folders = [] if checkpoint_dir is None else checkpoint_folders(checkpoint_dir)
+    return folders[-1] if folders else None
+
+
+def write_epoch_checkpoint(
+    checkpoint_dir: Path, epochs_done: int, state: dict[str, Any], keep: int = 2
+) -> Path:
+    """`state` as `checkpoint_dir/epoch_<epochs_done>` (see `write_checkpoint`), then all but
+    the newest `keep` checkpoints removed."""
+    folder = write_checkpoint(checkpoint_dir / f"epoch_{epochs_done:04d}", state)
+    for old in checkpoint_folders(checkpoint_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def read_resumable(folder: Path, fingerprint: dict[str, str]) -> dict[str, Any]:
+    """A checkpoint's state once its checksum (CorruptFileError) and its fingerprint
+    (ValueError: another configuration or data) are verified."""
+    state = read_checkpoint(folder)
+    check_fingerprint(state["fingerprint"], fingerprint, folder)
+    return state
+
+
+def callback_keys(callbacks: list[Any]) -> list[tuple[str, Any]]:
+    """(class name:occurrence, callback) pairs: a key for a callback's saved state that
+    survives a restart."""
+    seen: dict[str, int] = {}
+    keyed = []
+    for callback in callbacks:
+        name = type(callback).__name__
+        seen[name] = seen.get(name, -1) + 1
+        keyed.append((f"{name}:{seen[name]}", callback))
+    return keyed

@@ -148,6 +148,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
         reference_rows=args.reference_rows,
         seed=args.seed,
         progress=sys.stderr.isatty(),
+        checkpoint_dir=args.checkpoint_dir,
     )
     print(json.dumps(result, indent=2, default=str))
     return 0

@@ -135,6 +135,10 @@ def _add_train_gan(train: Any, handlers: ModuleType) -> None:
         help="rows held out for the quality metrics when the data have no test split",
     )  # fmt: skip
     gan.add_argument("--reference-rows", type=int, default=2000, help="real rows for the metrics")
+    gan.add_argument(
+        "--checkpoint-dir", default=None,
+        help="checkpoint every epoch here; rerun with the same folder to resume a killed run",
+    )  # fmt: skip
     gan.add_argument("--gan-config", help="GANConfig fields as JSON text or a .json file")
     gan.add_argument("--trainer-config", help="GANTrainerConfig fields as JSON text or a file")
     gan.add_argument("--conditional", action="store_true", help="one class per label value")

@@ -5,6 +5,11 @@ The run logs its parameters, the resolved configuration, per-epoch losses, per-e
 metrics against real rows it did not train on (`pipelines.gan_quality`). A diverged run
 (`TrainingDivergedError`) keeps what it logged, is marked FAILED, and fails the flow with the
 trainer's message.
+
+With a `checkpoint_dir` the flow records its MLflow run id there (`run.json`) and the trainer
+writes a checkpoint after every epoch (`trainer/epoch_<n>`); running the flow again with the
+same folder after a crash (even kill -9) resumes training from the latest checkpoint and logs
+into the same run, each epoch's losses once.
 """
 
 from __future__ import annotations
@@ -30,7 +35,14 @@ from pipelines import tracking
 from pipelines.gan_data import GanData, GanDataSpec, load_gan_data
 from pipelines.gan_quality import quality_metrics
 from pipelines.retries import io_task_options
-from pipelines.train import TRAIN_EXPERIMENT, MlflowEpochLogger, default_model_name
+from pipelines.train import (
+    TRAIN_EXPERIMENT,
+    TRAINER_FOLDER,
+    MlflowEpochLogger,
+    default_model_name,
+    record_run,
+    recorded_run,
+)
 
 GRID_COLUMNS = 8
 INTERPOLATION_ROWS = 6
@@ -118,18 +130,27 @@ def start_run(
 
 @task(cache_policy=NONE)
 def fit_gan(
-    data: GanData, configs: tuple[GANConfig, GANTrainerConfig], run_id: str, progress: bool
+    data: GanData,
+    configs: tuple[GANConfig, GANTrainerConfig],
+    run_id: str,
+    progress: bool,
+    checkpoint_dir: str | None = None,
 ) -> tuple[GAN, list[dict[str, float]]]:
-    """Train, logging every epoch's losses (and sample grid for images). On divergence the
-    run is tagged and marked FAILED, with the message as `divergence.txt`, and the error
-    raised again."""
+    """Train, logging every epoch's losses (and sample grid for images), resuming from the
+    latest checkpoint in `checkpoint_dir`/trainer when there is one. On divergence the run is
+    tagged and marked FAILED, with the message as `divergence.txt`, and the error raised
+    again."""
     gan_config, train_config = configs
+    torch.manual_seed(train_config.seed)  # seeded initial weights: a rerun is the same run
     gan = GAN(gan_config)
     callbacks: list[Callback] = [MlflowEpochLogger(run_id)]
     if data.is_image:
         callbacks.append(SampleGridLogger(run_id, gan_config, seed=train_config.seed))
     bar = ProgressBar("training GAN")
-    trainer = GANTrainer(gan, train_config, [*callbacks, bar] if progress else callbacks)
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir) / TRAINER_FOLDER
+    trainer = GANTrainer(
+        gan, train_config, [*callbacks, bar] if progress else callbacks, checkpoint_dir=folder
+    )
     labels = torch.from_numpy(data.train_labels) if gan_config.num_classes else None
     try:
         history = trainer.fit(torch.from_numpy(data.train), labels)
@@ -215,6 +236,7 @@ def train_gan_flow(
     reference_rows: int = 2000,
     seed: int = 0,
     progress: bool = False,
+    checkpoint_dir: str | None = None,
 ) -> dict[str, Any]:
     """Train a GAN on `dataset`, log it and register its generator as `challenger`.
 
@@ -223,6 +245,9 @@ def train_gan_flow(
     subset). Quality metrics compare samples with up to `reference_rows` real rows that were
     not trained on: a catalog image set's test split, else a held-out `holdout_fraction`.
     Returns the run id, the registered version, the epochs run and the quality metrics.
+
+    `checkpoint_dir`: checkpoint every epoch there; a run of the flow with the same folder
+    (same dataset and settings, else ValueError) resumes training and its MLflow run.
     """
     logger = get_run_logger()
     spec = GanDataSpec(dataset, split, label_column, max_rows, holdout_fraction, reference_rows)
@@ -230,8 +255,15 @@ def train_gan_flow(
     trainer_config(trainer, seed)  # fail before reading any data
     data = load_data(spec, seed)
     configs = resolve_configs(gan, trainer, data, seed)  # fail before any run is created
-    run_id = start_run(spec, data, configs, name)
-    model, history = fit_gan(data, configs, run_id, progress)
+    identity = {"model_name": name, "spec": dataclasses.asdict(spec), "digest": data.digest,
+                "seed": seed, **resolved_config(configs, data)}  # fmt: skip
+    run_id = recorded_run(checkpoint_dir, identity)
+    if run_id is None:
+        run_id = start_run(spec, data, configs, name)
+        record_run(checkpoint_dir, run_id, identity)
+    else:
+        logger.info("resuming MLflow run %s from the checkpoints in %s", run_id, checkpoint_dir)
+    model, history = fit_gan(data, configs, run_id, progress, checkpoint_dir)
     MlflowClient().log_metric(run_id, "epochs_run", len(history))
     result = evaluate_and_log(model, data, run_id, name, configs[1].seed)
     logger.info("registered %s version %s as challenger: %s", name, result["version"], result)

@@ -12,6 +12,15 @@ in DistributedDataParallel: every rank draws the global batch's rows and latents
 seeded generator and trains on its share, so the run follows the single-process one with the
 same global batch (see `generative.distributed`; batch norm is synchronised on CUDA only, and
 gradient-penalty losses and time budgets are single-process only).
+
+With a `checkpoint_dir` the trainer writes `epoch_<n>/trainer_state.pt` after every epoch n (G,
+D and the EMA generator, both optimizers, the RNG states that draw batches and latents, the step
+counters, the history, the callbacks' state and a fingerprint of the configuration and data),
+atomically and checksummed, keeping the latest two (`generative.checkpoints`; rank 0 alone
+writes). `fit` resumes from the latest one there, or from `resume_from`, and continues as the
+uninterrupted run would (bit for bit on one CPU thread). A run that had ended early (a
+callback's stop, its step cap or time budget spent) stays ended; `max_seconds` counts from
+the resume.
 """
 
 from __future__ import annotations
@@ -19,11 +28,19 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from generative.checkpoints import (
+    callback_keys,
+    latest_checkpoint,
+    read_resumable,
+    run_fingerprint,
+    write_epoch_checkpoint,
+)
 from generative.configs import JsonConfig
 from generative.distributed import World
 from generative.gan.losses import clip_weights, gradient_penalty
@@ -47,14 +64,17 @@ def run_guarded_epochs(
     train_epoch: Callable[[], dict[str, float] | None],
     divergence_message: Callable[[int], str],
     budget_spent: Callable[[], bool],
+    *,
+    first_epoch: int = 0,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> None:
-    """Run `trainer.config.epochs` epochs of `train_epoch` (None means a loss became NaN or
-    infinite). Each finite epoch's logs go to `trainer.history` and the callbacks; a diverged
-    epoch puts `trainer.model` back to the end of the last finite one and raises
-    TrainingDivergedError with `divergence_message(epoch)`. Ends early on
-    `trainer.should_stop` or `budget_spent()`."""
+    """Run epochs `first_epoch` .. `trainer.config.epochs - 1` of `train_epoch` (None means a
+    loss became NaN or infinite). Each finite epoch's logs go to `trainer.history` and the
+    callbacks, then `after_epoch(epoch)` runs (a checkpoint); a diverged epoch puts
+    `trainer.model` back to the end of the last finite one and raises TrainingDivergedError
+    with `divergence_message(epoch)`. Ends early on `trainer.should_stop` or `budget_spent()`."""
     last_good = copy.deepcopy(trainer.model.state_dict())
-    for epoch in range(trainer.config.epochs):
+    for epoch in range(first_epoch, trainer.config.epochs):
         logs = train_epoch()
         if logs is None:
             trainer.model.load_state_dict(last_good)
@@ -63,6 +83,8 @@ def run_guarded_epochs(
         trainer.history.append(logs)
         for callback in trainer.callbacks:
             callback.on_epoch_end(trainer, epoch, logs)
+        if after_epoch is not None:
+            after_epoch(epoch)
         if trainer.should_stop or budget_spent():
             return
 
@@ -115,7 +137,11 @@ class GANTrainerConfig(JsonConfig):
 
 
 class GANTrainer:
-    """Trains a `GAN` on in-memory data (images in [0, 1] or standardised table rows)."""
+    """Trains a `GAN` on in-memory data (images in [0, 1] or standardised table rows).
+
+    `checkpoint_dir`: write a checkpoint after every epoch and resume from the latest one there.
+    `world`: train data-parallel across torchrun's processes (`generative.distributed`).
+    """
 
     def __init__(
         self,
@@ -123,11 +149,14 @@ class GANTrainer:
         config: GANTrainerConfig,
         callbacks: Sequence[Callback] = (),
         *,
+        checkpoint_dir: str | Path | None = None,
         world: World | None = None,
     ) -> None:
         self.model = model
         self.config = config
         self.callbacks = list(callbacks)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.resumed_from: Path | None = None
         self.world = world or World(device=resolve_device(config.device))
         self.device = self.world.device
         self.generator_net: nn.Module = model.generator  # DDP-wrapped by fit when distributed
@@ -185,31 +214,94 @@ class GANTrainer:
         d = build(self.model.discriminator.parameters(), self.config.lr_discriminator, betas)
         return g, d
 
-    def fit(self, data: torch.Tensor, labels: torch.Tensor | None = None) -> list[dict[str, float]]:
-        """Train; returns one dict of mean losses per epoch (d_loss, g_loss, and gp)."""
+    def fit(
+        self,
+        data: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        resume_from: str | Path | None = None,
+    ) -> list[dict[str, float]]:
+        """Train; returns one dict of mean losses per epoch (d_loss, g_loss, and gp). Resumes
+        from the checkpoint folder `resume_from`, else from the latest one in
+        `checkpoint_dir` (CorruptFileError for a damaged one, ValueError for one of another
+        configuration or data: nothing of either is loaded)."""
         torch.manual_seed(self.config.seed)
         self.started = CLOCKS[self.config.clock]()
         self.rng = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        resuming = resume_from is not None or self.checkpoint_dir is not None
+        self.fingerprint = (
+            run_fingerprint(self.model, self.config, data, labels) if resuming else {}
+        )
         data, labels = self._prepare(data, labels)
-        self._wrap_networks()
-        opt_g, opt_d = self._optimizers()
+        self.optimizers = self._optimizers()
         for callback in self.callbacks:
             callback.on_train_begin(self)
+        first_epoch = self._restore(resume_from)
+        self._wrap_networks()  # after restoring: DDP broadcasts rank 0's weights
         try:
-            self._run_epochs(data, labels, opt_g, opt_d)
+            if not self.should_stop:  # a resumed run that had ended stays ended
+                self._run_epochs(data, labels, *self.optimizers, first_epoch)
         finally:  # progress bars close and loggers flush on a divergence too
             for callback in self.callbacks:
                 callback.on_train_end(self)
         self.model.eval()
         return self.history
 
-    def _run_epochs(self, data, labels, opt_g, opt_d) -> None:
+    def _run_epochs(self, data, labels, opt_g, opt_d, first_epoch: int) -> None:
         run_guarded_epochs(
             self,
             lambda: self._train_epoch(data, labels, opt_g, opt_d),
             self._divergence_message,
             self._budget_spent,
+            first_epoch=first_epoch,
+            after_epoch=self._save_checkpoint,
         )
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def _save_checkpoint(self, epoch: int) -> None:
+        """The state after `epoch` (0-based) as checkpoint `epoch_<epoch + 1>`."""
+        if self.checkpoint_dir is None or not self.world.is_main:
+            return
+        rng = {"torch": torch.get_rng_state(), "batches": self.rng.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {
+            "epoch": epoch + 1,
+            "generator_steps": self.generator_steps,
+            "discriminator_steps": self.discriminator_steps,
+            "stopped": self.should_stop or self._budget_spent(),
+            "history": self.history,
+            "model": {name: t.detach().cpu() for name, t in self.model.state_dict().items()},
+            "optimizers": [optimizer.state_dict() for optimizer in self.optimizers],
+            "rng": rng,
+            "callbacks": {key: cb.state_dict() for key, cb in callback_keys(self.callbacks)},
+            "fingerprint": self.fingerprint,
+        }
+        write_epoch_checkpoint(self.checkpoint_dir, epoch + 1, state)
+
+    def _restore(self, resume_from: str | Path | None) -> int:
+        """Load the checkpoint (if any); returns the number of epochs it had completed."""
+        folder = Path(resume_from) if resume_from is not None else None
+        folder = folder or latest_checkpoint(self.checkpoint_dir)
+        if folder is None:
+            return 0
+        state = read_resumable(folder, self.fingerprint)
+        self.model.load_state_dict(state["model"])
+        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+        torch.set_rng_state(state["rng"]["torch"])
+        self.rng.set_state(state["rng"]["batches"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.generator_steps = int(state["generator_steps"])
+        self.discriminator_steps = int(state["discriminator_steps"])
+        self.should_stop = bool(state["stopped"])
+        self.history = list(state["history"])
+        for key, callback in callback_keys(self.callbacks):
+            if key in state["callbacks"]:
+                callback.load_state_dict(state["callbacks"][key])
+        self.resumed_from = folder
+        return int(state["epoch"])
 
     def _divergence_message(self, epoch: int) -> str:
         restored = "its initial weights" if epoch == 0 else f"the end of epoch {epoch}"
