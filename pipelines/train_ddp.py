@@ -16,6 +16,7 @@ command trains in one process with the same random draws.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -143,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     result = train(args, world)  # a failing rank exits; torchrun then stops the others
     if result is not None:
         write_result(Path(args.out), {**result, "world_size": world.size})
+    # Free the DDP wrappers (held in reference cycles) while the process group is alive: left
+    # to interpreter shutdown, a reducer torn down after the group can abort the process
+    # ("terminate called without an active exception", seen once on rank 1 of a GAN run).
+    gc.collect()
     shutdown(world)
     return 0
 
