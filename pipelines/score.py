@@ -313,7 +313,7 @@ def batch_score_flow(
     check_policy(bad_rows)
     logger = get_run_logger()
     target = Path(output).expanduser().resolve()
-    source = Path(input).expanduser().resolve()
+    source = resolved_input(input)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
         model = resolve(model_uri, os.path.join(scratch, "model"))
@@ -347,6 +347,14 @@ def batch_score_flow(
     result = publish(result, Path(summary) if summary else default_summary)
     manifest.discard()  # last: a crash before here re-runs on the finished parts
     return result
+
+
+def resolved_input(path: str) -> Path:
+    """The absolute input path; a symbolic-link loop is bad input, named as such."""
+    try:
+        return Path(path).expanduser().resolve()
+    except RuntimeError as error:  # pathlib's "Symlink loop from ..."
+        raise DatasetFormatError(f"{path}: {error}") from error
 
 
 def publish(result: dict[str, Any], summary_path: Path) -> dict[str, Any]:

@@ -202,6 +202,13 @@ def test_flow_fails_naming_the_problem_and_writes_nothing(case, champion, image_
     assert not output.parent.exists() or list(output.parent.iterdir()) == []
 
 
+def test_a_symlink_loop_is_a_format_error_in_the_flow(champion, tmp_path):
+    output = tmp_path / "out" / "scores.parquet"
+    with pytest.raises(DatasetFormatError, match="symlink_loop.csv.*loop"):
+        batch_score_flow(champion["uri"], str(FILES / "csv/symlink_loop.csv"), str(output))
+    assert not output.parent.exists()
+
+
 @pytest.mark.parametrize("case", cases())
 def test_cli_exits_2_naming_the_problem_and_writes_nothing(
     case, champion, image_uri, tmp_path, capsys
