@@ -10,21 +10,18 @@ computes bit for bit what the uninterrupted run computes: equal, not merely clos
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from servers import REPO_ROOT, VENV_BIN, Server, child_env
+from resumes import Crash, assert_same_weights, damage, epoch_metrics, kill_after_checkpoint
+from servers import child_env
 
 from generative.checkpoints import TRAINER_STATE_FILE, checkpoint_folders
-from generative.checksums import CHECKSUM_FILE, CorruptFileError
+from generative.checksums import CorruptFileError
 from generative.gan import GAN, GANConfig, GANTrainer, GANTrainerConfig
-from generative.training import Callback
 
 D = 4
 DATA = torch.randn(300, D, generator=torch.Generator().manual_seed(1))
@@ -40,22 +37,6 @@ def new_gan(seed: int = 0, **overrides) -> GAN:
 def config(**overrides) -> GANTrainerConfig:
     options = {"epochs": 5, "batch_size": 32, "n_critic": 2, "device": "cpu", "autocast": "off"}
     return GANTrainerConfig(**{**options, **overrides})
-
-
-class Crash(Callback):
-    """Raises after epoch `at` (0-based), like a process dying between epochs."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_epoch_end(self, trainer, epoch, logs) -> None:
-        if epoch == self.at:
-            raise KeyboardInterrupt("simulated crash")
-
-
-def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        assert torch.equal(x, y), f"{name} differs by {(x - y).abs().max():.3g}"
 
 
 # the WGAN-GP case draws the penalty's interpolation weights from the batch generator too
@@ -99,18 +80,6 @@ def test_a_run_that_hit_its_step_cap_stays_ended(tmp_path):
     again = GANTrainer(new_gan(), config(epochs=6, max_generator_steps=12),
                        checkpoint_dir=tmp_path)  # fmt: skip
     assert again.fit(DATA) == first and again.generator_steps == 12
-
-
-def damage(folder: Path, how: str) -> None:
-    state = folder / TRAINER_STATE_FILE
-    if how == "truncated":
-        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
-    elif how == "flipped_byte":
-        data = bytearray(state.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        state.write_bytes(bytes(data))
-    elif how == "no_checksums":
-        (folder / CHECKSUM_FILE).unlink()
 
 
 @pytest.mark.parametrize("how", ["truncated", "flipped_byte", "no_checksums"])
@@ -165,33 +134,6 @@ def big_csv(tmp_path_factory) -> Path:
     return path
 
 
-def kill_after_checkpoint(csv: Path, folder: Path, env: dict, log: Path, epochs_done: int) -> int:
-    """Start `genad train gan` with checkpoints, SIGKILL it as soon as `epochs_done` epochs are
-    checkpointed; return how many checkpoints there were at the kill."""
-    args = [VENV_BIN / "python", "-m", "pipelines.cli", "train", "gan", "--dataset", csv,
-            "--model-name", MODEL, "--checkpoint-dir", folder, *FLAGS]  # fmt: skip
-    child = Server(args, env, log, REPO_ROOT)
-    target = folder / "trainer" / f"epoch_{epochs_done:04d}"
-    try:
-        deadline = time.monotonic() + 240
-        while not target.is_dir():
-            assert child.process.poll() is None, f"the run ended early:\n{child.log_tail()}"
-            assert time.monotonic() < deadline, f"no checkpoint after 240 s:\n{child.log_tail()}"
-            time.sleep(0.02)
-        os.killpg(child.pgid, signal.SIGKILL)
-        assert child.process.wait(timeout=30) == -signal.SIGKILL
-        return int(checkpoint_folders(folder / "trainer")[-1].name.split("_")[1])
-    finally:
-        child.stop()
-
-
-def epoch_metrics(run_id: str, key: str) -> list[tuple[int, float]]:
-    from mlflow import MlflowClient
-
-    history = MlflowClient().get_metric_history(run_id, key)
-    return sorted((m.step, m.value) for m in history)
-
-
 def final_state(folder: Path) -> dict:
     path = folder / "trainer" / f"epoch_{EPOCHS:04d}" / TRAINER_STATE_FILE
     return torch.load(path, weights_only=True)
@@ -206,7 +148,9 @@ def test_cli_killed_mid_training_resumes_into_the_same_run(
     folder = tmp_path / "checkpoints"
     env = child_env({"MLFLOW_TRACKING_URI": mlflow_store, "PREFECT_API_URL": prefect_api_url,
                      "OMP_NUM_THREADS": "1"})  # fmt: skip
-    at_kill = kill_after_checkpoint(big_csv, folder, env, tmp_path / "child.log", epochs_done=2)
+    command = ["train", "gan", "--dataset", big_csv, "--model-name", MODEL,
+               "--checkpoint-dir", folder, *FLAGS]  # fmt: skip
+    at_kill = kill_after_checkpoint(command, folder, env, tmp_path / "child.log", epochs_done=2)
     assert at_kill < EPOCHS, "the child finished training before it was killed"
     killed_run = json.loads((folder / "run.json").read_text())["run_id"]
 

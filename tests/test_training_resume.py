@@ -10,21 +10,19 @@ uninterrupted run computes, and its parameters and metrics are equal, not merely
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from servers import REPO_ROOT, VENV_BIN, Server, child_env
+from resumes import Crash, assert_same_weights, damage, epoch_metrics, kill_after_checkpoint
+from servers import child_env
 
 from generative.checkpoints import TRAINER_STATE_FILE, checkpoint_folders
-from generative.checksums import CHECKSUM_FILE, CorruptFileError
+from generative.checksums import CorruptFileError
 from generative.distributed import World
-from generative.training import Callback, EarlyStopping, Trainer, TrainerConfig
+from generative.training import EarlyStopping, Trainer, TrainerConfig
 from generative.vae import VAE, VAEConfig
 
 D = 8
@@ -40,22 +38,6 @@ def new_model() -> VAE:
 def config(**overrides) -> TrainerConfig:
     options = {"epochs": 5, "batch_size": 64, "learning_rate": 1e-2, "device": "cpu"}
     return TrainerConfig(**{"autocast": "off", **options, **overrides})
-
-
-class Crash(Callback):
-    """Raises after epoch `at` (0-based), like a process dying between epochs."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_epoch_end(self, trainer, epoch, logs) -> None:
-        if epoch == self.at:
-            raise KeyboardInterrupt("simulated crash")
-
-
-def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        assert torch.equal(x, y), f"{name} differs by {(x - y).abs().max():.3g}"
 
 
 def test_resume_after_a_crash_is_bitwise_the_uninterrupted_run(tmp_path):
@@ -93,20 +75,6 @@ def test_a_world_run_resumes_its_shared_noise_stream_bitwise(tmp_path):
     assert trainer.resumed_from == tmp_path / "epoch_0002"
     assert_same_weights(resumed_model, reference)
     assert "noise" not in vars(resumed_model)  # the hook is the VAE's own again after training
-
-
-def damage(folder: Path, how: str) -> None:
-    state = folder / TRAINER_STATE_FILE
-    if how == "truncated":
-        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
-    elif how == "flipped_byte":
-        data = bytearray(state.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        state.write_bytes(bytes(data))
-    elif how == "other_epoch":  # a valid torch file, just not the one that was recorded
-        state.write_bytes((folder.parent / "epoch_0001" / TRAINER_STATE_FILE).read_bytes())
-    elif how == "no_checksums":
-        (folder / CHECKSUM_FILE).unlink()
 
 
 @pytest.mark.parametrize("how", ["truncated", "flipped_byte", "other_epoch", "no_checksums"])
@@ -195,34 +163,6 @@ def big_csv(tmp_path_factory) -> Path:
     return path
 
 
-def kill_after_checkpoint(csv: Path, folder: Path, env: dict, log: Path, epochs_done: int) -> int:
-    """Start `genad train vae` with checkpoints, SIGKILL it as soon as `epochs_done` epochs are
-    checkpointed; return how many checkpoints there were at the kill."""
-    args = [VENV_BIN / "python", "-m", "pipelines.cli", "train", "vae", "--dataset", csv,
-            "--label-column", "label", "--model-name", "resume-test", "--checkpoint-dir", folder,
-            "--config", json.dumps(FLOW_CONFIG)]  # fmt: skip
-    child = Server(args, env, log, REPO_ROOT)
-    target = folder / "trainer" / f"epoch_{epochs_done:04d}"
-    try:
-        deadline = time.monotonic() + 240
-        while not target.is_dir():
-            assert child.process.poll() is None, f"the run ended early:\n{child.log_tail()}"
-            assert time.monotonic() < deadline, f"no checkpoint after 240 s:\n{child.log_tail()}"
-            time.sleep(0.02)
-        os.killpg(child.pgid, signal.SIGKILL)
-        assert child.process.wait(timeout=30) == -signal.SIGKILL
-        return len(checkpoint_folders(folder / "trainer"))
-    finally:
-        child.stop()
-
-
-def epoch_metrics(run_id: str, key: str) -> list[tuple[int, float]]:
-    from mlflow import MlflowClient
-
-    history = MlflowClient().get_metric_history(run_id, key)
-    return sorted((m.step, m.value) for m in history)
-
-
 def final_weights(folder: Path) -> dict[str, torch.Tensor]:
     state = torch.load(folder / "trainer" / "epoch_0005" / TRAINER_STATE_FILE, weights_only=True)
     return state["model"]
@@ -237,7 +177,10 @@ def test_flow_killed_mid_training_resumes_into_the_same_run(
     folder = tmp_path / "checkpoints"
     env = child_env({"MLFLOW_TRACKING_URI": mlflow_store, "PREFECT_API_URL": prefect_api_url,
                      "OMP_NUM_THREADS": "1"})  # fmt: skip
-    at_kill = kill_after_checkpoint(big_csv, folder, env, tmp_path / "child.log", epochs_done=2)
+    command = ["train", "vae", "--dataset", big_csv, "--label-column", "label",
+               "--model-name", "resume-test", "--checkpoint-dir", folder,
+               "--config", json.dumps(FLOW_CONFIG)]  # fmt: skip
+    at_kill = kill_after_checkpoint(command, folder, env, tmp_path / "child.log", epochs_done=2)
     assert at_kill < 5, "the child finished training before it was killed"
     killed_run = json.loads((folder / "run.json").read_text())["run_id"]
 
