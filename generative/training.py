@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,11 +33,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from generative.checkpoints import (
-    check_fingerprint,
-    checkpoint_folders,
-    read_checkpoint,
+    callback_keys,
+    latest_checkpoint,
+    read_resumable,
     run_fingerprint,
-    write_checkpoint,
+    write_epoch_checkpoint,
 )
 from generative.distributed import GlobalBatchNoise, TrainingLoss, World
 
@@ -337,33 +336,18 @@ class Trainer:
             "model": {name: t.detach().cpu() for name, t in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "rng": rng,
-            "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys()},
+            "callbacks": {key: cb.state_dict() for key, cb in callback_keys(self.callbacks)},
             "fingerprint": self.fingerprint,
         }
-        write_checkpoint(self.checkpoint_dir / f"epoch_{epochs_done:04d}", state)
-        for old in checkpoint_folders(self.checkpoint_dir)[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def _callback_keys(self) -> list[tuple[str, Callback]]:
-        """(class name:occurrence, callback), a key that survives a restart."""
-        seen: dict[str, int] = {}
-        keyed = []
-        for callback in self.callbacks:
-            name = type(callback).__name__
-            seen[name] = seen.get(name, -1) + 1
-            keyed.append((f"{name}:{seen[name]}", callback))
-        return keyed
+        write_epoch_checkpoint(self.checkpoint_dir, epochs_done, state, keep=KEEP_CHECKPOINTS)
 
     def _restore(self, resume_from: str | Path | None) -> int:
         """Load the checkpoint (if any) and return the number of epochs it had completed."""
         folder = Path(resume_from) if resume_from is not None else None
-        if folder is None and self.checkpoint_dir is not None:
-            folders = checkpoint_folders(self.checkpoint_dir)
-            folder = folders[-1] if folders else None
+        folder = folder or latest_checkpoint(self.checkpoint_dir)
         if folder is None:
             return 0
-        state = read_checkpoint(folder)
-        check_fingerprint(state["fingerprint"], self.fingerprint, folder)
+        state = read_resumable(folder, self.fingerprint)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -374,7 +358,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.step, self.should_stop = int(state["step"]), bool(state["should_stop"])
         self.history = list(state["history"])
-        for key, callback in self._callback_keys():
+        for key, callback in callback_keys(self.callbacks):
             if key in state["callbacks"]:
                 callback.load_state_dict(state["callbacks"][key])
         self.resumed_from = folder
