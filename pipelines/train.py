@@ -9,10 +9,10 @@ into the same run, each epoch's metrics once.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from anomaly import VAEDetector
+from anomaly.atomic import atomic_file
 from anomaly.corrections import check_applicable
 from anomaly.evaluation import DataSpec, LabelledData, NoveltySplit
 from anomaly.scoring import default_feature_names, save_bundle
@@ -171,12 +172,9 @@ def train_vae_flow(
     holdout = data.holdout(validation_fraction, seed)
     logged_params = {**params, "validation_fraction": validation_fraction}
     identity = {"model_name": name, "data": spec.__dict__, "digest": data.digest, **logged_params}
-    run_id = recorded_run(checkpoint_dir, identity)
-    if run_id is None:
-        run_id = start_run(spec, data, logged_params, name)
-        record_run(checkpoint_dir, run_id, identity)
-    else:
-        logger.info("resuming MLflow run %s from the checkpoints in %s", run_id, checkpoint_dir)
+    run_id = resumed_or_new_run(
+        checkpoint_dir, identity, lambda: start_run(spec, data, logged_params, name)
+    )
     detector = fit_detector(holdout, params, run_id, checkpoint_dir)
     metrics = evaluate_and_log(detector, holdout, data, run_id, name)
     logger.info("registered %s version %s as challenger: %s", name, metrics["version"], metrics)
@@ -212,12 +210,25 @@ def record_run(checkpoint_dir: str | None, run_id: str, identity: dict[str, Any]
     """Write run.json (run id and the settings it belongs to) atomically."""
     if checkpoint_dir is None:
         return
-    folder = Path(checkpoint_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     document = {"run_id": run_id, "identity": identity}
-    staging = folder / f".{RUN_FILE}.{os.getpid()}"
-    staging.write_text(json.dumps(document, indent=2, sort_keys=True, default=str))
-    os.replace(staging, folder / RUN_FILE)
+    with atomic_file(Path(checkpoint_dir) / RUN_FILE) as staging:
+        staging.write_text(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+def resumed_or_new_run(
+    checkpoint_dir: str | None, identity: dict[str, Any], start: Callable[[], str]
+) -> str:
+    """The MLflow run recorded in `checkpoint_dir` for these settings (a resumed training),
+    else a new one from `start()`, recorded there."""
+    run_id = recorded_run(checkpoint_dir, identity)
+    if run_id is not None:
+        get_run_logger().info(
+            "resuming MLflow run %s from the checkpoints in %s", run_id, checkpoint_dir
+        )
+        return run_id
+    run_id = start()
+    record_run(checkpoint_dir, run_id, identity)
+    return run_id
 
 
 def check_correction_fits(params: dict[str, Any], input_shape: tuple[int, ...]) -> None:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from anomaly.atomic import atomic_file
 from generative.distributed import World, init_from_env, shutdown
 
 DDP_FLOW_TAG = "train-ddp"
@@ -130,10 +130,8 @@ def tag_run(run_id: str, world: World) -> None:
 
 def write_result(folder: Path, result: dict[str, Any]) -> None:
     """result.json, written to a temporary name and renamed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / f".result.json.{os.getpid()}"
-    staging.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(staging, folder / "result.json")
+    with atomic_file(folder / "result.json") as staging:
+        staging.write_text(json.dumps(result, indent=2, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,8 +40,7 @@ from pipelines.train import (
     TRAINER_FOLDER,
     MlflowEpochLogger,
     default_model_name,
-    record_run,
-    recorded_run,
+    resumed_or_new_run,
 )
 
 GRID_COLUMNS = 8
@@ -257,12 +256,9 @@ def train_gan_flow(
     configs = resolve_configs(gan, trainer, data, seed)  # fail before any run is created
     identity = {"model_name": name, "spec": dataclasses.asdict(spec), "digest": data.digest,
                 "seed": seed, **resolved_config(configs, data)}  # fmt: skip
-    run_id = recorded_run(checkpoint_dir, identity)
-    if run_id is None:
-        run_id = start_run(spec, data, configs, name)
-        record_run(checkpoint_dir, run_id, identity)
-    else:
-        logger.info("resuming MLflow run %s from the checkpoints in %s", run_id, checkpoint_dir)
+    run_id = resumed_or_new_run(
+        checkpoint_dir, identity, lambda: start_run(spec, data, configs, name)
+    )
     model, history = fit_gan(data, configs, run_id, progress, checkpoint_dir)
     MlflowClient().log_metric(run_id, "epochs_run", len(history))
     result = evaluate_and_log(model, data, run_id, name, configs[1].seed)
