@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -31,3 +35,16 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def write_json_atomic(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write JSON to a temp file beside `path`, then rename it over `path`."""
+    with atomic_file(path) as staging:
+        staging.write_text(json.dumps(payload, indent=2, default=_json_default))
+    return Path(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -13,7 +13,6 @@ Benjamini-Hochberg over all its rows. Memory is bounded by the chunk size plus 8
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -258,19 +257,6 @@ class _SummaryBuilder:
             ["score", "row_id"], ascending=[False, True]
         ).to_dict("records")
         return summary
-
-
-def write_json_atomic(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write JSON to a temp file beside `path`, then rename it over `path`."""
-    with atomic_file(path) as staging:
-        staging.write_text(json.dumps(payload, indent=2, default=_json_default))
-    return Path(path)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def apply_batch_fdr(

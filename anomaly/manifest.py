@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anomaly.atomic import atomic_file
+from anomaly.atomic import write_json_atomic
 from anomaly.batchio import Partition
 from generative.checksums import sha256
 
@@ -70,8 +70,7 @@ class PartManifest:
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-        with atomic_file(folder / JOB_FILE) as staging:
-            staging.write_text(json.dumps(fingerprint, indent=2))
+        write_json_atomic(fingerprint, folder / JOB_FILE)
         return cls(folder), False
 
     def part_path(self, partition: Partition) -> Path:
@@ -123,8 +122,7 @@ class PartManifest:
         }
         if rejected.is_file():
             record["rejected_sha256"] = sha256(rejected)
-        with atomic_file(self._record_path(partition)) as staging:
-            staging.write_text(json.dumps(record, indent=2))
+        write_json_atomic(record, self._record_path(partition))
         return record
 
     def discard(self) -> None:

@@ -29,6 +29,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from tqdm.auto import tqdm
 
+from anomaly.atomic import write_json_atomic
 from anomaly.batch import (
     BatchPlan,
     apply_batch_fdr,
@@ -39,7 +40,6 @@ from anomaly.batch import (
     output_schema,
     plan_batch,
     score_partition,
-    write_json_atomic,
 )
 from anomaly.batchio import Partition, check_policy
 from anomaly.data.readers import DatasetFormatError
