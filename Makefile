@@ -22,9 +22,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]" -c constraints.txt
 	touch $(STAMP)
 
+# Prefect creates PREFECT_HOME with a plain mkdir: a fresh clone has no .state/ to hold it.
+$(PREFECT_HOME):
+	mkdir -p $@
+
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) | $(PREFECT_HOME)
 	$(VENV)/bin/genad demo
 
 lint: $(STAMP)
@@ -35,11 +39,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+test: lint | $(PREFECT_HOME)
 	$(PY) -m pytest -q
 
 # The slow tests include scoring through Spark: the spark extra (pyspark) comes first.
-test-all: lint $(VENV)/.spark
+test-all: lint $(VENV)/.spark | $(PREFECT_HOME)
 	$(PY) -m pytest -q -m "slow or not slow"
 
 $(VENV)/.spark: $(STAMP)

@@ -12,6 +12,35 @@ from typing import Any
 
 import numpy as np
 
+CREATE_DIRS_HINT = "pass --create-dirs (create_dirs=True) to have it created"
+
+
+class OutputFolderError(FileNotFoundError):
+    """The folder a named output goes into does not exist (or is not a folder)."""
+
+
+def check_output_folder(path: str | os.PathLike, *, create: bool = False) -> Path:
+    """The folder that output `path` goes into. A missing one (a mistyped path, say) is refused
+    with an `OutputFolderError` naming it, as pandas and pyarrow do, unless `create`, which makes
+    it and its parents. Flows call this before any work, so a refusal writes nothing."""
+    folder = Path(path).expanduser().resolve().parent
+    if folder.is_dir():
+        return folder
+    if folder.exists():
+        raise OutputFolderError(f"output folder {folder} is not a folder (for {Path(path).name})")
+    if not create:
+        raise OutputFolderError(
+            f"output folder {folder} does not exist (for {Path(path).name}): check the path, "
+            f"or {CREATE_DIRS_HINT}"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputFolderError(
+            f"cannot create output folder {folder}: {error.strerror or error}"
+        ) from error
+    return folder
+
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Path]:

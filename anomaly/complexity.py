@@ -14,10 +14,11 @@ import zlib
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image
 
 
 def _png(image: np.ndarray) -> bytes:
+    from PIL import Image  # here: only detectors with the complexity correction use it
+
     channels = image.shape[0]
     if channels not in (1, 3):
         raise ValueError(f"the png compressor takes 1 or 3 channels, got {channels}")

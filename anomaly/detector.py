@@ -21,7 +21,15 @@ from anomaly.detector_files import (
     read_state,
     write_detector_files,
 )
-from anomaly.detector_params import background_settings, check_params, trainer_config, vae_config
+from anomaly.detector_params import (
+    background_settings,
+    check_params,
+    refuse_renamed,
+    refusing_renamed,
+    trainer_config,
+    upgrade_params,
+    vae_config,
+)
 from anomaly.preprocessing import ImageScaler, Standardizer
 from anomaly.thresholds import FLAG_RULES, conformal_offset, conformal_p_values
 from anomaly.validation import check_input
@@ -37,17 +45,22 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     """Flag rows that a variational autoencoder, trained on normal data, finds unlikely.
 
     `score_samples(X)` is an estimate of log p(x) in nats (higher = more normal), or its
-    `correction` (below), by
-    `score="elbo"` (a lower bound), `"iwae"` (the importance-sampled bound, tighter with K) or
-    `"prior_mc"` (the seed's Monte Carlo estimate from prior samples), each with K = `n_samples`.
+    `correction` (below), by `score_method="elbo"` (a lower bound), `"iwae"` (the
+    importance-sampled bound, tighter with K) or `"prior_mc"` (the seed's Monte Carlo estimate
+    from prior samples), each with K = `n_samples`.
     `precision="bf16"` runs the networks under bfloat16 autocast when scoring (about 2.5x faster
     on CPUs with bf16 units; scores move by ~0.05 nats of ~180 on Fashion-MNIST).
     Works for tabular arrays (n, d) and images (n, c, h, w) (or (n, h, w)).
 
     `fit` holds out `calibration_fraction` of the rows (and `validation_fraction` for early
-    stopping), trains on the rest and sets `offset_` on the calibration scores only: with
-    `target_fpr` (or, if None, `contamination`) = q, a new normal row is flagged with probability
-    at most q (a conformal order statistic; exact for continuous scores).
+    stopping) and trains on the rest. Two rules set the threshold `offset_`:
+    - `target_fpr` = q (the guarantee): set on the held-out calibration scores only, so a new
+      normal row is flagged with probability at most q (a conformal order statistic; exact for
+      continuous scores). Use it when the flags must hold a false-alarm rate on new data.
+    - `contamination` = c (used when `target_fpr` is None; scikit-learn's and PyOD's meaning):
+      the c-quantile of the scores of all the rows given to `fit`, so `fit_predict(X)` flags a
+      share c of X. On new normal rows it flags more than c when the model fits its training
+      rows better than unseen ones (docs/detector.md measures by how much).
 
     `p_values(X)` are conformal p-values against the calibration scores. `predict` flags by
     `flag_rule`: "threshold" (the default, below `offset_`), "alpha" (p <= level: a normal row
@@ -71,10 +84,11 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     `active_units_`, `history_`, `background_` (the background model, or None).
     """
 
+    @refusing_renamed
     def __init__(
         self,
         *,
-        score: str = "iwae",
+        score_method: str = "iwae",
         n_samples: int = 100,
         precision: str = "fp32",
         latent_dim: int | None = None,
@@ -103,7 +117,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         device: str = "auto",
         verbose: bool = False,
     ) -> None:
-        self.score = score
+        self.score_method = score_method
         self.n_samples = n_samples
         self.precision = precision
         self.latent_dim = latent_dim
@@ -131,6 +145,11 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+
+    def set_params(self, **params: Any) -> VAEDetector:
+        """scikit-learn's `set_params`; an old parameter name gets an error naming the new."""
+        refuse_renamed(type(self).__name__, params)
+        return super().set_params(**params)
 
     # --- fitting ---------------------------------------------------------------------------
     def fit(
@@ -182,7 +201,14 @@ class VAEDetector(OutlierMixin, BaseEstimator):
                 verbose=self.verbose,
             )
         self.calibration_scores_ = np.sort(self._scores(data[cal_idx]))
-        self.offset_ = self._offset(self.calibration_scores_)
+        if self.target_fpr is None:
+            fitted_rows = np.concatenate([train_idx, val_idx])
+            training_scores = np.concatenate(
+                [self._scores(data[fitted_rows]), self.calibration_scores_]
+            )
+            self.offset_ = float(np.percentile(training_scores, 100.0 * self.contamination))
+        else:
+            self.offset_ = self._calibrated_offset(self.calibration_scores_)
         return self
 
     def _check_params(self) -> None:
@@ -212,13 +238,13 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             callbacks.append(EarlyStopping(patience=self.patience))
         return callbacks
 
-    def _offset(self, calibration_scores: np.ndarray) -> float:
-        rate = self.target_fpr if self.target_fpr is not None else self.contamination
-        offset = conformal_offset(calibration_scores, rate)
+    def _calibrated_offset(self, calibration_scores: np.ndarray) -> float:
+        offset = conformal_offset(calibration_scores, self.target_fpr)
         if offset == -np.inf:
             warnings.warn(
-                f"{len(calibration_scores)} calibration rows are too few to flag at rate {rate}: "
-                "nothing will be flagged; use more data or a larger calibration_fraction",
+                f"{len(calibration_scores)} calibration rows are too few to flag at target_fpr "
+                f"{self.target_fpr}: nothing will be flagged; use more data or a larger "
+                "calibration_fraction",
                 stacklevel=3,
             )
         return offset
@@ -304,7 +330,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         scores = estimate_log_px(
             self.model_,
             data,
-            method=self.score,
+            method=self.score_method,
             n_samples=self.n_samples,
             seed=self.random_state,
             precision=self.precision,
@@ -341,7 +367,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         """Load a detector written by `save`; the networks go to `device`."""
         folder = Path(path)
         state = read_state(folder)
-        detector = cls(**state["params"])
+        detector = cls(**upgrade_params(state["params"]))
         detector.model_, detector.background_ = read_networks(folder, detector.correction, device)
         for name, value in fitted_attributes(state).items():
             setattr(detector, name, value)

@@ -5,8 +5,10 @@ architecture options included) into the configurations that `VAEDetector.fit` tr
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,10 +22,49 @@ if TYPE_CHECKING:
     from anomaly.detector import VAEDetector
 
 
+# Parameters renamed since an earlier release: old name -> new name. `score` shadowed the `score`
+# method that scikit-learn's tooling and pipelines call on estimators.
+RENAMED_PARAMS = {"score": "score_method"}
+
+
+class RenamedParameterError(TypeError, ValueError):
+    """A parameter passed under its old name: a TypeError for Python callers (an unexpected
+    keyword), a ValueError for the CLI and flows (bad input, exit status 2)."""
+
+
+def refuse_renamed(owner: str, params: Mapping[str, Any]) -> None:
+    """RenamedParameterError naming the new name when `params` uses a parameter's old name."""
+    for old, new in RENAMED_PARAMS.items():
+        if old in params:
+            raise RenamedParameterError(
+                f"{owner}: the parameter {old!r} was renamed to {new!r}; "
+                f"pass {new}={params[old]!r} instead"
+            )
+
+
+def upgrade_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Saved parameters with old names (an earlier release's detector.json) under the new."""
+    return {RENAMED_PARAMS.get(name, name): value for name, value in params.items()}
+
+
+def refusing_renamed(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap an estimator's `__init__` so an old parameter name gets `refuse_renamed`'s error
+    instead of Python's bare "unexpected keyword". The signature scikit-learn reads is kept."""
+
+    @functools.wraps(init)
+    def checked_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        refuse_renamed(type(self).__name__, kwargs)
+        init(self, *args, **kwargs)
+
+    return checked_init
+
+
 def check_params(detector: VAEDetector) -> None:
     """ValueError naming the first parameter of `detector` that is out of its range."""
-    if detector.score not in METHODS:
-        raise ValueError(f"score must be one of {sorted(METHODS)}, got {detector.score!r}")
+    if detector.score_method not in METHODS:
+        raise ValueError(
+            f"score_method must be one of {sorted(METHODS)}, got {detector.score_method!r}"
+        )
     if not (isinstance(detector.n_samples, int | np.integer) and detector.n_samples >= 1):
         raise ValueError(f"n_samples must be a positive integer, got {detector.n_samples!r}")
     if detector.precision not in PRECISIONS:

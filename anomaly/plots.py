@@ -60,11 +60,27 @@ def plot_score_histogram(
     """Histogram of log p(x) for normal (label 0) and anomalous (1) rows, with the threshold;
     written atomically as a PNG. With `labels=None` (unlabelled scoring) one histogram of all
     rows is drawn instead."""
-    plt = _pyplot()
+    figure, axis = _pyplot().subplots(figsize=(7, 4))
+    _draw_histogram(axis, scores, labels, threshold, "estimated log p(x) (nats")
+    axis.set_title(title)
+    figure.tight_layout()
+    return _save_atomically(figure, path, dpi=110)
+
+
+def _draw_histogram(
+    axis: Axes,
+    scores: np.ndarray,
+    labels: np.ndarray | None,
+    threshold: float,
+    quantity: str,
+    *,
+    density: bool = False,
+) -> None:
+    """Histograms of `scores` by label (or of all rows) on `axis`, the threshold dashed; with
+    `density` each label's histogram has area 1 (classes of very different sizes)."""
     scores = np.asarray(scores, dtype=float)
     low, high = np.percentile(scores, [0.5, 100])
     bins = np.linspace(low, high, 60)
-    figure, axis = plt.subplots(figsize=(7, 4))
     if labels is None:
         chosen = np.clip(scores, low, high)
         axis.hist(chosen, bins=bins, alpha=0.6, label=f"all rows ({len(chosen)})", color="tab:blue")
@@ -72,15 +88,52 @@ def plot_score_histogram(
         labels = np.asarray(labels).astype(int)
         for label, name, colour in ((0, "normal", "tab:blue"), (1, "anomaly", "tab:red")):
             chosen = np.clip(scores[labels == label], low, high)
-            axis.hist(chosen, bins=bins, alpha=0.6, label=f"{name} ({len(chosen)})", color=colour)
+            axis.hist(
+                chosen, bins=bins, alpha=0.6, label=f"{name} ({len(chosen)})", color=colour,
+                density=density,
+            )  # fmt: skip
     if np.isfinite(threshold):
         axis.axvline(threshold, color="black", linestyle="--", label="threshold")
-    axis.set_xlabel("estimated log p(x) (nats; lowest 0.5% clipped)")
-    axis.set_ylabel("rows")
-    axis.set_title(title)
+    axis.set_xlabel(f"{quantity}; lowest 0.5% clipped)")
+    axis.set_ylabel("density (each label)" if density else "rows")
     axis.legend()
+
+
+def plot_score_comparison(
+    labels: np.ndarray,
+    scores: dict[str, np.ndarray],
+    threshold: float,
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+) -> Path:
+    """Scores side by side on labelled rows (1 = anomaly): their ROC curves on one panel, then
+    a histogram per score by label. `scores` maps a name to normality (higher = more normal);
+    `threshold` is drawn on the last score's panel (the one the flags use); each label's
+    histogram has area 1, so a small class stays visible. Written atomically as a PNG."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    labels = np.asarray(labels).astype(int)
+    figure, axes = _pyplot().subplots(1, 1 + len(scores), figsize=(5 + 5 * len(scores), 4.4))
+    for index, (name, normality) in enumerate(scores.items()):
+        anomaly_score = -np.asarray(normality, dtype=float)
+        false_positive, true_positive, _ = roc_curve(labels, anomaly_score)
+        area = roc_auc_score(labels, anomaly_score)
+        axes[0].plot(false_positive, true_positive, label=f"{name}: AUROC {area:.3f}")
+        last = index == len(scores) - 1
+        _draw_histogram(
+            axes[index + 1], normality, labels, threshold if last else np.nan, name, density=True
+        )
+        axes[index + 1].set_title(f"{name} (higher = more normal)")
+    axes[0].plot([0, 1], [0, 1], color="grey", linestyle="--", label="chance")
+    axes[0].set_xlabel("false positive rate")
+    axes[0].set_ylabel("true positive rate")
+    axes[0].set_title("ROC")
+    axes[0].legend(loc="lower right")
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
-    return _save_atomically(figure, path, dpi=110)
+    return _save_atomically(figure, path, dpi=100)
 
 
 # --- training curves --------------------------------------------------------------------------

@@ -64,6 +64,9 @@ class GenadVAEModel(mlflow.pyfunc.PythonModel):
         registry."""
         folder = Path(context.artifacts[DETECTOR_ARTIFACT])
         self.model: ScoringModel = load_bundle(folder)
+        # No progress bars when scoring (genad's flows save detectors so): a bar would need tqdm,
+        # which the model's requirements do not list (pipelines.tracking.MODEL_PACKAGES)
+        self.model.detector.set_params(verbose=False)
         self.max_served_rows = served_row_limit(len(self.model.feature_names))
         config = context.model_config or {}
         self.model.name = str(config.get("model_name", UNREGISTERED))

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from anomaly.detector import VAEDetector
+from anomaly.validation import missing_columns_message
 
 MODEL_INFO_FILE = "model_info.json"
 OUTPUT_COLUMNS = ("log_px", "normality", "score", "p_value", "is_anomaly")
@@ -94,15 +95,8 @@ def select_features(frame: pd.DataFrame, feature_names: list[str]) -> np.ndarray
     if not isinstance(frame, pd.DataFrame):
         raise InputColumnsError(f"expected a pandas DataFrame, got {type(frame).__name__}")
     columns = [str(c) for c in frame.columns]
-    missing = [name for name in feature_names if name not in columns]
-    if missing:
-        shown = ", ".join(missing[:10]) + (
-            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        )
-        raise InputColumnsError(
-            f"input is missing {len(missing)} of the model's {len(feature_names)} feature "
-            f"columns: {shown}"
-        )
+    if not set(feature_names) <= set(columns):
+        raise InputColumnsError(missing_columns_message(feature_names, columns))
     selected = frame.set_axis(columns, axis=1)[feature_names]
     bad = [name for name in feature_names if not pd.api.types.is_numeric_dtype(selected[name])]
     if bad:

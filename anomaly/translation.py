@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from anomaly.scoring import default_feature_names
+from anomaly.validation import missing_columns_message
 from generative.cyclegan.model import DIRECTIONS, CycleGAN
 from generative.registry import atomic_directory, read_model_files, write_model_files
 
@@ -66,12 +67,10 @@ class TranslatorBundle:
             raise TranslationInputError(
                 f"{len(frame)} rows; at most {MAX_ROWS_PER_CALL} per call (split the input)"
             )
-        missing = [c for c in self.feature_names if c not in frame.columns]
-        if missing:
+        if not set(self.feature_names) <= {str(c) for c in frame.columns}:
             raise TranslationInputError(
-                f"the frame lacks {len(missing)} of the {len(self.feature_names)} pixel columns "
-                f"(first missing: {missing[:3]}); expected pixel0..pixel"
-                f"{len(self.feature_names) - 1} in [0, 1]"
+                f"{missing_columns_message(self.feature_names, frame.columns)}; expected "
+                f"pixel0..pixel{len(self.feature_names) - 1} in [0, 1]"
             )
         pixels = frame[self.feature_names]
         if not all(pd.api.types.is_numeric_dtype(t) for t in pixels.dtypes):

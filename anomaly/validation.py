@@ -2,11 +2,15 @@
 
 `check_input` turns arrays, nested lists and DataFrames into a float array that is either tabular
 (n_samples, n_features) or a batch of images (n, c, h, w); (n, h, w) is read as one channel.
+`missing_columns_message` words every "the input lacks columns" error (library, served model,
+batch files, CLI) the same way.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -145,3 +149,66 @@ def _check_image_shape(array: np.ndarray, image_shape: tuple[int, ...], name: st
             f"{name} has images of shape {array.shape[1:]}, but the model was fitted with "
             f"images of shape {expected}."
         )
+
+
+SHOWN_NAMES = 5  # column names quoted in a message; the rest are counted
+SHOWN_NAME_CHARS = 40  # longer names are cut (a whole header read as one name, say)
+_SPELLING = re.compile(r"[\s_.\-]+")
+
+
+def missing_columns_message(
+    expected: Sequence[str], present: Iterable[Any], *, source: str = "input"
+) -> str:
+    """One bounded line for input that lacks some of the `expected` columns: how many are
+    missing and the first few, the first columns of `source` ("input", "file") that were not
+    expected, and the likely cause when those differ from the missing ones only in spelling
+    (case, spaces, '_', '-', '.'), e.g. pixel_0 for pixel0."""
+    have = [str(name) for name in present]
+    wanted, found = set(expected), set(have)
+    missing = [name for name in expected if name not in found]
+    unexpected = [name for name in have if name not in wanted]
+    parts = [
+        f"missing columns {_names(missing)} ({len(missing)} of the {len(expected)} the model needs)"
+    ]
+    if unexpected:
+        parts.append(f"the {source}'s first unexpected columns: {_names(unexpected)}")
+    hint = _spelling_hint(missing, unexpected, source)
+    if hint:
+        parts.append(hint)
+    return "; ".join(parts)
+
+
+def _names(names: Sequence[str]) -> str:
+    """The first SHOWN_NAMES names as a list literal, then how many more there are."""
+    shown = [
+        repr(name) if len(name) <= SHOWN_NAME_CHARS else repr(name[:SHOWN_NAME_CHARS]) + "..."
+        for name in names[:SHOWN_NAMES]
+    ]
+    more = len(names) - len(shown)
+    return f"[{', '.join(shown)}]" + (f" and {more} more" if more else "")
+
+
+def _spelling_key(name: str) -> str:
+    return _SPELLING.sub("", name).casefold()
+
+
+def _spelling_hint(missing: Sequence[str], unexpected: Sequence[str], source: str) -> str:
+    """The likely cause when unexpected columns are missing ones spelled differently."""
+    by_key: dict[str, str] = {}
+    for name in missing:
+        by_key.setdefault(_spelling_key(name), name)
+    pairs = [(name, by_key[key]) for name in unexpected if (key := _spelling_key(name)) in by_key]
+    if not pairs:
+        return ""
+    found, wanted = pairs[0]
+    matched = len({want for _, want in pairs})
+    share = (
+        "the missing column matches"
+        if len(missing) == 1
+        else f"{matched} of the {len(missing)} missing columns match"
+    )
+    return (
+        f"likely cause: the {source}'s columns look like the model's with different spelling: "
+        f"{found!r} vs {wanted!r} ({share} when case, spaces, '_', '-' and '.' are ignored): "
+        "rename them"
+    )

@@ -135,7 +135,7 @@ def timed_log_px(detector: VAEDetector, X: np.ndarray, score: str, k: int) -> tu
     """(log p(x) by `score` with K = k, seconds). correction="none" makes score_samples the
     raw log p(x), so the background model and compressor are not recomputed."""
     start = time.perf_counter()
-    with temporary_params(detector, score=score, n_samples=k, correction="none"):
+    with temporary_params(detector, score_method=score, n_samples=k, correction="none"):
         log_px = detector.score_samples(X)
     return log_px, time.perf_counter() - start
 

@@ -82,11 +82,11 @@ def final_scores(det: VAEDetector, images: np.ndarray, args: argparse.Namespace)
         "background alone": terms["background_log_px"],
         "compressor alone": terms["compressor_bits"],
     }
-    det.set_params(score="elbo", n_samples=1)
+    det.set_params(score_method="elbo", n_samples=1)
     scores["ELBO"] = det.score_terms(images)["log_px"]
-    det.set_params(score="prior_mc", n_samples=args.prior_k)
+    det.set_params(score_method="prior_mc", n_samples=args.prior_k)
     scores["prior MC log p(x)"] = det.score_terms(images[: args.prior_rows])["log_px"]
-    det.set_params(score="iwae", n_samples=args.k)
+    det.set_params(score_method="iwae", n_samples=args.k)
     return scores
 
 

@@ -84,7 +84,9 @@ def select(
     tensors = {name: to_tensor(images) for name, images in sets.items()}
     log_px = {name: detector.score_samples(images) for name, images in sets.items()}
     rows = {
-        "raw": [{"setting": f"{detector.score} K={detector.n_samples}", **proxy_aurocs(log_px)}]
+        "raw": [
+            {"setting": f"{detector.score_method} K={detector.n_samples}", **proxy_aurocs(log_px)}
+        ]
     }
     rows["compressor"] = []
     for name in COMPRESSORS:

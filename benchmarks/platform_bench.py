@@ -63,7 +63,7 @@ from pipelines.train import train_vae_flow
 DATASET, SOURCE_FILE = "adbench/donors", "adbench/11_donors.npz"
 MODEL_NAME = "bench-platform"
 MODEL_URI = f"models:/{MODEL_NAME}@champion"
-CONFIG = {"epochs": 3, "hidden_dims": [64, 64], "score": "iwae", "n_samples": 10}
+CONFIG = {"epochs": 3, "hidden_dims": [64, 64], "score_method": "iwae", "n_samples": 10}
 GROUP_ROWS, CHUNK_ROWS, PARTITION_ROWS = 100_000, 8192, 100_000
 READERS = ("iter_chunks", "parquet_chunks", "csv_chunks", "npz_chunks", "image_chunks")
 PHASES = (  # (label, path fragment, functions, only when called from): cumulative seconds

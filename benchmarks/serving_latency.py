@@ -58,8 +58,13 @@ from pipelines.promote import evaluate_and_promote_flow
 from pipelines.train import train_vae_flow
 
 CONFIGS = {  # train_vae_flow config per dataset; both score by IWAE with K=10 per row
-    "adbench/donors": {"epochs": 3, "hidden_dims": [64, 64], "score": "iwae", "n_samples": 10},
-    "fashion-mnist": {"epochs": 1, "score": "iwae", "n_samples": 10},
+    "adbench/donors": {
+        "epochs": 3,
+        "hidden_dims": [64, 64],
+        "score_method": "iwae",
+        "n_samples": 10,
+    },
+    "fashion-mnist": {"epochs": 1, "score_method": "iwae", "n_samples": 10},
 }
 NOVELTY = {"fashion-mnist": [0]}  # image sets: the class held out as the anomaly
 BODIES_PER_SIZE = 16  # distinct payloads per size, sent in turn

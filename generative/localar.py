@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from generative.batching import pad_rows
 from generative.configs import JsonConfig
 from generative.vae.likelihoods import make_likelihood
 
@@ -118,8 +119,13 @@ class LocalAR(nn.Module):
         return self.log_prob(x)
 
     @torch.no_grad()
-    def score(self, x: torch.Tensor, max_rows: int = 1024) -> torch.Tensor:
-        """log p(x) per row for any number of rows, in chunks, on the model's device."""
+    def score(self, x: torch.Tensor, max_rows: int = 256) -> torch.Tensor:
+        """log p(x) per row for any number of rows, on the model's device, in chunks padded to
+        `max_rows` rows: a row scores bit-identically in any batch (`generative.batching`)."""
         device = next(self.parameters()).device
         self.eval()
-        return torch.cat([self.log_prob(chunk.to(device)) for chunk in x.split(max_rows)])
+        scores = []
+        for chunk in x.split(max_rows):
+            (padded,) = pad_rows(max_rows, chunk.to(device))
+            scores.append(self.log_prob(padded)[: chunk.shape[0]])
+        return torch.cat(scores)

@@ -26,11 +26,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
 
 from generative.checkpoints import (
     callback_keys,
@@ -123,6 +125,8 @@ class ProgressBar(Callback):
         self.bar: tqdm | None = None
 
     def on_train_begin(self, trainer: Trainer) -> None:
+        from tqdm.auto import tqdm  # here: loading a registered model need not import it
+
         self.bar = tqdm(total=trainer.config.epochs, desc=self.description, leave=False)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:

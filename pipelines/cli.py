@@ -18,9 +18,12 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from anomaly.atomic import check_output_folder
 from anomaly.data import DatasetFormatError, DatasetNotFoundError, UnknownDatasetError
+from anomaly.detector_params import refuse_renamed
 from anomaly.scoring import InputColumnsError
 from generative.gan import TrainingDivergedError
+from pipelines.preflight import EnvironmentNotReadyError, StepFailedError, ensure_prefect_home
 
 USER_ERRORS = (
     FileNotFoundError,
@@ -32,18 +35,20 @@ USER_ERRORS = (
     ValueError,
     MlflowException,  # e.g. an unreachable tracking server
 )
+RUN_FAILURES = (TrainingDivergedError, EnvironmentNotReadyError, StepFailedError)
+# `genad demo`: docs/detector.md's one-class setting (conv VAE, IWAE K=16 under bf16, early
+# stopping) with the calibrated rule; image sets add the likelihood-ratio correction it
+# recommends for images.
 DEMO_CONFIG = {
-    "epochs": 12,
-    "backbone": "mlp",
-    "hidden_dims": [512, 256],
-    "latent_dim": 16,
-    "batch_size": 256,
-    "score": "iwae",
-    "n_samples": 16,
-    "target_fpr": 0.05,
+    "epochs": 8,
     "patience": 3,
+    "score_method": "iwae",
+    "n_samples": 16,
+    "precision": "bf16",
+    "target_fpr": 0.05,
     "verbose": True,
 }
+DEMO_IMAGE_CONFIG = {**DEMO_CONFIG, "correction": "likelihood_ratio"}
 
 
 # `genad train gan` flags -> the GANConfig / GANTrainerConfig field they set
@@ -71,8 +76,11 @@ def json_option(value: str | None, flag: str) -> dict[str, Any]:
 
 def detector_config(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
     """VAEDetector parameters: defaults, then --config JSON, then the explicit flags."""
+    if getattr(args, "score", None) is not None:
+        raise ValueError("--score was renamed to --score-method (same choices)")
     config = {**defaults, **json_option(args.config, "--config")}
-    for key in ("epochs", "score", "n_samples", "target_fpr", "correction"):
+    refuse_renamed("--config", config)
+    for key in ("epochs", "score_method", "n_samples", "target_fpr", "contamination", "correction"):
         value = getattr(args, key, None)
         if value is not None:
             config[key] = value
@@ -82,20 +90,20 @@ def detector_config(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Train on Fashion-MNIST without one class, register, promote, batch-score the test set."""
+    """Train on one class of Fashion-MNIST, register, promote, batch-score the test set."""
+    from anomaly.data.catalog import IMAGE_SETS
     from pipelines.demo import print_report, run_demo
 
-    novelty = None if args.novelty_class < 0 else args.novelty_class
-    config = detector_config(args, DEMO_CONFIG)
+    defaults = DEMO_IMAGE_CONFIG if args.dataset in IMAGE_SETS else DEMO_CONFIG
     result = run_demo(
         dataset=args.dataset,
-        novelty_class=novelty,
-        config=config,
+        normal_class=args.normal_class,
+        config=detector_config(args, defaults),
         workdir=Path(args.workdir),
         model_name=args.model_name,
         seed=args.seed,
     )
-    print_report(result, args.dataset, novelty)
+    print_report(result, args.dataset, args.normal_class)
     return 0
 
 
@@ -197,6 +205,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     if not Path(args.input).expanduser().exists():
         raise FileNotFoundError(f"input not found: {args.input}")
+    refuse_missing_output_folder(args)
     result = translate_flow(
         args.model,
         args.input,
@@ -204,6 +213,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         direction=args.direction,
         fmt=args.format,
         progress=sys.stderr.isatty(),
+        create_dirs=args.create_dirs,
     )
     print(
         f"translated {result['images']} images ({result['direction']}) with "
@@ -217,6 +227,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     """Draw samples from a registered generator into npz, a PNG folder or Parquet."""
     from pipelines.synth import synthesize_flow
 
+    refuse_missing_output_folder(args)
     result = synthesize_flow(
         args.model,
         args.n,
@@ -228,6 +239,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         mix_seed=args.mix_seed,
         mix_layer=args.mix_layer,
+        create_dirs=args.create_dirs,
     )
     counts = ", ".join(f"{label}: {count}" for label, count in result["counts"].items())
     print(
@@ -270,7 +282,15 @@ def score_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "typicality_group_size": args.typicality_group_size,
         "typicality_level": args.typicality_level,
         "bad_rows": args.bad_rows,
+        "create_dirs": args.create_dirs,
     }
+
+
+def refuse_missing_output_folder(args: argparse.Namespace) -> None:
+    """A missing --output folder (a typo, say) is refused here, before any flow starts, unless
+    --create-dirs asks the flow to create it."""
+    if not args.create_dirs:
+        check_output_folder(args.output)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -279,6 +299,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     if not Path(args.input).expanduser().exists():
         raise FileNotFoundError(f"input not found: {args.input}")
+    refuse_missing_output_folder(args)
     parameters = score_parameters(args)
     if args.workers or args.dask_address:
         workers = args.workers or 2
@@ -322,6 +343,7 @@ def cmd_schedule_score(args: argparse.Namespace) -> int:
             "schedules run only on a real Prefect server: start one (prefect server start) "
             "and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
         )
+    refuse_missing_output_folder(args)
     parameters = score_parameters(args)
     check_typicality_options(parameters["typicality_group_size"], parameters["typicality_level"])
     serve_scoring(args.name, args.cron, parameters, timezone=args.timezone)
@@ -369,12 +391,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser(sys.modules[__name__]).parse_args(argv)
     try:
+        ensure_prefect_home()
         with local_run_settings():
             return args.handler(args)
     except USER_ERRORS as error:
         print(f"genad {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except TrainingDivergedError as error:  # not bad input, but a run that failed
+    except RUN_FAILURES as error:  # not bad input, but a run (or machine) that failed
         print(f"genad {args.command}: error: {error}", file=sys.stderr)
         return 1
 

@@ -25,11 +25,21 @@ def _data_arguments(parser: argparse.ArgumentParser, dataset_flag: str) -> None:
 
 
 def _detector_arguments(parser: argparse.ArgumentParser) -> None:
+    from generative.vae import METHODS
+
     parser.add_argument("--config", help="VAEDetector parameters as JSON text or a .json file")
     parser.add_argument("--epochs", type=int)
-    parser.add_argument("--score", choices=["elbo", "iwae", "prior_mc"])
+    parser.add_argument("--score-method", choices=sorted(METHODS), help="the log p(x) estimate")
+    parser.add_argument("--score", help=argparse.SUPPRESS)  # renamed: refused with a hint
     parser.add_argument("--n-samples", type=int, help="K samples per row for the score")
-    parser.add_argument("--target-fpr", type=float, help="share of normal rows to flag")
+    parser.add_argument(
+        "--target-fpr", type=float,
+        help="flag at most this share of new normal rows (threshold on held-out calibration rows)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--contamination", type=float,
+        help="flag this share of the training rows (used when --target-fpr is not given)",
+    )  # fmt: skip
     parser.add_argument(
         "--correction", choices=["none", "likelihood_ratio", "complexity"],
         help="score by a likelihood ratio or a complexity-corrected likelihood (images only)",
@@ -40,6 +50,7 @@ def _score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-uri", required=True, help="e.g. models:/NAME@champion")
     parser.add_argument("--input", required=True, help="CSV, Parquet, npz or image folder")
     parser.add_argument("--output", required=True, help="Parquet file to write")
+    _create_dirs_argument(parser)
     parser.add_argument("--rows-per-partition", type=int, default=100_000)
     parser.add_argument("--chunk-rows", type=int, default=8192)
     parser.add_argument(
@@ -58,6 +69,13 @@ def _score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bad-rows", choices=["fail", "skip"], default="fail",
         help="on a bad row: fail naming it, or skip it and list it in <output>.rejected.csv",
+    )  # fmt: skip
+
+
+def _create_dirs_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--create-dirs", action="store_true",
+        help="create the --output's folder if it does not exist (else it is refused)",
     )  # fmt: skip
 
 
@@ -84,8 +102,9 @@ def _add_demo(commands: Any, handlers: ModuleType) -> None:
     demo = commands.add_parser("demo", help=handlers.cmd_demo.__doc__)
     demo.add_argument("--dataset", default="fashion-mnist")
     demo.add_argument(
-        "--novelty-class", type=int, default=0, help="held-out class (-1: labelled anomalies)"
-    )
+        "--normal-class", type=int, default=0,
+        help="the class trained on; every other class is the novelty (ADBench: 0, the normal rows)",
+    )  # fmt: skip
     demo.add_argument("--model-name", default=None)
     demo.add_argument("--workdir", default=".state/demo", help="where the scores are written")
     demo.add_argument("--seed", type=int, default=0)
@@ -201,6 +220,7 @@ def _add_translate(commands: Any, handlers: ModuleType) -> None:
     translate.add_argument("--model", required=True, help="e.g. models:/NAME@challenger")
     translate.add_argument("--input", required=True, help="an npz file (X) or a PNG folder")
     translate.add_argument("--output", required=True, help="out.npz or a folder (PNGs)")
+    _create_dirs_argument(translate)
     translate.add_argument(
         "--direction", choices=["a_to_b", "b_to_a"], default="a_to_b",
         help="a_to_b (G_AB) or b_to_a (G_BA)",
@@ -234,6 +254,7 @@ def _add_synth(commands: Any, handlers: ModuleType) -> None:
     synth.add_argument(
         "--output", required=True, help="out.npz, out.parquet (tables) or a folder (PNGs)"
     )
+    _create_dirs_argument(synth)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument(
         "--truncation", type=float, default=None,

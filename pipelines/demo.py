@@ -1,8 +1,12 @@
 """The main job end to end (`make demo`): train, register, promote, batch-score, report.
 
-Fashion-MNIST with one class held out as the novelty: a VAE trains on the other nine classes
-of the training split, the evaluation gate promotes it (held-out rows of the training split),
-and `batch_score_flow` scores the whole test split from the registry's champion.
+Fashion-MNIST one-class novelty: a VAE with the likelihood-ratio correction (what
+docs/detector.md recommends for images) trains on one class of the training split, the
+evaluation gate promotes it (held-out rows of the training split), and `batch_score_flow`
+scores the whole test split from the registry's champion; every other class is the novelty.
+The report puts the raw log p(x) beside the corrected score the flags use, as numbers and as a
+figure, because the raw likelihood is what fails here. A failing step is one line naming it
+(`pipelines.preflight.step`), its traceback in `<workdir>/error.log`.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from anomaly.atomic import atomic_file
 from anomaly.data import load_dataset
 from anomaly.data.catalog import IMAGE_SETS
 from anomaly.evaluation import DataSpec, ranking_metrics
-from anomaly.plots import plot_score_histogram
+from anomaly.plots import plot_score_comparison
 from pipelines import tracking
+from pipelines.preflight import step
 from pipelines.promote import evaluate_and_promote_flow
 from pipelines.score import batch_score_flow
 from pipelines.train import train_vae_flow
@@ -29,6 +34,13 @@ FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
+RAW_SCORE = "raw log p(x)"
+# The name of each correction's score in the report (the column `normality` of the scores).
+CORRECTED_SCORE = {
+    "none": "log p(x)",
+    "likelihood_ratio": "likelihood ratio",
+    "complexity": "complexity-corrected",
+}
 
 
 def write_npz_atomic(path: Path, **arrays: np.ndarray) -> Path:
@@ -38,83 +50,108 @@ def write_npz_atomic(path: Path, **arrays: np.ndarray) -> Path:
     return path
 
 
-def test_rows(dataset: str, novelty_class: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rows the demo batch-scores, with 0/1 labels: the test split of an image set, or
-    for a set without one (ADBench) the held-out part the gate also used."""
+def novelty_classes(dataset: str, normal_class: int) -> list[int]:
+    """Every class but `normal_class`: the ten of an image set, else labels 0/1."""
+    classes = range(10) if dataset in IMAGE_SETS else range(2)
+    if normal_class not in classes:
+        raise ValueError(f"--normal-class {normal_class} is not a class of {dataset}")
+    return [label for label in classes if label != normal_class]
+
+
+def test_rows(dataset: str, novelty: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows the demo batch-scores, with 0/1 labels (1 = a novelty class): the test split
+    of an image set, or for a set without one (ADBench) the held-out part the gate also used."""
     if dataset in IMAGE_SETS:
         test = load_dataset(dataset, split="test")
-        return test.X, (test.y == novelty_class).astype(int)
-    spec = DataSpec(dataset, novelty_classes=() if novelty_class is None else (novelty_class,))
-    split = spec.load().holdout(HOLDOUT_FRACTION, seed)
+        return test.X, np.isin(test.y, novelty).astype(int)
+    split = DataSpec(dataset, novelty_classes=tuple(novelty)).load().holdout(HOLDOUT_FRACTION, seed)
     return split.X_test, split.y_test
 
 
 def run_demo(
     *,
     dataset: str = "fashion-mnist",
-    novelty_class: int | None = 0,
+    normal_class: int = 0,
     config: dict[str, Any],
     workdir: Path,
     model_name: str | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Train -> register -> promote -> batch-score the test split; return what was measured."""
+    """Train -> register -> promote -> batch-score the test split; return what was measured.
+    A failing step raises `StepFailedError` naming it (traceback in `workdir/error.log`)."""
     started = time.perf_counter()
     workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)  # the demo's own work folder
+    log = workdir / "error.log"
+    log.unlink(missing_ok=True)
     split = "train" if dataset in IMAGE_SETS else None
-    novelty = [] if novelty_class is None else [novelty_class]
-    trained = train_vae_flow(
-        dataset, config, model_name=model_name, split=split, novelty_classes=novelty,
-        validation_fraction=HOLDOUT_FRACTION, seed=seed,
-    )  # fmt: skip
+    novelty = novelty_classes(dataset, normal_class)
+    with step("training", log):
+        trained = train_vae_flow(
+            dataset, config, model_name=model_name, split=split, novelty_classes=novelty,
+            validation_fraction=HOLDOUT_FRACTION, seed=seed,
+        )  # fmt: skip
     name = trained["model_name"]
-    gate = evaluate_and_promote_flow(
-        name, dataset, split=split, novelty_classes=novelty,
-        holdout_fraction=HOLDOUT_FRACTION, seed=seed,
-    )  # fmt: skip
-    X_test, labels = test_rows(dataset, novelty_class, seed)
-    test_file = write_npz_atomic(workdir / "test.npz", X=X_test, y=labels)
-    output = workdir / "scores.parquet"
-    summary = batch_score_flow(f"models:/{name}@champion", str(test_file), str(output))
-    scored = pd.read_parquet(output, columns=["row_id", "log_px", "is_anomaly"])
+    with step("the evaluation gate", log):
+        gate = evaluate_and_promote_flow(
+            name, dataset, split=split, novelty_classes=novelty,
+            holdout_fraction=HOLDOUT_FRACTION, seed=seed,
+        )  # fmt: skip
+    with step("batch scoring", log):
+        X_test, labels = test_rows(dataset, novelty, seed)
+        test_file = write_npz_atomic(workdir / "test.npz", X=X_test, y=labels)
+        output = workdir / "scores.parquet"
+        summary = batch_score_flow(f"models:/{name}@champion", str(test_file), str(output))
+    with step("the report", log):
+        measured = measure(output, labels, summary, config.get("correction", "none"), workdir)
+    return {
+        "trained": trained, "gate": gate, "summary": summary, "output": output,
+        **measured, "seconds": time.perf_counter() - started,
+    }  # fmt: skip
+
+
+def measure(
+    output: Path, labels: np.ndarray, summary: dict[str, Any], correction: str, workdir: Path
+) -> dict[str, Any]:
+    """AUROC/AUPRC of the raw log p(x) and of the score the flags use, the flag rates, and
+    the figure that compares the two scores."""
+    scored = pd.read_parquet(output, columns=["row_id", "log_px", "normality", "is_anomaly"])
     y = labels[scored["row_id"].to_numpy()]
-    metrics = ranking_metrics(y, -scored["log_px"].to_numpy())
-    picture = plot_score_histogram(
-        scored["log_px"].to_numpy(), y, summary["threshold"], workdir / "test_scores.png",
-        title=f"{dataset} test: class {novelty_class} held out, AUROC {metrics['auroc']:.3f}",
+    scores = {RAW_SCORE: scored["log_px"].to_numpy()}
+    if correction != "none":
+        scores[CORRECTED_SCORE[correction]] = scored["normality"].to_numpy()
+    metrics = {name: ranking_metrics(y, -values) for name, values in scores.items()}
+    picture = plot_score_comparison(
+        y, scores, summary["threshold"], workdir / "test_scores.png",
+        title=f"{len(y)} test rows, {int(y.sum())} novel: raw and flagged-by scores",
     )  # fmt: skip
     flagged = scored["is_anomaly"].to_numpy()
     return {
-        "trained": trained,
-        "gate": gate,
-        "summary": summary,
-        "auroc": metrics["auroc"],
-        "auprc": metrics["auprc"],
+        "metrics": metrics,
+        "flagged_by": list(scores)[-1],
         "flag_rate_normal": float(flagged[y == 0].mean()),
         "flag_rate_novel": float(flagged[y == 1].mean()),
-        "output": output,
         "plot": picture,
-        "seconds": time.perf_counter() - started,
     }
 
 
-def print_report(result: dict[str, Any], dataset: str, novelty_class: int | None) -> None:
-    """The demo's closing lines: quality, flags, where things are."""
+def print_report(result: dict[str, Any], dataset: str, normal_class: int) -> None:
+    """The demo's closing lines: both scores' quality, flags, where things are."""
     summary = result["summary"]
-    if novelty_class is None:
-        held_out = "labelled anomalies"
-    elif dataset == "fashion-mnist":
-        held_out = f"novelty class {novelty_class} ({FASHION_CLASSES[novelty_class]})"
+    if dataset in IMAGE_SETS:
+        label = f" ({FASHION_CLASSES[normal_class]})" if dataset == "fashion-mnist" else ""
+        task = f"trained on class {normal_class}{label} only; every other class is novel"
     else:
-        held_out = f"novelty class {novelty_class}"
-    print(f"\n== genad demo: {dataset}, {held_out} ==")
+        task = f"trained on label {normal_class} rows; the labelled anomalies are the novelty"
+    print(f"\n== genad demo: {dataset}, {task} ==")
     print(f"model {summary['model_name']} version {summary['model_version']} (champion)")
     print(
         f"gate: {'promoted' if result['gate']['promoted'] else 'kept'}: {result['gate']['reason']}"
     )
-    print(
-        f"AUROC {result['auroc']:.4f}  AUPRC {result['auprc']:.4f} on {summary['rows']} test rows"
-    )
+    print(f"on {summary['rows']} test rows:")
+    for name, metrics in result["metrics"].items():
+        role = "  <- the score the flags use" if name == result["flagged_by"] else ""
+        print(f"  {name:<22} AUROC {metrics['auroc']:.4f}  AUPRC {metrics['auprc']:.4f}{role}")
     print(
         f"anomaly rate {summary['anomaly_rate']:.4f} (normal rows flagged "
         f"{result['flag_rate_normal']:.4f}, novel rows flagged {result['flag_rate_novel']:.4f})"

@@ -29,7 +29,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from tqdm.auto import tqdm
 
-from anomaly.atomic import write_json_atomic
+from anomaly.atomic import check_output_folder, write_json_atomic
 from anomaly.batch import (
     BatchPlan,
     apply_batch_fdr,
@@ -286,6 +286,7 @@ def batch_score_flow(
     typicality_group_size: int | None = None,
     typicality_level: float = 0.05,
     bad_rows: str = "fail",
+    create_dirs: bool = False,
 ) -> dict[str, Any]:
     """Score `input` (CSV, Parquet, npz or an image folder) with `model_uri`
     (e.g. models:/genad-fashion-mnist@champion) into Parquet at `output`.
@@ -308,13 +309,19 @@ def batch_score_flow(
     too large value, a ragged CSV line, an unreadable image), naming the file, row and column;
     "skip" scores the other rows (keeping their row ids) and lists each bad one in
     `<output>.rejected.csv` (row_id, column, reason). Problems of the whole file fail either way.
+
+    The folders of `output` and `summary` must exist: a missing one (a mistyped path) is refused
+    with an `OutputFolderError` naming it before any work, and nothing is written, unless
+    `create_dirs`, which creates them.
     """
     check_typicality_options(typicality_group_size, typicality_level)
     check_policy(bad_rows)
     logger = get_run_logger()
     target = Path(output).expanduser().resolve()
+    check_output_folder(target, create=create_dirs)
+    if summary:
+        check_output_folder(summary, create=create_dirs)
     source = resolved_input(input)
-    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
         model = resolve(model_uri, os.path.join(scratch, "model"))
         batch = plan(model, str(source), rows_per_partition, bad_rows)

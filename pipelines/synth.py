@@ -26,7 +26,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from tqdm.auto import tqdm
 
-from anomaly.atomic import atomic_file
+from anomaly.atomic import atomic_file, check_output_folder
 from anomaly.generation import GeneratorBundle, Request, check_request, load_generator
 from anomaly.generator_pyfunc import GENERATOR_ARTIFACT
 from generative.registry import atomic_directory
@@ -247,6 +247,7 @@ def synthesize_flow(
     progress: bool = False,
     mix_seed: int | None = None,
     mix_layer: int | None = None,
+    create_dirs: bool = False,
 ) -> dict[str, Any]:
     """Draw `n` samples per class of `classes` (every class when None) from a conditional
     generator, or `n` in all from an unconditional one, from `model_uri`
@@ -258,10 +259,14 @@ def synthesize_flow(
 
     A class's samples are the generator pyfunc's answer to the request (n, class, seed) with
     the seed in the provenance's `requests` (derived from `seed` and the class).
+
+    A missing folder for `output` is refused (`OutputFolderError`) before any work, unless
+    `create_dirs`.
     """
     logger = get_run_logger()
     target = Path(output).expanduser().resolve()
     name = output_format(target, fmt)
+    check_output_folder(target, create=create_dirs)
     with tempfile.TemporaryDirectory(prefix="genad-synth-") as scratch:
         model = resolve(model_uri, scratch)
         bundle = load_generator(model.bundle_dir)

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import getpass
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -53,16 +54,18 @@ DEFAULT_STORE = PROJECT_ROOT / "mlflow"
 CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 CODE_PACKAGES = ("anomaly", "generative")
-PYFUNC_REQUIREMENTS = [
-    "torch",
-    "numpy",
-    "pandas",
-    "pyarrow",
-    "scikit-learn",
-    "scipy",
-    "pillow",
-    "tqdm",
-]
+# What genad's code shipped inside a model (CODE_PACKAGES) imports while the model loads and
+# predicts, per kind of model: its requirements.txt pins these (`model_requirements`), and MLflow
+# adds mlflow itself, pinned. Their own dependencies (scikit-learn's joblib and threadpoolctl,
+# torch's) follow from these pins. pillow: a detector with the complexity correction and the png
+# compressor encodes PNGs while scoring. tests/test_model_env.py checks the lists against what a
+# fresh interpreter really imports, and installs them into a fresh venv.
+SCORING_PACKAGES = ("numpy", "pandas", "scikit-learn", "scipy", "torch")
+MODEL_PACKAGES = {
+    "detector": (*SCORING_PACKAGES, "pillow"),
+    "generator": SCORING_PACKAGES,
+    "translator": SCORING_PACKAGES,
+}
 
 
 class ModelNotFoundError(LookupError):
@@ -113,6 +116,17 @@ def ui_command() -> str:
 
 
 # --- logging models ---------------------------------------------------------------------------
+def model_requirements(kind: str) -> list[str]:
+    """The pip requirements logged with a model of `kind` (a key of MODEL_PACKAGES):
+    `name==<installed version>`, the versions that trained and logged it, as MLflow's own
+    requirement inference writes them. A local version label (torch's "+cpu") is dropped, as
+    MLflow does, so that PyPI can resolve the pin (docs/platform.md: getting the CPU build)."""
+    return sorted(
+        f"{name}=={importlib.metadata.version(name).split('+', 1)[0]}"
+        for name in MODEL_PACKAGES[kind]
+    )
+
+
 def log_pyfunc_model(
     bundle_dir: Path, model_name: str, example_rows: np.ndarray, *, name: str = "model"
 ) -> mlflow.models.model.ModelInfo:
@@ -129,7 +143,7 @@ def log_pyfunc_model(
         model_config={"model_name": model_name},
         signature=signature,
         input_example=example,
-        pip_requirements=PYFUNC_REQUIREMENTS,
+        pip_requirements=model_requirements("detector"),
     )
 
 
@@ -162,7 +176,7 @@ def log_generator_model(
         model_config={"model_name": model_name},
         signature=generator_signature(bundle),
         input_example=generator_example(bundle),
-        pip_requirements=PYFUNC_REQUIREMENTS,
+        pip_requirements=model_requirements("generator"),
     )
 
 
@@ -211,7 +225,7 @@ def log_translator_model(
         signature=translator_signature(bundle),
         input_example=pd.DataFrame(np.zeros((2, len(bundle.feature_names))),
                                    columns=bundle.feature_names),
-        pip_requirements=PYFUNC_REQUIREMENTS,
+        pip_requirements=model_requirements("translator"),
     )  # fmt: skip
 
 

@@ -139,6 +139,19 @@ def resolved_config(detector: VAEDetector) -> dict[str, Any]:
     }
 
 
+# A registered model flags with the calibrated guarantee (at most 10% of new normal rows) unless
+# its config chooses a rule: `target_fpr`, or `contamination` for a share of the training rows.
+PLATFORM_RULE = {"target_fpr": 0.1}
+
+
+def detector_params(config: dict[str, Any] | None, seed: int) -> dict[str, Any]:
+    """VAEDetector parameters of a platform training run: `config` over the seed and, unless
+    it sets `target_fpr` or `contamination`, `PLATFORM_RULE`."""
+    config = config or {}
+    rule = {} if {"target_fpr", "contamination"} & config.keys() else PLATFORM_RULE
+    return {"random_state": seed, **rule, **config}
+
+
 @flow(name="train-vae", log_prints=True)
 def train_vae_flow(
     dataset: str = "fashion-mnist",
@@ -154,7 +167,7 @@ def train_vae_flow(
 ) -> dict[str, Any]:
     """Train a VAE detector on the normal rows of `dataset`, log it and register it.
 
-    `config` holds VAEDetector parameters (e.g. {"epochs": 20, "score": "iwae"}). A labelled,
+    `config` holds VAEDetector parameters (e.g. {"epochs": 20, "score_method": "iwae"}). A labelled,
     stratified `validation_fraction` of the rows (seeded) is held out for validation metrics
     and plots; `evaluate_and_promote_flow` can reuse the same split. Returns the run id, the
     registered version (now `challenger`) and the validation metrics.
@@ -165,7 +178,7 @@ def train_vae_flow(
     logger = get_run_logger()
     spec = DataSpec(dataset, split, label_column, tuple(novelty_classes or ()))
     name = model_name or default_model_name(dataset)
-    params = {"random_state": seed, **(config or {})}
+    params = detector_params(config, seed)
     VAEDetector(**params)._check_params()  # fail before any run is created
     data = load_data(spec)
     check_correction_fits(params, tuple(data.X.shape[1:]))  # before any run is created

@@ -63,11 +63,17 @@ def train_vae(args: argparse.Namespace, world: World) -> dict[str, Any] | None:
     """Fit a VAEDetector on every rank; rank 0 logs, registers and saves it."""
     from anomaly import VAEDetector
     from anomaly.evaluation import DataSpec
-    from pipelines.train import MlflowEpochLogger, default_model_name, evaluate_and_log, start_run
+    from pipelines.train import (
+        MlflowEpochLogger,
+        default_model_name,
+        detector_params,
+        evaluate_and_log,
+        start_run,
+    )
 
     spec = DataSpec(args.dataset, args.split, args.label_column, ())
     name = args.model_name or default_model_name(args.dataset)
-    params = {"random_state": args.seed, **json_object(args.config, "--config")}
+    params = detector_params(json_object(args.config, "--config"), args.seed)
     if params.get("free_bits", 0) > 0:
         raise ValueError("free_bits clamps a batch mean: it does not split across processes")
     data = spec.load()

@@ -24,7 +24,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from tqdm.auto import tqdm
 
-from anomaly.atomic import atomic_file
+from anomaly.atomic import atomic_file, check_output_folder
 from anomaly.data import load_dataset
 from anomaly.evaluation import digest
 from anomaly.translation import (
@@ -137,17 +137,20 @@ def translate_flow(
     direction: str = "a_to_b",
     fmt: str | None = None,
     progress: bool = False,
+    create_dirs: bool = False,
 ) -> dict[str, Any]:
     """Translate the images of `input` (npz or image folder) with the CycleGAN at `model_uri`
     (models:/<name>@<alias> or models:/<name>/<version>) in `direction` ("a_to_b" = G_AB,
     "b_to_a" = G_BA), and write them to `output`: an npz (X as 8-bit (n, C, H, W), y when
     the input had labels, feature_names) or a folder of PNGs, by `fmt` or the output's suffix;
-    plus `<output>.provenance.json`. Returns the provenance record."""
+    plus `<output>.provenance.json`. Returns the provenance record. A missing folder for
+    `output` is refused (`OutputFolderError`) before any work, unless `create_dirs`."""
     logger = get_run_logger()
     check_direction(direction)
     source = Path(input).expanduser().resolve()
     target = Path(output).expanduser().resolve()
     name = output_format(target, fmt)
+    check_output_folder(target, create=create_dirs)
     images, labels = read_images(source)
     with tempfile.TemporaryDirectory(prefix="genad-translate-") as scratch:
         model = resolve(model_uri, scratch)

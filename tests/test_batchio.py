@@ -181,6 +181,48 @@ def test_columns_select_and_reorder(tmp_path, X, kind):
         iter_chunks(source, columns=["nope"])
 
 
+PIXELS = [f"pixel{i}" for i in range(784)]
+
+
+def test_respelled_columns_are_summarised_with_the_likely_cause(tmp_path):
+    """pixel_0..pixel_783 for a model of pixel0..pixel783: the count, a few names of each side
+    and the spelling hint, in a bounded line; the same words for a file and for a frame."""
+    from anomaly.scoring import InputColumnsError, select_features
+
+    frame = pd.DataFrame(np.zeros((2, 785)), columns=["label", *(f"pixel_{i}" for i in range(784))])
+    path = tmp_path / "pixels.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DatasetFormatError) as caught:
+        open_source(path, columns=PIXELS)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: missing columns ['pixel0', 'pixel1', 'pixel2'")
+    assert "and 779 more (784 of the 784 the model needs)" in message
+    assert "first unexpected columns: ['label', 'pixel_0', 'pixel_1'" in message
+    assert "the file's columns look like the model's with different spelling: " in message
+    assert "'pixel_0' vs 'pixel0'" in message and "784 of the 784 missing columns match" in message
+    assert "pixel783" not in message and "pixel_783" not in message
+    assert len(message) < 600 + len(str(path)), message
+    with pytest.raises(InputColumnsError) as in_frame:
+        select_features(frame, PIXELS)
+    assert str(in_frame.value) == message.removeprefix(f"{path}: ").removesuffix(".").replace(
+        "the file's", "the input's"
+    )
+
+
+def test_different_columns_are_summarised_without_a_spelling_hint(tmp_path):
+    frame = pd.DataFrame(np.zeros((2, 300)), columns=[f"feature{i}" for i in range(300)])
+    path = tmp_path / "other.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(DatasetFormatError) as caught:
+        open_source(path, columns=PIXELS)
+    message = str(caught.value)
+    assert "columns ['pixel0', 'pixel1', 'pixel2', 'pixel3', 'pixel4'] and 779 more" in message
+    assert "first unexpected columns: ['feature0', 'feature1'" in message
+    assert "and 295 more" in message and "feature299" not in message
+    assert "spelling" not in message and "likely cause" not in message
+    assert len(message) < 400 + len(str(path)), message
+
+
 def test_non_numeric_cells_name_column_and_row(tmp_path, X):
     frame = pd.DataFrame(X, columns=NAMES).astype(object)
     frame.loc[567, "f2"] = "abc"

@@ -54,6 +54,87 @@ def test_bad_input_exits_2_naming_the_problem(champion, capsys, tmp_path, input_
     assert not output.exists()
 
 
+def test_respelled_columns_exit_2_with_the_likely_cause(champion, capsys, tmp_path):
+    frame = pd.read_csv(champion["csv"])
+    frame.rename(columns={f"f{i}": f"F_{i}" for i in range(4)}).to_csv(
+        tmp_path / "respelled.csv", index=False
+    )
+    output = tmp_path / "out.parquet"
+    code, _, err = run(
+        capsys, "score", "--model-uri", champion["uri"], "--input",
+        str(tmp_path / "respelled.csv"), "--output", str(output),
+    )  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and err.startswith("genad score: error:")
+    assert "missing columns ['f0', 'f1', 'f2', 'f3'] (4 of the 4 the model needs)" in err
+    assert "first unexpected columns: ['F_0', 'F_1', 'F_2', 'F_3', 'label']" in err
+    assert "look like the model's with different spelling: 'F_0' vs 'f0'" in err
+    assert not output.exists()
+
+
+def test_score_refuses_a_missing_output_folder_before_any_run(champion, capsys, tmp_path):
+    runs = len(mlflow.search_runs(search_all_experiments=True))
+    output = tmp_path / "no" / "such" / "scores.parquet"
+    code, _, err = run(
+        capsys, "score", "--model-uri", champion["uri"], "--input", str(champion["csv"]),
+        "--output", str(output),
+    )  # fmt: skip
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"genad score: error: output folder {output.parent} does not exist")
+    assert "--create-dirs" in err
+    assert list(tmp_path.iterdir()) == []
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs
+
+
+def test_score_creates_the_output_folder_with_create_dirs(champion, capsys, tmp_path):
+    output = tmp_path / "no" / "such" / "scores.parquet"
+    code, out, _ = run(
+        capsys, "score", "--model-uri", champion["uri"], "--input", str(champion["csv"]),
+        "--output", str(output), "--create-dirs",
+    )  # fmt: skip
+    assert code == 0 and f"output {output}" in out
+    assert len(pd.read_parquet(output)) == 800
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["synth", "--model", "models:/g@champion", "--n", "2"],
+        ["translate", "--model", "models:/c@champion", "--input", "{input}"],
+    ],
+)
+def test_synth_and_translate_refuse_a_missing_output_folder(capsys, tmp_path, argv):
+    source = tmp_path / "in.npz"
+    source.write_bytes(b"")  # never read: the output folder is refused first
+    output = tmp_path / "no" / "such" / "out.npz"
+    argv = [arg.format(input=source) for arg in argv]
+    code, _, err = run(capsys, *argv, "--output", str(output))
+    assert code == 2 and err.count("\n") == 1
+    assert f"error: output folder {output.parent} does not exist" in err
+    assert "--create-dirs" in err and not (tmp_path / "no").exists()
+
+
+def test_schedule_refuses_a_missing_output_folder_and_passes_create_dirs(
+    capsys, monkeypatch, tmp_path
+):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import pipelines.schedule
+
+    served = []
+    monkeypatch.setattr(pipelines.schedule, "serve_scoring", lambda *a, **k: served.append(a))
+    output = tmp_path / "nightly" / "scores.parquet"
+    argv = ["schedule", "score", "--cron", "0 2 * * *", "--model-uri", "models:/m@champion",
+            "--input", "in.csv", "--output", str(output)]  # fmt: skip
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and f"output folder {output.parent} does not exist" in err
+        assert not served
+        assert run(capsys, *argv, "--create-dirs")[0] == 0
+    ((_, _, parameters),) = served
+    assert parameters["create_dirs"] is True and parameters["output"] == str(output)
+    assert not output.parent.exists()  # created by the scheduled runs, not at schedule time
+
+
 def test_score_rejects_a_bad_typicality_group_size(champion, capsys, tmp_path):
     output = tmp_path / "out.parquet"
     code, _, err = run(
@@ -111,11 +192,12 @@ def test_tabular_demo_runs_through_the_same_cli(
     data_env, mlflow_store, prefect_harness, capsys, tmp_path
 ):
     code, out, _ = run(
-        capsys, "demo", "--dataset", "adbench/satimage-2", "--novelty-class", "-1",
+        capsys, "demo", "--dataset", "adbench/satimage-2", "--normal-class", "0",
         "--epochs", "3", "--model-name", "demo-satimage", "--workdir", str(tmp_path),
     )  # fmt: skip
     assert code == 0
-    assert "genad demo: adbench/satimage-2, labelled anomalies" in out
+    assert "genad demo: adbench/satimage-2, trained on label 0 rows; the labelled anomalies" in out
+    assert "the score the flags use" in out  # tabular: no correction, raw log p(x) flags
     auroc = float(out.split("AUROC ")[1].split()[0])
     assert 0.8 < auroc <= 1.0  # satimage-2's anomalies are easy: 0.998 after 100 epochs
     assert "output: " in out and "-m mlflow ui --backend-store-uri" in out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -10,27 +12,13 @@ from anomaly import VAEDetector
 from anomaly.data import load_dataset
 from anomaly.evaluation import novelty_split, ranking_metrics
 
-# Checks excluded, and why (also in docs/detector.md):
-EXPECTED_FAILED_CHECKS = {
-    # The threshold is set on a held-out calibration split, never on the rows the model trained
-    # on, so predict(X_train) flags about -- not exactly -- `contamination` of the training rows.
-    "check_outliers_train": "threshold is set on held-out calibration rows, not training rows",
-    "check_outliers_fit_predict": "threshold is set on held-out calibration rows",
-    # The issue names the estimator option `score`; an attribute of that name makes scikit-learn
-    # believe the detector has a `score(X, y)` method.
-    "check_fit_score_takes_y": "`score` is the estimator-choice parameter, not a method",
-    "check_pipeline_consistency": "`score` is the estimator-choice parameter, not a method",
-    "check_n_features_in_after_fitting": "calls `score` as a method; the feature-count message "
-    "itself is tested in test_bad_input_is_rejected_with_a_clear_message",
-}
-
 
 def fast_detector(**overrides) -> VAEDetector:
     params = {"epochs": 3, "n_samples": 8, "patience": 0, "device": "cpu"}
     return VAEDetector(**{**params, **overrides})
 
 
-@parametrize_with_checks([fast_detector()], expected_failed_checks=lambda _: EXPECTED_FAILED_CHECKS)
+@parametrize_with_checks([fast_detector()])
 def test_sklearn_outlier_contract(estimator, check):
     check(estimator)
 
@@ -53,6 +41,59 @@ def test_threshold_uses_only_calibration_rows_and_controls_fpr():
     assert rate > (k - 1) / (len(calibration) + 1) - 4 * np.sqrt(0.1 * 0.9 / 4000) - 0.05
 
 
+def test_contamination_flags_that_share_of_the_training_rows():
+    X = gaussian_blob(500)
+    detector = fast_detector(contamination=0.07).fit(X)
+    scores = detector.score_samples(X)
+    assert detector.offset_ == pytest.approx(np.percentile(scores, 7.0), abs=0.0)
+    # Distinct continuous scores: exactly floor(0.07 * 500) = 35 lie below the 7th percentile.
+    assert np.sum(detector.fit_predict(X) == -1) == 35
+
+
+def test_target_fpr_takes_precedence_over_contamination():
+    X = gaussian_blob(500)
+    detector = fast_detector(contamination=0.3, target_fpr=0.1).fit(X)
+    calibration = detector.calibration_scores_
+    k = int(np.floor(0.1 * (len(calibration) + 1)))
+    assert calibration[k - 1] < detector.offset_ <= np.nextafter(calibration[k - 1], np.inf)
+    training_share = np.mean(detector.predict(X) == -1)
+    assert training_share < 0.3 - 4 * np.sqrt(0.3 * 0.7 / 500)  # not the contamination rule
+
+
+def test_old_score_keyword_names_its_new_name(tmp_path):
+    with pytest.raises(TypeError, match="renamed to 'score_method'; pass score_method='elbo'"):
+        VAEDetector(score="elbo")
+    with pytest.raises(TypeError, match="score_method"):
+        fast_detector().set_params(score="elbo")
+    # A detector saved by an earlier release (parameter "score") still loads, as score_method.
+    X = gaussian_blob(200)
+    detector = fast_detector(score_method="elbo").fit(X)
+    path = detector.save(tmp_path / "old")
+    state = json.loads((path / "detector.json").read_text())
+    state["params"]["score"] = state["params"].pop("score_method")
+    (path / "detector.json").write_text(json.dumps(state))
+    loaded = VAEDetector.load(path, device="cpu")
+    assert loaded.score_method == "elbo"
+    np.testing.assert_array_equal(loaded.score_samples(X), detector.score_samples(X))
+
+
+@pytest.mark.parametrize("image", [False, True])
+def test_a_row_scores_bit_identically_in_any_batch(image):
+    """Blocks are padded to one row count, so float32 rounding cannot depend on the batch."""
+    rng = np.random.default_rng(4)
+    if image:
+        X = rng.integers(0, 256, size=(60, 1, 8, 8)).astype(np.float64)
+        detector = fast_detector(epochs=1, correction="likelihood_ratio", background_epochs=1)
+    else:
+        X, detector = rng.normal(size=(60, 3)), fast_detector()
+    detector.fit(X)
+    whole = detector.score_samples(X)
+    alone = np.concatenate([detector.score_samples(X[i : i + 1]) for i in range(0, 60, 7)])
+    batches = np.concatenate([detector.score_samples(part) for part in np.array_split(X, 7)])
+    np.testing.assert_array_equal(alone, whole[::7])
+    np.testing.assert_array_equal(batches, whole)
+
+
 def test_decision_function_and_predict_agree_with_offset():
     detector = fast_detector().fit(gaussian_blob(200))
     X = np.vstack([gaussian_blob(50, seed=2), 8 + gaussian_blob(10, seed=3)])
@@ -63,10 +104,10 @@ def test_decision_function_and_predict_agree_with_offset():
     assert np.all(detector.predict(X[50:]) == -1)  # 8 standard deviations away
 
 
-@pytest.mark.parametrize("score", ["elbo", "iwae", "prior_mc"])
-def test_save_load_gives_identical_scores(tmp_path, score):
+@pytest.mark.parametrize("method", ["elbo", "iwae", "prior_mc"])
+def test_save_load_gives_identical_scores(tmp_path, method):
     X = gaussian_blob(300)
-    detector = fast_detector(score=score).fit(X)
+    detector = fast_detector(score_method=method).fit(X)
     path = detector.save(tmp_path / "detector")
     assert sorted(p.name for p in path.iterdir()) == [
         "checksums.json", "config.json", "detector.json", "model.pt"
@@ -93,7 +134,7 @@ def test_load_missing_folder_names_the_problem(tmp_path):
 def test_iwae_tightens_elbo_on_the_same_model(data_env):
     """On one trained model, IWAE_K >= ELBO on average, increasing in K (Burda et al. 2016)."""
     X = load_dataset("fashion-mnist", split="test").X[:600]
-    detector = fast_detector(epochs=5, score="elbo", image_mode="binarize", backbone="mlp")
+    detector = fast_detector(epochs=5, score_method="elbo", image_mode="binarize", backbone="mlp")
     detector.fit(X[:400])
     model, data = detector.model_, detector._to_tensor(detector.preprocessor_.transform(X[400:]))
     elbo = model.elbo(data, n_samples=64).numpy()
@@ -169,8 +210,8 @@ def test_wrong_image_shape_and_non_numeric_columns():
 
 
 def test_invalid_parameters_name_the_parameter():
-    with pytest.raises(ValueError, match="score"):
-        fast_detector(score="likelihood").fit(gaussian_blob(50))
+    with pytest.raises(ValueError, match="score_method"):
+        fast_detector(score_method="likelihood").fit(gaussian_blob(50))
     with pytest.raises(ValueError, match="target_fpr"):
         fast_detector(target_fpr=0.9).fit(gaussian_blob(50))
     with pytest.raises(ValueError, match="calibration_fraction"):

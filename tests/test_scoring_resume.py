@@ -153,6 +153,7 @@ def test_bad_rows_found_while_scoring_leave_no_output_and_no_work_folder(champio
     text = frame.drop(columns="label").to_csv(index=False).splitlines()
     text[450] = "1.0,2.0,oops,4.0"  # row 449: found by the reader, after 4 partitions
     source, output = tmp_path / "bad.csv", tmp_path / "out" / "scores.parquet"
+    output.parent.mkdir()
     source.write_text("\n".join(text) + "\n")
     with pytest.raises(ValueError, match="f2"):
         batch_score_flow(champion["uri"], str(source), str(output), rows_per_partition=100)

@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from anomaly.data.readers import DatasetFormatError
+from anomaly.validation import missing_columns_message
 
 READ_ERRORS = (
     pd.errors.ParserError,
@@ -86,13 +87,10 @@ def check_columns(source: BatchSource, columns: Sequence[str]) -> list[str]:
     selected = list(columns)
     if not selected:
         raise ValueError(f"{source.path}: no columns selected")
-    missing = [name for name in selected if name not in (source.columns or [])]
-    if missing:
-        have = source.columns or []
-        shown = have if len(have) <= 30 else [*have[:30], "..."]
-        raise DatasetFormatError(
-            f"{source.path}: missing columns {missing} (file has {shown}){_delimiter_hint(have)}."
-        )
+    have = source.columns or []
+    if not set(selected) <= set(have):
+        message = missing_columns_message(selected, have, source="file")
+        raise DatasetFormatError(f"{source.path}: {message}{_delimiter_hint(have)}.")
     return selected
 
 

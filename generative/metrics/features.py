@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from generative.configs import JsonConfig
 from generative.training import resolve_device
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
 
 ImageArray = np.ndarray | torch.Tensor
 
@@ -159,6 +162,8 @@ def train_feature_net(
     optimizer = torch.optim.Adam(net.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
     images = torch.as_tensor(X)
+    from tqdm.auto import tqdm  # here: loading a registered model need not import it
+
     steps = tqdm(total=epochs * -(-len(X) // batch_size), disable=not progress, leave=False)
     for _ in range(epochs):
         _train_epoch(net, optimizer, images, labels, batch_size, generator, steps)

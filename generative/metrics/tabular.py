@@ -4,6 +4,10 @@ two-sample test (C2ST, Lopez-Paz & Oquab 2017).
 The marginal distances (Kolmogorov–Smirnov statistic and Wasserstein-1) say which columns are
 off; the C2ST AUC says whether the joint distribution is distinguishable at all, including
 through correlations the marginals cannot see.
+
+scipy.stats, scikit-learn's classifier and threadpoolctl are imported by the functions that use
+them: `generative.registry` imports this package, and a registered model that loads it (its
+`requirements.txt`, see `pipelines.tracking`) should not need them.
 """
 
 from __future__ import annotations
@@ -12,10 +16,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from threadpoolctl import threadpool_limits
 
 TableLike = np.ndarray | pd.DataFrame
 
@@ -45,6 +45,8 @@ def feature_distances(
 
     Feature names default to the real table's columns when it is a DataFrame, else f0, f1, ...
     """
+    from scipy import stats
+
     a, b = _checked_pair(real, synthetic)
     if feature_names is None:
         if isinstance(real, pd.DataFrame):
@@ -71,6 +73,10 @@ def c2st_auc(real: TableLike, synthetic: TableLike, *, seed: int = 0, folds: int
     on tens of thousands of rows. The AUC is the mean over stratified folds, each scored on
     rows the classifier did not see, so an overfitting classifier does not inflate it.
     """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from threadpoolctl import threadpool_limits
+
     a, b = _checked_pair(real, synthetic)
     size = min(len(a), len(b))
     if size < folds:

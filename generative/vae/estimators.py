@@ -8,8 +8,9 @@ per-sample log weights are reduced with logsumexp (or a mean for the ELBO):
 - "iwae":     log 1/K sum_k p(x|z_k) p(z_k) / q(z_k|x),           z_k ~ q(z|x)
 - "prior_mc": log 1/K sum_k p(x|z_k),                            z_k ~ p(z)   (the seed's estimate)
 
-Samples come from `generative.noise`, keyed by row content: a row's estimate depends only on the
-model, the row, K and the seed.
+Samples come from `generative.noise`, keyed by row content, and every block of rows is padded to
+one row count (`generative.batching`): a row's estimate depends only on the model, the row, K
+and the seed, bit for bit, whatever batch it came in.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
+from generative.batching import pad_rows
 from generative.noise import keyed_normal, normal_table, row_keys
 
 DEFAULT_MAX_ROWS = 2048
@@ -87,9 +88,15 @@ def estimate_log_px(
     block = max(1, chunk_rows // n_samples)
     out = torch.empty(x.shape[0], dtype=parameter.dtype, device=parameter.device)
     starts = range(0, x.shape[0], block)
-    for start in tqdm(starts, desc=f"{method} K={n_samples}", disable=not progress, leave=False):
+    if progress:  # tqdm only then: scoring a registered model never shows a bar
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"{method} K={n_samples}", leave=False)
+    for start in starts:
         rows = x[start : start + block].to(device=parameter.device, dtype=parameter.dtype)
-        out[start : start + block] = engine.estimate(rows, row_keys(rows, seed))
+        count = rows.shape[0]
+        padded, keys = pad_rows(block, rows, row_keys(rows, seed))
+        out[start : start + count] = engine.estimate(padded, keys)[:count]
     return out
 
 
