@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(abspath .state/prefect)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-all lint format bench bench-gan bench-progressive clean
+.PHONY: install demo test test-model-env test-all lint format bench bench-gan bench-progressive clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ format: $(STAMP)
 
 test: lint | $(PREFECT_HOME)
 	$(PY) -m pytest -q
+
+# A registered model's environment built from its requirements.txt alone (a fresh venv, ~3 min):
+# slow tests that CI runs after the default suite.
+test-model-env: $(STAMP) | $(PREFECT_HOME)
+	$(PY) -m pytest -q -m slow tests/test_model_env.py
 
 # The slow tests include scoring through Spark: the spark extra (pyspark) comes first.
 test-all: lint $(VENV)/.spark | $(PREFECT_HOME)

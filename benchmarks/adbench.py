@@ -29,13 +29,11 @@ import datetime
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ from typing import Any
 import numpy as np
 import sklearn
 import torch
+from provenance import git_commit
 from sklearn.ensemble import IsolationForest
 
 from anomaly.data import list_datasets, load_dataset
@@ -296,17 +295,6 @@ def header_lines(args: argparse.Namespace, wall: float) -> list[str]:
         f"total wall time: {wall / 60:.1f} min",
         "",
     ]
-
-
-def git_commit() -> str:
-    """The checkout's short commit, '+ local changes' when the tree differs; or 'unknown'."""
-    try:
-        run = partial(subprocess.run, capture_output=True, text=True, check=True, timeout=30)
-        commit = run(["git", "rev-parse", "--short", "HEAD"]).stdout.strip()
-        dirty = run(["git", "status", "--porcelain", "--", "anomaly", "generative"]).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + (" + local changes in anomaly/ or generative/" if dirty.strip() else "")
 
 
 def protocol_lines(args: argparse.Namespace, results: list[dict]) -> list[str]:

@@ -33,7 +33,6 @@ import math
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from provenance import git_commit
 from sklearn.metrics import roc_auc_score
 
 from anomaly.data import load_dataset
@@ -427,19 +427,6 @@ def markdown(args: argparse.Namespace, runs: list[Run], wall: float) -> str:
     lines += time_table(runs, args)
     lines += error_lines(runs)
     return "\n".join(lines)
-
-
-def git_commit() -> str:
-    """The checkout's short commit, '+ local changes' when the tree differs; or 'unknown'."""
-    try:
-        options: dict[str, Any] = {"capture_output": True, "text": True, "check": True}
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **options).stdout
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "anomaly", "generative"], **options
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit.strip() + (" + local changes in anomaly/ or generative/" if dirty.strip() else "")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,16 +35,13 @@ import json
 import math
 import os
 import platform
-import shlex
-import subprocess
-import sys
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from provenance import command_line, git_commit
 
 from anomaly.data import load_dataset
 from anomaly.detector import VAEDetector
@@ -304,26 +301,6 @@ def over_sets(rows: list[dict]) -> list[dict]:
 
 
 # --- provenance --------------------------------------------------------------------------------
-def command_line() -> str:
-    """The command as run, relative to the repository root (no machine paths)."""
-    exe = sys.executable
-    exe = os.path.relpath(exe) if exe.startswith(os.getcwd()) else exe
-    script = sys.argv[0]
-    script = os.path.relpath(script) if os.path.isabs(script) else script
-    return shlex.join([exe, script, *sys.argv[1:]])
-
-
-def git_commit() -> str:
-    """The checkout's short commit, '+ local changes' when the tree differs; or 'unknown'."""
-    try:
-        run = partial(subprocess.run, capture_output=True, text=True, check=True, timeout=30)
-        commit = run(["git", "rev-parse", "--short", "HEAD"]).stdout.strip()
-        dirty = run(["git", "status", "--porcelain", "--", "anomaly", "generative"]).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + (" + local changes in anomaly/ or generative/" if dirty.strip() else "")
-
-
 def machine() -> str:
     """CPU count, architecture and (on Linux) the CPU model."""
     model = ""

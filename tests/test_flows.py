@@ -26,7 +26,7 @@ from pipelines.score import (
     plan,
     score_part,
 )
-from pipelines.train import train_vae_flow
+from pipelines.train import detector_params, train_vae_flow
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 
@@ -57,7 +57,14 @@ def test_training_run_logs_config_metrics_dataset_plots_and_model(champion):
     assert {f"plots/{name}" for name in expected} <= artifacts
     config = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/config/resolved.json")
     assert config["vae"]["latent_dim"] == TINY_CONFIG["latent_dim"]
+    assert config["detector"]["score_method"] == "iwae" and "score" not in config["detector"]
     assert 0.9 <= run.data.metrics["val_auroc"] <= 1.0  # 3-sigma shifted anomalies
+
+
+def test_platform_models_flag_by_the_calibrated_rule_unless_the_config_chooses():
+    assert detector_params({}, 3) == {"random_state": 3, "target_fpr": 0.1}
+    assert detector_params({"contamination": 0.2}, 0) == {"random_state": 0, "contamination": 0.2}
+    assert detector_params({"target_fpr": 0.01}, 0)["target_fpr"] == 0.01
 
 
 def test_training_registers_a_challenger_with_signature(champion):
