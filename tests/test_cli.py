@@ -201,3 +201,20 @@ def test_tabular_demo_runs_through_the_same_cli(
     auroc = float(out.split("AUROC ")[1].split()[0])
     assert 0.8 < auroc <= 1.0  # satimage-2's anomalies are easy: 0.998 after 100 epochs
     assert "output: " in out and "-m mlflow ui --backend-store-uri" in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--score", "iwae"], "--score was renamed to --score-method (same choices)"),
+        (
+            ["--config", '{"score": "elbo"}'],
+            "--config: the parameter 'score' was renamed to 'score_method'; "
+            "pass score_method='elbo' instead",
+        ),
+    ],
+)
+def test_the_old_score_option_is_refused_naming_the_new_one(capsys, flags, message):
+    code, out, err = run(capsys, "train", "vae", "--dataset", "adbench/wine", *flags)
+    assert code == 2 and out == ""
+    assert err.strip() == f"genad train: error: {message}"
