@@ -201,14 +201,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
                 verbose=self.verbose,
             )
         self.calibration_scores_ = np.sort(self._scores(data[cal_idx]))
-        if self.target_fpr is None:
-            fitted_rows = np.concatenate([train_idx, val_idx])
-            training_scores = np.concatenate(
-                [self._scores(data[fitted_rows]), self.calibration_scores_]
-            )
-            self.offset_ = float(np.percentile(training_scores, 100.0 * self.contamination))
-        else:
-            self.offset_ = self._calibrated_offset(self.calibration_scores_)
+        self.offset_ = self._threshold(data, np.concatenate([train_idx, val_idx]))
         return self
 
     def _check_params(self) -> None:
@@ -238,6 +231,14 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             callbacks.append(EarlyStopping(patience=self.patience))
         return callbacks
 
+    def _threshold(self, data: torch.Tensor, fitted_rows: np.ndarray) -> float:
+        """`offset_`: by `target_fpr` on the calibration scores, else the `contamination`
+        quantile of the scores of every row given to `fit` (`fitted_rows` plus calibration)."""
+        if self.target_fpr is not None:
+            return self._calibrated_offset(self.calibration_scores_)
+        scores = np.concatenate([self._scores(data[fitted_rows]), self.calibration_scores_])
+        return float(np.percentile(scores, 100.0 * self.contamination))
+
     def _calibrated_offset(self, calibration_scores: np.ndarray) -> float:
         offset = conformal_offset(calibration_scores, self.target_fpr)
         if offset == -np.inf:
@@ -245,7 +246,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
                 f"{len(calibration_scores)} calibration rows are too few to flag at target_fpr "
                 f"{self.target_fpr}: nothing will be flagged; use more data or a larger "
                 "calibration_fraction",
-                stacklevel=3,
+                stacklevel=4,  # the caller of fit
             )
         return offset
 
