@@ -36,19 +36,6 @@ USER_ERRORS = (
     MlflowException,  # e.g. an unreachable tracking server
 )
 RUN_FAILURES = (TrainingDivergedError, EnvironmentNotReadyError, StepFailedError)
-# `genad demo`: docs/detector.md's one-class setting (conv VAE, IWAE K=16 under bf16, early
-# stopping) with the calibrated rule; image sets add the likelihood-ratio correction it
-# recommends for images.
-DEMO_CONFIG = {
-    "epochs": 8,
-    "patience": 3,
-    "score_method": "iwae",
-    "n_samples": 16,
-    "precision": "bf16",
-    "target_fpr": 0.05,
-    "verbose": True,
-}
-DEMO_IMAGE_CONFIG = {**DEMO_CONFIG, "correction": "likelihood_ratio"}
 
 
 # `genad train gan` flags -> the GANConfig / GANTrainerConfig field they set
@@ -91,14 +78,12 @@ def detector_config(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train on one class of Fashion-MNIST, register, promote, batch-score the test set."""
-    from anomaly.data.catalog import IMAGE_SETS
-    from pipelines.demo import print_report, run_demo
+    from pipelines.demo import demo_config, print_report, run_demo
 
-    defaults = DEMO_IMAGE_CONFIG if args.dataset in IMAGE_SETS else DEMO_CONFIG
     result = run_demo(
         dataset=args.dataset,
         normal_class=args.normal_class,
-        config=detector_config(args, defaults),
+        config=detector_config(args, demo_config(args.dataset)),
         workdir=Path(args.workdir),
         model_name=args.model_name,
         seed=args.seed,
