@@ -62,11 +62,15 @@ def json_option(value: str | None, flag: str) -> dict[str, Any]:
 
 
 def detector_config(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
-    """VAEDetector parameters: defaults, then --config JSON, then the explicit flags."""
+    """VAEDetector parameters: defaults, then --config JSON, then the explicit flags. The
+    --contamination flag without --target-fpr chooses the contamination rule, so it drops a
+    `target_fpr` of the defaults or the config (which would otherwise take precedence)."""
     if getattr(args, "score", None) is not None:
         raise ValueError("--score was renamed to --score-method (same choices)")
     config = {**defaults, **json_option(args.config, "--config")}
     refuse_renamed("--config", config)
+    if getattr(args, "contamination", None) is not None and args.target_fpr is None:
+        config.pop("target_fpr", None)
     for key in ("epochs", "score_method", "n_samples", "target_fpr", "contamination", "correction"):
         value = getattr(args, key, None)
         if value is not None:

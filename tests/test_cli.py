@@ -218,3 +218,18 @@ def test_the_old_score_option_is_refused_naming_the_new_one(capsys, flags, messa
     code, out, err = run(capsys, "train", "vae", "--dataset", "adbench/wine", *flags)
     assert code == 2 and out == ""
     assert err.strip() == f"genad train: error: {message}"
+
+
+def test_the_contamination_flag_chooses_its_rule_over_a_default_target_fpr():
+    from pipelines import cli
+    from pipelines.cli import detector_config
+    from pipelines.cli_parser import build_parser
+
+    def config(*flags: str) -> dict:
+        args = build_parser(cli).parse_args(["demo", *flags])
+        return detector_config(args, {"target_fpr": 0.05, "epochs": 8})
+
+    assert config("--contamination", "0.2") == {"epochs": 8, "contamination": 0.2}
+    both = config("--contamination", "0.2", "--target-fpr", "0.01")
+    assert both == {"epochs": 8, "contamination": 0.2, "target_fpr": 0.01}
+    assert config() == {"epochs": 8, "target_fpr": 0.05}
