@@ -3,7 +3,8 @@
 Logged as "models from code" (`anomaly/generator_pyfunc_entry.py`) with genad's `anomaly` and
 `generative` packages shipped as `code_paths` and the generator folder (state_dict + JSON, plus
 the scaler JSON for tables; see `anomaly.generation.save_generator`) as the artifact
-"generator": nothing is pickled. A consumer needs mlflow and torch, not genad.
+"generator": nothing is pickled. A consumer needs the model's pinned `requirements.txt`, not
+genad.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 It is logged as "models from code" (`anomaly/pyfunc_entry.py`) with genad's `anomaly` and
 `generative` packages shipped as `code_paths`, and the detector folder (state_dict + JSON,
 see `anomaly.scoring.save_bundle`) as the artifact "detector": nothing is pickled. A consumer
-needs mlflow (which brings pandas, scikit-learn and scipy) and torch, not genad.
+needs the model's `requirements.txt` (pinned; `pipelines.tracking.MODEL_PACKAGES`), not genad.
 
 Input the model cannot score raises `InvalidInputError`, an `MlflowException` with error code
 INVALID_PARAMETER_VALUE: `mlflow models serve` answers it with HTTP 400 and its message (any

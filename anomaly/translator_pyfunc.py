@@ -4,7 +4,7 @@ translate images between its two domains.
 Logged as "models from code" (`anomaly/translator_pyfunc_entry.py`) with genad's `anomaly` and
 `generative` packages shipped as `code_paths` and the translator folder (state_dict + JSON;
 see `anomaly.translation.save_translator`) as the artifact "translator": nothing is pickled.
-A consumer needs mlflow and torch, not genad.
+A consumer needs the model's pinned `requirements.txt`, not genad.
 """
 
 from __future__ import annotations
