@@ -58,8 +58,6 @@ def hint_for(error: BaseException) -> str:
             f"Prefect's temporary server did not start: check that {prefect_home()} is "
             "writable and has free space, or set PREFECT_API_URL to a running Prefect server"
         )
-    if isinstance(error, MemoryError):
-        return "the machine ran out of memory: close other work or use a smaller --config"
     return ""
 
 
