@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from anomaly.errors import UserInputError
+
 CREATE_DIRS_HINT = "pass --create-dirs (create_dirs=True) to have it created"
 
 
-class OutputFolderError(FileNotFoundError):
+class OutputFolderError(UserInputError, FileNotFoundError):
     """The folder a named output goes into does not exist (or is not a folder)."""
 
 

@@ -32,6 +32,7 @@ from anomaly.batchio import (
     BatchSource,
     Partition,
     check_policy,
+    input_format,
     iter_chunks,
     open_source,
     plan_partitions,
@@ -86,7 +87,7 @@ def plan_batch(
     if rows_per_partition < 1:
         raise ValueError(f"rows_per_partition must be >= 1, got {rows_per_partition}")
     source = open_source(Path(input_path).expanduser())  # one pass: a CSV's lines are counted
-    if source.format in ("csv", "parquet"):
+    if input_format(source).has_column_names:
         source = with_columns(source, model.feature_names)
     else:
         _check_row_shape(source, model)
@@ -120,9 +121,10 @@ def scored_tables(
 ) -> Iterator[pa.Table]:
     """The output rows of one partition, one Arrow table per input chunk. Rows the plan's
     `bad_rows="skip"` policy left out are appended to `rejected` (when given)."""
-    with_files = plan.source.format == "images"
+    fmt = input_format(plan.source)
+    with_files = fmt.per_row_files
     schema = output_schema(with_files)
-    columns = model.feature_names if plan.source.format in ("csv", "parquet") else None
+    columns = model.feature_names if fmt.has_column_names else None
     chunks = iter_chunks(
         plan.source, partition, chunk_rows=chunk_rows, columns=columns, bad_rows=plan.bad_rows
     )
@@ -154,7 +156,8 @@ def score_partition(
     first, atomically, even when empty)."""
     rows = flagged = 0
     rejected: list[BadRow] = []
-    with AtomicParquetWriter(part_path, output_schema(plan.source.format == "images")) as writer:
+    schema = output_schema(input_format(plan.source).per_row_files)
+    with AtomicParquetWriter(part_path, schema) as writer:
         for table in scored_tables(
             model, plan, partition, chunk_rows=chunk_rows, rejected=rejected
         ):

@@ -1,26 +1,19 @@
-"""VAEDetector: a VAE's log-likelihood estimate behind scikit-learn's outlier-detector contract."""
+"""VAEDetector: a VAE's log-likelihood estimate, the "vae" family of the detector contract
+(`anomaly.base.BaseDetector`: calibration, thresholds, flag rules and persistence)."""
 
 from __future__ import annotations
 
-import math
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.utils.validation import check_is_fitted
 
+from anomaly.base import BASE_FITTED_ATTRIBUTES, BaseDetector, keep_params, register_detector
 from anomaly.corrections import CORRECTIONS, check_applicable, score_terms, train_background
-from anomaly.detector_files import (
-    fitted_attributes,
-    read_networks,
-    read_state,
-    write_detector_files,
-)
+from anomaly.detector_files import read_networks, write_networks
 from anomaly.detector_params import (
     background_settings,
     check_params,
@@ -30,18 +23,14 @@ from anomaly.detector_params import (
     upgrade_params,
     vae_config,
 )
-from anomaly.preprocessing import ImageScaler, Standardizer
-from anomaly.thresholds import FLAG_RULES, conformal_offset, conformal_p_values
-from anomaly.validation import check_input
+from anomaly.preprocessing import ImageScaler, Standardizer, preprocessor_from_dict
 from generative.distributed import World
-from generative.registry import atomic_directory
 from generative.training import Callback, EarlyStopping, ProgressBar, Trainer
 from generative.vae import VAE, estimate_log_px
 
-FITTED_ATTRIBUTES = ("offset_", "n_features_in_", "input_shape_", "active_units_")
 
-
-class VAEDetector(OutlierMixin, BaseEstimator):
+@register_detector("vae")
+class VAEDetector(BaseDetector):
     """Flag rows that a variational autoencoder, trained on normal data, finds unlikely.
 
     `score_samples(X)` is an estimate of log p(x) in nats (higher = more normal), or its
@@ -84,6 +73,8 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     `active_units_`, `history_`, `background_` (the background model, or None).
     """
 
+    _fitted_attributes = (*BASE_FITTED_ATTRIBUTES, "active_units_")
+
     @refusing_renamed
     def __init__(
         self,
@@ -117,41 +108,13 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         device: str = "auto",
         verbose: bool = False,
     ) -> None:
-        self.score_method = score_method
-        self.n_samples = n_samples
-        self.precision = precision
-        self.latent_dim = latent_dim
-        self.hidden_dims = hidden_dims
-        self.backbone = backbone
-        self.likelihood = likelihood
-        self.image_mode = image_mode
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.kl_warmup_steps = kl_warmup_steps
-        self.free_bits = free_bits
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.calibration_fraction = calibration_fraction
-        self.contamination = contamination
-        self.target_fpr = target_fpr
-        self.flag_rule = flag_rule
-        self.alpha = alpha
-        self.correction = correction
-        self.compressor = compressor
-        self.background_radius = background_radius
-        self.background_mutation_rate = background_mutation_rate
-        self.background_epochs = background_epochs
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
+        keep_params(self, locals())  # scikit-learn: each parameter stored as given
 
     def set_params(self, **params: Any) -> VAEDetector:
         """scikit-learn's `set_params`; an old parameter name gets an error naming the new."""
         refuse_renamed(type(self).__name__, params)
         return super().set_params(**params)
 
-    # --- fitting ---------------------------------------------------------------------------
     def fit(
         self,
         X: Any,
@@ -170,9 +133,22 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         `world`: train the VAE data-parallel across torchrun's processes
         (`generative.distributed`); every rank then fits the same detector.
         """
-        self._check_params()
-        X = check_input(X)
-        train_idx, val_idx, cal_idx = self._split(len(X))
+        options = {"callbacks": callbacks, "checkpoint_dir": checkpoint_dir, "world": world}
+        return self._fit(X, options)
+
+    # --- the density ---------------------------------------------------------------------
+    def _fit_density(
+        self,
+        X: np.ndarray,
+        train_idx: np.ndarray,
+        val_idx: np.ndarray,
+        *,
+        callbacks: Sequence[Callback] = (),
+        checkpoint_dir: str | os.PathLike | None = None,
+        world: World | None = None,
+    ) -> torch.Tensor:
+        """Train the VAE (and the background model of a correction that needs one) on the
+        training rows; every row of X, preprocessed, as a float32 tensor."""
         self.preprocessor_ = self._make_preprocessor(X).fit(X[train_idx])
         data = self._to_tensor(self.preprocessor_.transform(X))
         torch.manual_seed(self.random_state)  # the weight initialisation, for repeatable fits
@@ -188,8 +164,6 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             world=world,
         )
         self.history_ = trainer.fit(data[train_idx], data[val_idx] if len(val_idx) else None)
-        self.input_shape_ = tuple(X.shape[1:])
-        self.n_features_in_ = math.prod(self.input_shape_)
         self.active_units_ = self.model_.active_units(data[train_idx].to(trainer.device))
         self.background_ = None
         if CORRECTIONS[self.correction].needs_background:
@@ -200,27 +174,12 @@ class VAEDetector(OutlierMixin, BaseEstimator):
                 device=self.device,
                 verbose=self.verbose,
             )
-        self.calibration_scores_ = np.sort(self._scores(data[cal_idx]))
-        self.offset_ = self._threshold(data, np.concatenate([train_idx, val_idx]))
-        return self
+        return data
 
     def _check_params(self) -> None:
         """ValueError naming a parameter out of its range (see `anomaly.detector_params`)."""
         check_params(self)
-
-    def _split(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Shuffled disjoint index sets: training, validation (early stopping), calibration."""
-        n_cal = max(1, round(self.calibration_fraction * n))
-        n_val = round(self.validation_fraction * n)
-        if n - n_cal - n_val < 2:
-            n_val = 0
-        if n - n_cal < 1 or n < 2:
-            raise ValueError(
-                "VAEDetector needs at least 2 samples (training plus calibration), "
-                f"got {n} sample(s)"
-            )
-        order = np.random.default_rng(self.random_state).permutation(n)
-        return order[n_cal + n_val :], order[n_cal : n_cal + n_val], order[:n_cal]
+        super()._check_params()
 
     def _make_preprocessor(self, X: np.ndarray) -> Standardizer | ImageScaler:
         return ImageScaler(mode=self.image_mode) if X.ndim == 4 else Standardizer()
@@ -231,61 +190,13 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             callbacks.append(EarlyStopping(patience=self.patience))
         return callbacks
 
-    def _threshold(self, data: torch.Tensor, fitted_rows: np.ndarray) -> float:
-        """`offset_`: by `target_fpr` on the calibration scores, else the `contamination`
-        quantile of the scores of every row given to `fit` (`fitted_rows` plus calibration)."""
-        if self.target_fpr is not None:
-            return self._calibrated_offset(self.calibration_scores_)
-        scores = np.concatenate([self._scores(data[fitted_rows]), self.calibration_scores_])
-        return float(np.percentile(scores, 100.0 * self.contamination))
-
-    def _calibrated_offset(self, calibration_scores: np.ndarray) -> float:
-        offset = conformal_offset(calibration_scores, self.target_fpr)
-        if offset == -np.inf:
-            warnings.warn(
-                f"{len(calibration_scores)} calibration rows are too few to flag at target_fpr "
-                f"{self.target_fpr}: nothing will be flagged; use more data or a larger "
-                "calibration_fraction",
-                stacklevel=4,  # the caller of fit
-            )
-        return offset
-
-    # --- scoring ---------------------------------------------------------------------------
-    @property
-    def threshold_(self) -> float:
-        """PyOD's name for `offset_`: rows scoring below it are flagged."""
-        check_is_fitted(self, "offset_")
-        return self.offset_
-
-    def score_samples(self, X: Any) -> np.ndarray:
-        """Estimated log p(x) per row in nats, or the `correction` of it (higher = more
-        normal)."""
-        return self._scores(self._prepare(X))
-
-    def score_terms(self, X: Any, *, all_terms: bool = True) -> dict[str, np.ndarray]:
-        """The terms the score is built from, per row, and `score` (= `score_samples`):
-        `log_px` (nats), with a background model `background_log_px` (nats), and for images
-        `compressor_bits` (the `compressor`'s code length; with `all_terms=False` only when
-        the correction needs it)."""
-        return self._terms(self._prepare(X), everything=all_terms)
-
-    def _prepare(self, X: Any) -> torch.Tensor:
-        check_is_fitted(self, FITTED_ATTRIBUTES)
-        images = len(self.input_shape_) == 3
-        X = check_input(
-            X,
-            n_features=None if images else self.n_features_in_,
-            image_shape=self.input_shape_ if images else None,
-            estimator=type(self).__name__,
-        )
+    def _transform(self, X: np.ndarray) -> torch.Tensor:
         return self._to_tensor(self.preprocessor_.transform(X))
 
-    def _scores(self, data: torch.Tensor) -> np.ndarray:
-        if self.correction == "none":
-            return self._log_px(data)
-        return self._terms(data, everything=False)["score"]
-
     def _terms(self, data: torch.Tensor, *, everything: bool) -> dict[str, np.ndarray]:
+        """`log_px` (nats), with a background model `background_log_px` (nats), for images
+        `compressor_bits` (with `everything=False` only when the correction needs it), and
+        `score`, the `correction` of log p(x)."""
         return score_terms(
             self.correction,
             self._log_px(data),
@@ -294,38 +205,6 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             compressor=self.compressor,
             everything=everything,
         )
-
-    def decision_function(self, X: Any) -> np.ndarray:
-        """score_samples(X) - offset_: negative for flagged rows."""
-        return self.score_samples(X) - self.offset_
-
-    def p_values(self, X: Any) -> np.ndarray:
-        """Conformal p-values against the calibration scores: small = unlikely under normality
-        (a normal row gets p <= a with probability <= a)."""
-        return conformal_p_values(self.calibration_scores_, self.score_samples(X))
-
-    @property
-    def flag_level(self) -> float:
-        """The level of the `alpha` and `fdr` rules: `alpha`, else `target_fpr`, else
-        `contamination`."""
-        for level in (self.alpha, self.target_fpr):
-            if level is not None:
-                return level
-        return self.contamination
-
-    def flags(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(p-values, flags) of `score_samples` values already computed, by `flag_rule`:
-        "threshold" (below `offset_`), "alpha" (p <= level) or "fdr" (Benjamini-Hochberg over
-        these rows)."""
-        check_is_fitted(self, FITTED_ATTRIBUTES)
-        p = conformal_p_values(self.calibration_scores_, scores)
-        rule = FLAG_RULES[self.flag_rule]
-        return p, rule(scores, p, self.offset_, self.flag_level)
-
-    def predict(self, X: Any) -> np.ndarray:
-        """+1 for inliers, -1 for rows flagged by `flag_rule` (for "fdr", over the rows of X)."""
-        _, flagged = self.flags(self.score_samples(X))
-        return np.where(flagged, -1, 1)
 
     def _log_px(self, data: torch.Tensor) -> np.ndarray:
         scores = estimate_log_px(
@@ -343,33 +222,23 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     def _to_tensor(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
-    # --- persistence -----------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the fitted detector to folder `path` atomically (state_dict + JSON, no pickle;
-        see `anomaly.detector_files`)."""
-        check_is_fitted(self, FITTED_ATTRIBUTES)
-        with atomic_directory(path) as staging:
-            write_detector_files(staging, self.model_, self.background_, self._state())
-        return Path(path)
+    # --- persistence (the family's part; see `BaseDetector.save` and `load`) ----------------
+    def _write_density(self, folder: Path) -> None:
+        write_networks(folder, self.model_, self.background_)
 
-    def _state(self) -> dict[str, Any]:
+    def _density_state(self) -> dict[str, Any]:
         return {
-            "params": self.get_params(),
             "preprocessor": self.preprocessor_.to_dict(),
-            "offset": self.offset_,
-            "calibration_scores": self.calibration_scores_.tolist(),
-            "input_shape": list(self.input_shape_),
             "active_units": self.active_units_,
             "history": self.history_,
         }
 
+    def _load_density(self, folder: Path, state: dict[str, Any], device: str) -> None:
+        self.model_, self.background_ = read_networks(folder, self.correction, device)
+        self.preprocessor_ = preprocessor_from_dict(state["preprocessor"])
+        self.active_units_ = int(state["active_units"])
+        self.history_ = state["history"]
+
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto") -> VAEDetector:
-        """Load a detector written by `save`; the networks go to `device`."""
-        folder = Path(path)
-        state = read_state(folder)
-        detector = cls(**upgrade_params(state["params"]))
-        detector.model_, detector.background_ = read_networks(folder, detector.correction, device)
-        for name, value in fitted_attributes(state).items():
-            setattr(detector, name, value)
-        return detector
+    def _params_from_state(cls, params: dict[str, Any]) -> dict[str, Any]:
+        return upgrade_params(params)

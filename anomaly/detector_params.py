@@ -1,25 +1,51 @@
-"""VAEDetector's constructor parameters turned into checked settings: `check_params` refuses a
-bad value with an error naming it (before any data is read), and `vae_config`,
+"""VAEDetector's own constructor parameters turned into checked settings: `check_params` refuses
+a bad value with an error naming it (before any data is read), and `vae_config`,
 `trainer_config` and `background_settings` resolve the parameters (the "auto"/None
-architecture options included) into the configurations that `VAEDetector.fit` trains with."""
+architecture options included) into the configurations that `VAEDetector.fit` trains with.
+
+The functions read the parameters through `VAEParams` (a protocol the detector satisfies), so
+this module does not import the detector. The rule and split parameters every family shares
+are checked by `anomaly.base.BaseDetector`."""
 
 from __future__ import annotations
 
 import functools
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from anomaly.corrections import BackgroundSettings, check_correction
-from anomaly.thresholds import FLAG_RULES
+from anomaly.errors import UserInputError
 from generative.training import TrainerConfig
 from generative.vae import METHODS, VAEConfig
 from generative.vae.estimators import PRECISIONS
 
-if TYPE_CHECKING:
-    from anomaly.detector import VAEDetector
+
+class VAEParams(Protocol):
+    """The VAEDetector parameters these functions read."""
+
+    score_method: str
+    n_samples: int
+    precision: str
+    latent_dim: int | None
+    hidden_dims: tuple[int, ...] | None
+    backbone: str
+    likelihood: str
+    image_mode: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    kl_warmup_steps: int
+    free_bits: float
+    correction: str
+    compressor: str
+    background_radius: int
+    background_mutation_rate: float
+    background_epochs: int
+    random_state: int
+    device: str
 
 
 # Parameters renamed since an earlier release: old name -> new name. `score` shadowed the `score`
@@ -27,7 +53,7 @@ if TYPE_CHECKING:
 RENAMED_PARAMS = {"score": "score_method"}
 
 
-class RenamedParameterError(TypeError, ValueError):
+class RenamedParameterError(TypeError, UserInputError):
     """A parameter passed under its old name: a TypeError for Python callers (an unexpected
     keyword), a ValueError for the CLI and flows (bad input, exit status 2)."""
 
@@ -43,8 +69,12 @@ def refuse_renamed(owner: str, params: Mapping[str, Any]) -> None:
 
 
 def upgrade_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Saved parameters with old names (an earlier release's detector.json) under the new."""
-    return {RENAMED_PARAMS.get(name, name): value for name, value in params.items()}
+    """Saved parameters (detector.json's, also an earlier release's with old names) ready for
+    the constructor: old names under the new, `hidden_dims` as a tuple."""
+    upgraded = {RENAMED_PARAMS.get(name, name): value for name, value in params.items()}
+    if upgraded.get("hidden_dims") is not None:
+        upgraded["hidden_dims"] = tuple(upgraded["hidden_dims"])
+    return upgraded
 
 
 def refusing_renamed(init: Callable[..., None]) -> Callable[..., None]:
@@ -59,8 +89,8 @@ def refusing_renamed(init: Callable[..., None]) -> Callable[..., None]:
     return checked_init
 
 
-def check_params(detector: VAEDetector) -> None:
-    """ValueError naming the first parameter of `detector` that is out of its range."""
+def check_params(detector: VAEParams) -> None:
+    """ValueError naming the first VAE parameter of `detector` that is out of its range."""
     if detector.score_method not in METHODS:
         raise ValueError(
             f"score_method must be one of {sorted(METHODS)}, got {detector.score_method!r}"
@@ -73,26 +103,9 @@ def check_params(detector: VAEDetector) -> None:
         raise ValueError(f"image_mode must be 'scale' or 'binarize', got {detector.image_mode!r}")
     check_correction(detector.correction, detector.compressor)
     background_settings(detector)  # raises on a bad background setting, before training
-    if detector.flag_rule not in FLAG_RULES:
-        raise ValueError(
-            f"flag_rule must be one of {sorted(FLAG_RULES)}, got {detector.flag_rule!r}"
-        )
-    for name, high in (("contamination", 0.5), ("target_fpr", 0.5), ("alpha", 1.0)):
-        value = getattr(detector, name)
-        if value is not None and not 0.0 < value < high:
-            raise ValueError(f"{name} must be in (0, {high:g}), got {value!r}")
-    if not 0.0 <= detector.validation_fraction < 0.5:
-        raise ValueError(
-            f"validation_fraction must be in [0, 0.5), got {detector.validation_fraction!r}"
-        )
-    if not 0.0 < detector.calibration_fraction < 0.5:
-        raise ValueError(
-            f"calibration_fraction must be in (0, 0.5), got {detector.calibration_fraction!r}: "
-            "the threshold needs held-out rows"
-        )
 
 
-def vae_config(detector: VAEDetector, input_shape: tuple[int, ...]) -> VAEConfig:
+def vae_config(detector: VAEParams, input_shape: tuple[int, ...]) -> VAEConfig:
     """The VAE for inputs of `input_shape` (without the batch axis): options left at "auto"/None
     resolve to an MLP with a learned-variance Gaussian for tabular rows, a conv net with an 8-bit
     discretised logistic (or, for `image_mode="binarize"`, Bernoulli) likelihood for images."""
@@ -122,7 +135,7 @@ def vae_config(detector: VAEDetector, input_shape: tuple[int, ...]) -> VAEConfig
     )
 
 
-def trainer_config(detector: VAEDetector) -> TrainerConfig:
+def trainer_config(detector: VAEParams) -> TrainerConfig:
     """The VAE's optimisation settings."""
     return TrainerConfig(
         epochs=detector.epochs,
@@ -133,7 +146,7 @@ def trainer_config(detector: VAEDetector) -> TrainerConfig:
     )
 
 
-def background_settings(detector: VAEDetector) -> BackgroundSettings:
+def background_settings(detector: VAEParams) -> BackgroundSettings:
     """The background model's settings (for the "likelihood_ratio" correction)."""
     return BackgroundSettings(
         radius=detector.background_radius,

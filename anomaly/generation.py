@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from anomaly.errors import UserInputError
 from anomaly.preprocessing import Standardizer
 from generative.gan.model import AdversarialModel
 from generative.registry import atomic_directory, read_model_files, write_model_files
@@ -36,7 +37,7 @@ SAMPLE_COLUMNS = ("request", "class", "seed", "sample_index")
 MAX_SEED = 2**63 - 1
 
 
-class RequestError(ValueError):
+class RequestError(UserInputError):
     """A generation request is malformed: a missing column, a bad n, seed, class, truncation
     or style-mixing option."""
 

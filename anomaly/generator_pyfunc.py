@@ -12,15 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 
 from anomaly.generation import GeneratorBundle, load_generator
+from anomaly.pyfunc_base import GenadPythonModel
 
 GENERATOR_ARTIFACT = "generator"
 
 
-class GenadGeneratorModel(mlflow.pyfunc.PythonModel):
+class GenadGeneratorModel(GenadPythonModel):
     """predict(requests) -> samples.
 
     Each request row holds `n` (>= 1; at most 10000 over all rows of one call), `seed` (an
@@ -34,15 +34,12 @@ class GenadGeneratorModel(mlflow.pyfunc.PythonModel):
     samples.
     """
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        """Load the generator folder (on the CPU)."""
-        self.bundle: GeneratorBundle = load_generator(Path(context.artifacts[GENERATOR_ARTIFACT]))
+    artifact = GENERATOR_ARTIFACT
 
-    def predict(
-        self,
-        context: mlflow.pyfunc.PythonModelContext,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> pd.DataFrame:
-        """The samples of every request row of `model_input`."""
-        return self.bundle.generate_frame(model_input)
+    def load(self, folder: Path, config: dict[str, Any]) -> None:
+        """Load the generator folder (on the CPU)."""
+        self.bundle: GeneratorBundle = load_generator(folder)
+
+    def answer(self, frame: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+        """The samples of every request row of `frame`."""
+        return self.bundle.generate_frame(frame)

@@ -1,7 +1,6 @@
 """Models-from-code entry point: MLflow runs this file to build the generator pyfunc model."""
 
-import mlflow
-
 from anomaly.generator_pyfunc import GenadGeneratorModel
+from anomaly.pyfunc_base import serve
 
-mlflow.models.set_model(GenadGeneratorModel())
+serve(GenadGeneratorModel())

@@ -129,20 +129,26 @@ def preprocessor_from_dict(state: dict[str, Any]) -> Standardizer | ImageScaler:
 
 
 def _tabular(data: np.ndarray) -> np.ndarray:
-    if data.ndim != 2:
-        raise ValueError(
-            f"Standardizer expects tabular data (n_samples, n_features), got shape {data.shape}; "
-            "use ImageScaler for images."
-        )
-    return data
+    return _require_ndim(
+        data,
+        2,
+        "Standardizer expects tabular data (n_samples, n_features)",
+        "use ImageScaler for images",
+    )
 
 
 def _images(data: np.ndarray) -> np.ndarray:
-    if data.ndim != 4:
-        raise ValueError(
-            f"ImageScaler expects images (n, c, h, w) or (n, h, w), got shape {data.shape}; "
-            "use Standardizer for tabular data."
-        )
+    return _require_ndim(
+        data,
+        4,
+        "ImageScaler expects images (n, c, h, w) or (n, h, w)",
+        "use Standardizer for tabular data",
+    )
+
+
+def _require_ndim(data: np.ndarray, ndim: int, expects: str, instead: str) -> np.ndarray:
+    if data.ndim != ndim:
+        raise ValueError(f"{expects}, got shape {data.shape}; {instead}.")
     return data
 
 

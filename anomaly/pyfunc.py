@@ -3,14 +3,12 @@
 It is logged as "models from code" (`anomaly/pyfunc_entry.py`) with genad's `anomaly` and
 `generative` packages shipped as `code_paths`, and the detector folder (state_dict + JSON,
 see `anomaly.scoring.save_bundle`) as the artifact "detector": nothing is pickled. A consumer
-needs the model's `requirements.txt` (pinned; `pipelines.tracking.MODEL_PACKAGES`), not genad.
+needs the model's `requirements.txt` (pinned; `pipelines.servables.MODEL_PACKAGES`), not genad.
 
-Input the model cannot score raises `InvalidInputError`, an `MlflowException` with error code
-INVALID_PARAMETER_VALUE: `mlflow models serve` answers it with HTTP 400 and its message (any
-other exception in `predict` becomes a 400 with a generic message that hides the cause).
-Served (MLflow's serving environment flag is set), a request must hold 1 to
-`GENAD_SERVING_MAX_ROWS` rows (default: a million values, 100,000 rows of 10 columns or 1,275
-Fashion-MNIST images); in process, any number of rows is scored.
+Input the model cannot score raises `InvalidInputError` (`anomaly.pyfunc_base`): `mlflow models
+serve` answers it with HTTP 400 and its message. Served (MLflow's serving environment flag is
+set), a request must hold 1 to `GENAD_SERVING_MAX_ROWS` rows (default: a million values, 100,000
+rows of 10 columns or 1,275 Fashion-MNIST images); in process, any number of rows is scored.
 """
 
 from __future__ import annotations
@@ -19,13 +17,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from anomaly.pyfunc_base import GenadPythonModel, InvalidInputError, serving
 from anomaly.scoring import (
     UNREGISTERED,
     InputColumnsError,
@@ -41,15 +36,7 @@ MAX_ROWS_ENV = "GENAD_SERVING_MAX_ROWS"
 DEFAULT_MAX_SERVED_VALUES = 1_000_000  # rows x feature columns per served request
 
 
-class InvalidInputError(MlflowException, ValueError):
-    """Input the model cannot score: missing or non-numeric columns, NaN or infinite values, or
-    (served) no rows or too many. MLflow's scoring server answers it with HTTP 400."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
-
-
-class GenadVAEModel(mlflow.pyfunc.PythonModel):
+class GenadVAEModel(GenadPythonModel):
     """predict(frame) -> one row per input: log_px, normality, score, p_value, is_anomaly,
     model_name, model_version (see `anomaly.scoring.ScoringModel`).
 
@@ -59,33 +46,28 @@ class GenadVAEModel(mlflow.pyfunc.PythonModel):
     first; the model itself raises `InvalidInputError` naming the column (and row) at fault.
     """
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    artifact = DETECTOR_ARTIFACT
+
+    def load(self, folder: Path, config: dict[str, Any]) -> None:
         """Load the detector; learn the registered name and version when loaded from the
         registry."""
-        folder = Path(context.artifacts[DETECTOR_ARTIFACT])
         self.model: ScoringModel = load_bundle(folder)
         # No progress bars when scoring (genad's flows save detectors so): a bar would need tqdm,
-        # which the model's requirements do not list (pipelines.tracking.MODEL_PACKAGES)
+        # which the model's requirements do not list (pipelines.servables.MODEL_PACKAGES)
         self.model.detector.set_params(verbose=False)
         self.max_served_rows = served_row_limit(len(self.model.feature_names))
-        config = context.model_config or {}
         self.model.name = str(config.get("model_name", UNREGISTERED))
         name, version = registered_identity(folder.parents[1])
         if name is not None:
             self.model.name, self.model.version = name, version
 
-    def predict(
-        self,
-        context: mlflow.pyfunc.PythonModelContext,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> pd.DataFrame:
-        """Score the rows of `model_input`."""
+    def answer(self, frame: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+        """Score the rows of `frame`."""
         try:
-            features = select_features(model_input, self.model.feature_names)
+            features = select_features(frame, self.model.feature_names)
         except InputColumnsError as error:
             raise InvalidInputError(str(error)) from error
-        if _MLFLOW_IS_IN_SERVING_ENVIRONMENT.get():
+        if serving():
             check_request_rows(len(features), self.max_served_rows)
         check_finite(features, self.model.feature_names)
         scored = self.model.score_array(features)

@@ -1,7 +1,6 @@
-"""Models-from-code entry point: MLflow runs this file to build the pyfunc model."""
-
-import mlflow
+"""Models-from-code entry point: MLflow runs this file to build the detector pyfunc model."""
 
 from anomaly.pyfunc import GenadVAEModel
+from anomaly.pyfunc_base import serve
 
-mlflow.models.set_model(GenadVAEModel())
+serve(GenadVAEModel())

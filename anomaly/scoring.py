@@ -1,13 +1,18 @@
 """A fitted detector packaged for serving: its input columns, its name and version, and the
 per-row output every consumer sees (`log_px`, `normality`, `score`, `p_value`, `is_anomaly`).
 
-The package is a folder: the detector's own files (state_dict + JSON, see `VAEDetector.save`)
+The package is a folder: the detector's own files (state_dict + JSON, see `BaseDetector.save`)
 plus `model_info.json` with the feature columns and where the training data came from. The
 MLflow pyfunc model, the batch scoring job and the CLI all load it with `load_bundle`.
+
+A loaded bundle may be shared (cached per process, served): a scoring run that needs another
+flag rule or identity takes a view (`with_flag_rule`, `with_identity`) and leaves it unchanged.
+Only the detector contract (`anomaly.base.BaseDetector`) is used here, whatever the family.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from anomaly.detector import VAEDetector
+from anomaly.base import BaseDetector, load_detector
+from anomaly.errors import UserInputError
+from anomaly.typicality import TypicalityTest
 from anomaly.validation import missing_columns_message
 
 MODEL_INFO_FILE = "model_info.json"
@@ -26,7 +33,7 @@ OUTPUT_COLUMNS = ("log_px", "normality", "score", "p_value", "is_anomaly")
 UNREGISTERED = "unregistered"
 
 
-class InputColumnsError(ValueError):
+class InputColumnsError(UserInputError):
     """A frame to score lacks columns the model needs, or has non-numeric ones."""
 
 
@@ -38,7 +45,7 @@ def default_feature_names(input_shape: tuple[int, ...]) -> list[str]:
 
 @dataclass
 class ScoringModel:
-    """A fitted VAEDetector with the column names it expects and its registry identity.
+    """A fitted detector with the column names it expects and its registry identity.
 
     `score_array` / `score_frame` return one row per input with
     `log_px` (estimated log p(x), nats),
@@ -50,7 +57,7 @@ class ScoringModel:
     rows scored in one call).
     """
 
-    detector: VAEDetector
+    detector: BaseDetector
     feature_names: list[str]
     info: dict[str, Any] = field(default_factory=dict)
     name: str = UNREGISTERED
@@ -60,6 +67,19 @@ class ScoringModel:
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one input row: (d,) for tables, (c, h, w) for images."""
         return tuple(self.detector.input_shape_)
+
+    def with_flag_rule(self, rule: str, level: float | None = None) -> ScoringModel:
+        """A view flagging by `rule` at `level` (`BaseDetector.with_flag_rule`): it shares
+        this model's fitted detector, and this model is left unchanged."""
+        return dataclasses.replace(self, detector=self.detector.with_flag_rule(rule, level))
+
+    def with_identity(self, name: str, version: str) -> ScoringModel:
+        """A view with the registered `name` and `version`; this model is left unchanged."""
+        return dataclasses.replace(self, name=name, version=version)
+
+    def typicality_test(self) -> TypicalityTest:
+        """The typicality test of row groups against the detector's calibration scores."""
+        return TypicalityTest(self.detector.calibration_scores_, seed=self.detector.random_state)
 
     def score_array(self, X: np.ndarray) -> pd.DataFrame:
         """Score rows of X: (n, d) for tables; (n, c, h, w), (n, h, w) or flattened (n, c*h*w)
@@ -124,7 +144,7 @@ def empty_output() -> pd.DataFrame:
 
 
 def save_bundle(
-    detector: VAEDetector,
+    detector: BaseDetector,
     path: str | os.PathLike,
     *,
     feature_names: list[str] | None = None,
@@ -149,5 +169,5 @@ def load_bundle(path: str | os.PathLike, *, device: str = "cpu") -> ScoringModel
     if not info_file.is_file():
         raise FileNotFoundError(f"no genad model at {folder} (missing {MODEL_INFO_FILE})")
     payload = json.loads(info_file.read_text())
-    detector = VAEDetector.load(folder, device=device)
+    detector = load_detector(folder, device=device)
     return ScoringModel(detector, list(payload["feature_names"]), dict(payload.get("info", {})))

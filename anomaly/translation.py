@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from anomaly.errors import UserInputError
 from anomaly.scoring import default_feature_names
 from anomaly.validation import missing_columns_message
 from generative.cyclegan.model import DIRECTIONS, CycleGAN
@@ -30,7 +31,7 @@ DEFAULT_DIRECTION = "a_to_b"
 MAX_ROWS_PER_CALL = 10_000
 
 
-class TranslationInputError(ValueError):
+class TranslationInputError(UserInputError):
     """Images to translate are malformed: wrong shape or columns, values outside [0, 1], NaN,
     or an unknown direction."""
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 
+from anomaly.pyfunc_base import GenadPythonModel
 from anomaly.translation import TranslatorBundle, load_translator
 
 TRANSLATOR_ARTIFACT = "translator"
 
 
-class GenadTranslatorModel(mlflow.pyfunc.PythonModel):
+class GenadTranslatorModel(GenadPythonModel):
     """predict(images) -> translated images.
 
     Each input row is one image: the columns `pixel0..pixel{C*H*W-1}` in [0, 1] ((c, h, w)
@@ -32,18 +32,12 @@ class GenadTranslatorModel(mlflow.pyfunc.PythonModel):
     and per image (a row's output does not depend on the other rows).
     """
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        """Load the translator folder (on the CPU)."""
-        self.bundle: TranslatorBundle = load_translator(
-            Path(context.artifacts[TRANSLATOR_ARTIFACT])
-        )
+    artifact = TRANSLATOR_ARTIFACT
 
-    def predict(
-        self,
-        context: mlflow.pyfunc.PythonModelContext,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> pd.DataFrame:
-        """The translation of every row of `model_input`."""
-        direction = (params or {}).get("direction")
-        return self.bundle.translate_frame(model_input, direction=direction)
+    def load(self, folder: Path, config: dict[str, Any]) -> None:
+        """Load the translator folder (on the CPU)."""
+        self.bundle: TranslatorBundle = load_translator(folder)
+
+    def answer(self, frame: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+        """The translation of every row of `frame`."""
+        return self.bundle.translate_frame(frame, direction=params.get("direction"))

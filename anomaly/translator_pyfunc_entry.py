@@ -1,7 +1,6 @@
 """Models-from-code entry point: MLflow runs this file to build the translator pyfunc model."""
 
-import mlflow
-
+from anomaly.pyfunc_base import serve
 from anomaly.translator_pyfunc import GenadTranslatorModel
 
-mlflow.models.set_model(GenadTranslatorModel())
+serve(GenadTranslatorModel())

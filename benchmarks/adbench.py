@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import sklearn
 import torch
+from bench_common import save_text, set_threads
 from provenance import git_commit
 from sklearn.ensemble import IsolationForest
 
@@ -438,20 +439,15 @@ def main(argv: list[str] | None = None) -> None:
     args.commit = git_commit()  # the code imported now is the code measured
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)  # inherited by the spawned workers
-    torch.set_num_threads(args.threads)
-    print(
-        f"torch threads: {torch.get_num_threads()}; jobs: {args.jobs}; "
-        f"{len(args.datasets)} sets x {len(args.seeds)} seeds",
-        flush=True,
+    set_threads(
+        args.threads, f"jobs: {args.jobs}; {len(args.datasets)} sets x {len(args.seeds)} seeds"
     )
     start = time.perf_counter()
     results = run_all(args)
     text = markdown(args, results, time.perf_counter() - start)
     print(text, flush=True)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"wrote {args.out}", flush=True)
+        save_text(args.out, text)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 import torch
-from gan_common import header_lines, log, use_data_dir, write_report
+from bench_common import base_parser, header_lines, log, run_benchmark
+from gan_common import use_data_dir
 from PIL import Image
 
 from generative.cyclegan import (
@@ -56,8 +57,7 @@ FIGURE_COLUMNS = 10
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser = base_parser(__doc__)
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per T")
     parser.add_argument("--transforms", nargs="+", default=["invert_rot90", "invert"])
     parser.add_argument("--batch-size", type=int, default=16)
@@ -219,10 +219,9 @@ def nearest_lines(rows: dict[str, dict]) -> list[str]:
     return lines
 
 
-def report(
-    rows: dict[str, dict], args: argparse.Namespace, wall: float, notes: list[str]
-) -> list[str]:
+def report(rows: dict[str, dict], args: argparse.Namespace, wall: float) -> list[str]:
     """The markdown section."""
+    notes = [] if args.figure is None else [f"- figure: `{args.figure}`"]
     return [
         *header_lines("CycleGAN translation on MNIST with a known transform T", wall),
         f"- budget: {args.minutes:g} min of training per T (1 CPU thread), batch "
@@ -243,14 +242,10 @@ def report(
     ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Train one CycleGAN per transform, evaluate, write the report and the figure."""
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    log(f"torch threads: {torch.get_num_threads()}")
+def run_all(args: argparse.Namespace) -> dict[str, dict]:
+    """Train and evaluate one CycleGAN per transform (rows by transform); draw the figure."""
     use_data_dir()
-    start = time.perf_counter()
-    rows, panels, notes = {}, {}, []
+    rows, panels = {}, {}
     for name in args.transforms:
         data = load_cycle_data(CycleDataSpec("mnist", name, test_rows=args.eval), seed=args.seed)
         classifier = domain_classifier(data, args)
@@ -260,8 +255,12 @@ def main(argv: list[str] | None = None) -> None:
         log(f"{name}: {rows[name]}")
     if args.figure is not None:
         draw_figure(panels, args.figure)
-        notes.append(f"- figure: `{args.figure}`")
-    write_report(args.out, report(rows, args, time.perf_counter() - start, notes))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train one CycleGAN per transform, evaluate, write the report and the figure."""
+    run_benchmark(parse_args(argv), run_all, report)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gan_common import IMAGE_SHAPE, fashion, header_lines, log, paper_trainer_config, write_report
+from bench_common import header_lines, log, write_report
+from gan_common import IMAGE_SHAPE, fashion, paper_trainer_config
 from PIL import Image
 
 from generative.gan import GAN, GANConfig, GANTrainer

@@ -35,31 +35,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gan_common import (
-    IMAGE_SHAPE,
-    balanced_subset,
-    fashion,
-    header_lines,
-    log,
-    mean_sd,
-    paper_trainer_config,
-    write_report,
-)
+from bench_common import base_parser, header_lines, log, ratio_detector, run_benchmark, table_head
+from gan_common import IMAGE_SHAPE, balanced_subset, fashion, mean_sd, paper_trainer_config
 from sklearn.metrics import roc_auc_score
 
-from anomaly.detector import VAEDetector
 from generative.gan import GAN, GANConfig, GANTrainer
 from generative.metrics import FeatureNetConfig, accuracy, train_feature_net
 
 TEST_SUBSET_SEED = 12345  # as benchmarks/one_class_novelty.py
 CLASSIFIER_BATCH = 64
 SCORES = ("iwae", "likelihood_ratio")
+GAIN_COLUMNS = ("real only", "real + GAN samples", "gain", "gain per seed")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line options (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser = base_parser(__doc__)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--per-class", type=int, default=50, help="(a) real images per class")
     parser.add_argument("--classes", nargs="+", type=int, default=[0, 1], help="(b) normals")
@@ -151,14 +142,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def detector_aurocs(normals: np.ndarray, test_X: np.ndarray, is_anomaly, seed: int, args):
     """AUROCs of the raw IWAE score and of the likelihood ratio of a VAEDetector fitted on
     `normals` (the background model is trained on the same rows)."""
-    detector = VAEDetector(
-        correction="likelihood_ratio",
-        epochs=args.vae_epochs,
-        patience=5,
-        n_samples=args.k,
-        precision="bf16",
-        random_state=seed,
-        device="cpu",
+    detector = ratio_detector(
+        epochs=args.vae_epochs, patience=5, k=args.k, seed=seed, device="cpu"
     ).fit(normals)
     terms = detector.score_terms(test_X)
     scores = {
@@ -202,28 +187,27 @@ def gain_row(name: str, runs: list[dict]) -> str:
     return f"| {name} | {mean_sd(real)} | {mean_sd(mixed)} | {gain} | {per_seed} |"
 
 
+def gain_table_head(caption: str, setting: str) -> list[str]:
+    """A table's caption, a blank line and the head of its `gain_row` columns."""
+    return [caption, "", *table_head([setting, *GAIN_COLUMNS])]
+
+
 def tables(results: dict, args: argparse.Namespace) -> list[str]:
     """The classifier and detector tables."""
-    head = "| {} | real only | real + GAN samples | gain | gain per seed |"
     lines: list[str] = []
     if results["classifier"]:
-        lines += [
+        lines += gain_table_head(
             f"(a) Test accuracy of the classifier, {10 * args.per_class} real images "
             f"(+ {args.synthetic_ratio * 10 * args.per_class} cDCGAN samples):",
-            "",
-            head.format("setting"),
-            "|---|---|---|---|---|",
-            gain_row(f"{10 * args.per_class} real", results["classifier"]),
-            "",
-        ]
+            "setting",
+        )
+        lines += [gain_row(f"{10 * args.per_class} real", results["classifier"]), ""]
     if results["detector"]:
-        lines += [
+        lines += gain_table_head(
             f"(b) AUROC of the VAE detector, {args.normals} real normals "
             f"(+ {args.synthetic_ratio * args.normals} DCGAN samples):",
-            "",
-            head.format("normal class, score"),
-            "|---|---|---|---|---|",
-        ]
+            "normal class, score",
+        )
         for score in SCORES:
             runs = [r for r in results["detector"] if r["score"] == score]
             for label in args.classes:
@@ -259,12 +243,8 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the requested parts and write the report."""
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    log(f"torch threads: {torch.get_num_threads()}")
-    start = time.perf_counter()
+def run_parts(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """The runs of the requested parts, per seed (and normal class)."""
     train, test = fashion("train"), fashion("test")
     results: dict[str, list[dict]] = {"classifier": [], "detector": []}
     if "classifier" in args.parts:
@@ -274,7 +254,12 @@ def main(argv: list[str] | None = None) -> None:
         for label in args.classes:
             for seed in args.seeds:
                 results["detector"] += detector_run(train, test, label, seed, args)
-    write_report(args.out, report(results, args, time.perf_counter() - start))
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the requested parts and write the report."""
+    run_benchmark(parse_args(argv), run_parts, report)
 
 
 if __name__ == "__main__":

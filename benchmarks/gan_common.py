@@ -1,17 +1,12 @@
-"""Shared pieces of the GAN benchmarks: data, each loss's paper settings, report headers.
+"""Shared pieces of the GAN benchmarks: data, each loss's paper settings, mean ± sd cells.
 
-Not a benchmark itself; `gan_throughput.py`, `gan_modes.py`, `gan_quality.py` and
-`gan_augmentation.py` import it (run them from the repository root or `benchmarks/`).
+Not a benchmark itself; the GAN, progressive and CycleGAN benchmarks import it (run them from
+the repository root or `benchmarks/`).
 """
 
 from __future__ import annotations
 
-import datetime
 import os
-import platform
-import shlex
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,43 +80,6 @@ def balanced_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Te
     y = labels.numpy()
     rows = [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in np.unique(y)]
     return torch.from_numpy(np.sort(np.concatenate(rows)))
-
-
-def stamp() -> str:
-    """The wall-clock time for progress lines."""
-    return datetime.datetime.now().strftime("%H:%M:%S")
-
-
-def log(message: str) -> None:
-    """A timestamped progress line on stdout."""
-    print(f"[{stamp()}] {message}", flush=True)
-
-
-def header_lines(title: str, wall_s: float) -> list[str]:
-    """Section title, exact command, date, versions, torch threads, CPU count and wall time."""
-    exe = sys.executable
-    exe = os.path.relpath(exe) if exe.startswith(os.getcwd()) else exe
-    return [
-        f"### {title}",
-        "",
-        f"- command: `{shlex.join([exe, *sys.argv])}`",
-        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"- torch {torch.__version__}, Python {platform.python_version()}, "
-        f"torch.get_num_threads() = {torch.get_num_threads()}, "
-        f"{os.cpu_count()} logical CPUs, device cpu",
-        f"- wall time: {wall_s / 60:.1f} min",
-        "",
-    ]
-
-
-def write_report(path: Path | None, lines: list[str]) -> None:
-    """Print the markdown and write it to `path` (folders created) when given."""
-    text = "\n".join(lines) + "\n"
-    print(text, flush=True)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        log(f"wrote {path}")
 
 
 def mean_sd(values: list[float] | np.ndarray, *, signed: bool = False) -> str:

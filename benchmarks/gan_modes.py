@@ -27,18 +27,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gan_common import header_lines, log, paper_trainer_config, settings_line, write_report
+from bench_common import base_parser, header_lines, log, run_benchmark, table_head
+from gan_common import paper_trainer_config, settings_line
 
 from generative.gan import GAN, GAN_LOSSES, GANConfig, GANTrainer, TrainingDivergedError
 from generative.gan.mixtures import MIXTURES, Mixture, mode_coverage
 
 Run = dict
+TABLE_COLUMNS = (
+    "mixture",
+    "loss",
+    "modes covered",
+    "high-quality share",
+    "median distance to nearest centre (sd)",
+    "G / D steps",
+    "seconds per run",
+    "diverged",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line options (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser = base_parser(__doc__)
     parser.add_argument("--mixtures", nargs="+", default=list(MIXTURES))
     parser.add_argument("--losses", nargs="+", default=list(GAN_LOSSES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -119,11 +129,7 @@ def cell(values: list[float], digits: int) -> str:
 
 def table(runs: list[Run], args: argparse.Namespace) -> list[str]:
     """One row per mixture and loss; means over seeds (per-seed values in brackets)."""
-    lines = [
-        "| mixture | loss | modes covered | high-quality share | median distance to nearest "
-        "centre (sd) | G / D steps | seconds per run | diverged |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines = table_head(TABLE_COLUMNS)
     for name in args.mixtures:
         for loss in args.losses:
             group = [r for r in runs if r["mixture"] == name and r["loss"] == loss]
@@ -184,12 +190,8 @@ def report(runs: list[Run], args: argparse.Namespace, wall: float) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run every mixture x loss x seed and write the report (and figure)."""
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    log(f"torch threads: {torch.get_num_threads()}")
-    start = time.perf_counter()
+def run_all(args: argparse.Namespace) -> list[Run]:
+    """Every mixture x loss x seed, logged as it ends; then the figure when asked for."""
     runs = []
     for name in args.mixtures:
         for loss in args.losses:
@@ -198,7 +200,12 @@ def main(argv: list[str] | None = None) -> None:
                 log(progress(runs[-1]))
     if args.figure is not None:
         draw_figure(runs, args, args.figure)
-    write_report(args.out, report(runs, args, time.perf_counter() - start))
+    return runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every mixture x loss x seed and write the report (and figure)."""
+    run_benchmark(parse_args(argv), run_all, report)
 
 
 if __name__ == "__main__":

@@ -36,16 +36,8 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 import torch
-from gan_common import (
-    IMAGE_SHAPE,
-    balanced_subset,
-    fashion,
-    header_lines,
-    log,
-    paper_trainer_config,
-    settings_line,
-    write_report,
-)
+from bench_common import base_parser, header_lines, log, run_benchmark
+from gan_common import IMAGE_SHAPE, balanced_subset, fashion, paper_trainer_config, settings_line
 from PIL import Image
 
 from generative.gan import GAN, GANConfig, GANTrainer
@@ -82,8 +74,7 @@ CALIBRATION_STEPS = 10
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line options (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser = base_parser(__doc__)
     parser.add_argument("--budget-s", type=float, default=150.0, help="training seconds/model")
     parser.add_argument("--steps", type=int, default=None, help="fixed G steps (no budget)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -327,16 +318,17 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Train, evaluate, write the report and the figure."""
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    log(f"torch threads: {torch.get_num_threads()}")
-    start = time.perf_counter()
+def run_and_draw(args: argparse.Namespace) -> dict:
+    """`run_all`, then the figure of samples when asked for."""
     results = run_all(args)
     if args.figure is not None:
         draw_figure(results["samples"], args.figure)
-    write_report(args.out, report(results, args, time.perf_counter() - start))
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train, evaluate, write the report and the figure."""
+    run_benchmark(parse_args(argv), run_and_draw, report)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gan_common import IMAGE_SHAPE, fashion, header_lines, log, write_report
+from bench_common import base_parser, header_lines, log, run_benchmark
+from gan_common import IMAGE_SHAPE, fashion
 
 from generative.gan import GAN, GANConfig, GANTrainer, GANTrainerConfig
 
@@ -44,8 +45,7 @@ VARIANTS = (("trainer", "off"), ("bare", "off"), ("trainer", "bf16"), ("bare", "
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line options (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser = base_parser(__doc__)
     parser.add_argument("--steps", type=int, default=100, help="G (= D) steps per timed run")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=9, help="alternating timed rounds")
@@ -230,18 +230,20 @@ def report(result: dict, args: argparse.Namespace, wall: float) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Measure, optionally profile, and write the report."""
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    log(f"torch threads: {torch.get_num_threads()}")
-    start = time.perf_counter()
+def measure_all(args: argparse.Namespace) -> dict:
+    """The timed rounds on the first steps x batch-size training images, and the profile
+    when asked for."""
     images = fashion("train")[0][: args.steps * args.batch_size]
     initial = initial_gan(args)
     result = measure(initial, images, args)
     if args.profile:
         profile_runs(initial, images, args)
-    write_report(args.out, report(result, args, time.perf_counter() - start))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure, optionally profile, and write the report."""
+    run_benchmark(parse_args(argv), measure_all, report)
 
 
 if __name__ == "__main__":

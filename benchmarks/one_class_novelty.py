@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_common import ratio_detector, set_threads, table_head
 from provenance import git_commit
 from sklearn.metrics import roc_auc_score
 
@@ -64,6 +65,16 @@ SCORES = (
 )
 TIMINGS = ("fit", "iwae_terms", "elbo", "prior_mc")
 CSV_FIELDS = ("dataset", "class", "seed", "score", "auroc")
+TIME_COLUMNS = (
+    "dataset",
+    "runs ok",
+    "fit s",
+    "IWAE + background + PNG s",
+    "ELBO s",
+    "prior MC s",
+    "epochs (min-max)",
+    "active units",
+)
 Run = dict[str, Any]
 
 
@@ -110,14 +121,7 @@ def load_sets(name: str, per_class: int) -> dict[str, np.ndarray]:
 # --- one run -----------------------------------------------------------------------------------
 def make_detector(args: argparse.Namespace, seed: int) -> VAEDetector:
     """The detector of every run: likelihood-ratio correction, bf16 scoring, early stopping."""
-    return VAEDetector(
-        correction="likelihood_ratio",
-        epochs=args.epochs,
-        patience=3,
-        n_samples=args.k,
-        precision="bf16",
-        random_state=seed,
-    )
+    return ratio_detector(epochs=args.epochs, patience=3, k=args.k, seed=seed)
 
 
 @contextmanager
@@ -311,7 +315,7 @@ def class_extremes(grid: np.ndarray, args: argparse.Namespace) -> tuple[str, str
 def per_class_table(runs: list[Run], name: str, args: argparse.Namespace) -> list[str]:
     """Rows = classes, columns = scores: mean AUROC over seeds."""
     grids = {score: auroc_grid(runs, name, score, args) for score in SCORES}
-    lines = ["| class | " + " | ".join(SCORES) + " |", "|---" * (len(SCORES) + 1) + "|"]
+    lines = table_head(["class", *SCORES])
     for i, label in enumerate(args.classes):
         cells = []
         for score in SCORES:
@@ -323,11 +327,7 @@ def per_class_table(runs: list[Run], name: str, args: argparse.Namespace) -> lis
 
 def time_table(runs: list[Run], args: argparse.Namespace) -> list[str]:
     """Per dataset: mean (max) seconds of the fit and each scoring step, and epochs run."""
-    lines = [
-        "| dataset | runs ok | fit s | IWAE + background + PNG s | ELBO s | prior MC s | "
-        "epochs (min-max) | active units |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines = table_head(TIME_COLUMNS)
     for name in args.datasets:
         ok = [r for r in runs if r["dataset"] == name and "error" not in r]
         if not ok:
@@ -434,9 +434,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("GENAD_DATA_DIR", DEFAULT_DATA_DIR)
     args = parse_args(argv)
     args.commit = git_commit()  # the code imported now is the code measured
-    torch.set_num_threads(args.threads)
     csv_path = args.out.with_suffix(".csv") if args.out is not None else None
-    print(f"torch threads: {torch.get_num_threads()}; CSV: {csv_path}", flush=True)
+    set_threads(args.threads, f"CSV: {csv_path}")
     start = time.perf_counter()
     runs = run_all(args, csv_path)
     text = markdown(args, runs, time.perf_counter() - start)

@@ -30,15 +30,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from gan_common import (
-    IMAGE_SHAPE,
-    fashion,
-    header_lines,
-    log,
-    paper_trainer_config,
-    settings_line,
-    write_report,
-)
+from bench_common import base_parser, header_lines, log, run_benchmark, write_report
+from gan_common import IMAGE_SHAPE, fashion, paper_trainer_config, settings_line
 from stylegan_properties import (
     draw_interpolations,
     interpolations,
@@ -86,8 +79,7 @@ NOTES = [
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line options (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser = base_parser(__doc__)
     parser.add_argument("--budget-s", type=float, default=480.0, help="CPU seconds per model")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--latent-dim", type=int, default=128)
@@ -358,15 +350,16 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
     ]
 
 
+def run_and_draw(args: argparse.Namespace) -> dict:
+    """`run_all` (its interim reports timed from here), then the sample grids."""
+    results = run_all(args, time.perf_counter())
+    draw_samples(results["grids"], results, args.samples)
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     """Train, evaluate, draw and report."""
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    log(f"torch threads: {torch.get_num_threads()}")
-    start = time.perf_counter()
-    results = run_all(args, start)
-    draw_samples(results["grids"], results, args.samples)
-    write_report(args.out, report(results, args, time.perf_counter() - start))
+    run_benchmark(parse_args(argv), run_and_draw, report)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gan_common import log, mean_sd
+from bench_common import log
+from gan_common import mean_sd
 from PIL import Image
 
 from generative.stylegan import StyleGAN

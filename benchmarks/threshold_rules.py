@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_common import base_parser, save_text, set_threads
 from provenance import command_line, git_commit
 
 from anomaly.data import load_dataset
@@ -63,8 +64,7 @@ Run = dict[str, Any]
 # --- command line ------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line options (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser = base_parser(__doc__)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated split / model seeds")
     parser.add_argument("--datasets", default=DEFAULT_SETS, help="comma-separated ADBench names")
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
@@ -454,11 +454,9 @@ def main(argv: list[str] | None = None) -> None:
     args.commit = git_commit()  # the code imported now is the code measured
     args.date = datetime.datetime.now().isoformat(timespec="seconds")
     args.machine = machine()
-    torch.set_num_threads(args.threads)
-    print(
-        f"torch threads: {torch.get_num_threads()}; {len(args.datasets)} sets x "
-        f"{len(args.seeds)} seeds x {len(PROTOCOLS)} protocols",
-        flush=True,
+    set_threads(
+        args.threads,
+        f"{len(args.datasets)} sets x {len(args.seeds)} seeds x {len(PROTOCOLS)} protocols",
     )
     start = time.perf_counter()
     results = [run_dataset(name, args.seeds) for name in args.datasets]
@@ -466,14 +464,9 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(args, results, wall)
     print(text, flush=True)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-        print(f"wrote {args.out}", flush=True)
+        save_text(args.out, text + "\n")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results_json(args, results, wall), indent=1) + "\n")
-        print(f"wrote {args.json}", flush=True)
+        save_text(args.json, json.dumps(results_json(args, results, wall), indent=1) + "\n")
 
 
 if __name__ == "__main__":

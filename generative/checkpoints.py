@@ -5,7 +5,7 @@
 checkpoints or the new one); `read_checkpoint` verifies the checksum before loading anything.
 `run_fingerprint` describes what a checkpoint may be resumed with (the trainer's and the
 model's configuration and a digest of the data), and `check_fingerprint` refuses a mismatch
-with an error naming what differs. `generative.training.Trainer` uses them.
+with an error naming what differs. The training loop (`generative.loop`) uses them.
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from generative.checksums import CHECKSUM_FILE, CorruptFileError, record_checksums, verify_checksums
-
-if TYPE_CHECKING:
-    from generative.training import TrainerConfig
 
 TRAINER_STATE_FILE = "trainer_state.pt"
 CHECKPOINT_NAME = re.compile(r"epoch_(\d{4,})")
@@ -40,15 +38,21 @@ def checkpoint_folders(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
-def write_checkpoint(folder: Path, state: dict[str, Any]) -> Path:
+def write_checkpoint(
+    folder: Path, state: dict[str, Any], files: Callable[[Path], None] | None = None
+) -> Path:
     """`state` as `trainer_state.pt` with its checksum, in a staging folder renamed to
-    `folder` (a kill leaves either the old checkpoints or the new one, never half of one)."""
+    `folder` (a kill leaves either the old checkpoints or the new one, never half of one).
+    `files(staging)` writes more files into it (recording their checksums, as
+    `generative.registry.write_model_files` does)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     for stale in folder.parent.glob(f".{folder.name}.*"):  # left by a killed write
         shutil.rmtree(stale, ignore_errors=True)
     staging = folder.parent / f".{folder.name}.{time.time_ns()}"
     staging.mkdir()
     try:
+        if files is not None:
+            files(staging)
         torch.save(state, staging / TRAINER_STATE_FILE)
         record_checksums(staging, [TRAINER_STATE_FILE])
         if folder.exists():
@@ -60,12 +64,13 @@ def write_checkpoint(folder: Path, state: dict[str, Any]) -> Path:
     return folder
 
 
-def read_checkpoint(folder: Path) -> dict[str, Any]:
-    """A checkpoint's state, after its checksum is verified: CorruptFileError (nothing is
-    loaded) when the file is corrupt or truncated or its checksum is not recorded."""
+def read_checkpoint(folder: Path, kind: str = "training") -> dict[str, Any]:
+    """A checkpoint's state, after its checksums are verified: CorruptFileError (nothing is
+    loaded) when a file is corrupt or truncated or the state's checksum is not recorded;
+    FileNotFoundError naming the `kind` of checkpoint expected when `folder` is none."""
     path, sums = folder / TRAINER_STATE_FILE, folder / CHECKSUM_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a training checkpoint: no {TRAINER_STATE_FILE}")
+        raise FileNotFoundError(f"{folder} is not a {kind} checkpoint: no {TRAINER_STATE_FILE}")
     if not sums.is_file():
         raise CorruptFileError(f"{folder} has no {CHECKSUM_FILE}: an incomplete checkpoint")
     verify_checksums(folder)  # raises on damaged checksums.json or any mismatching file
@@ -88,12 +93,14 @@ def data_digest(*tensors: torch.Tensor | None) -> str:
 
 
 def run_fingerprint(
-    model: nn.Module, config: TrainerConfig, train: torch.Tensor, val: torch.Tensor | None
+    model: nn.Module,
+    config: Any,
+    *data: torch.Tensor | None,
+    free: tuple[str, ...] = ("device", "epochs"),
 ) -> dict[str, str]:
-    """What a checkpoint must match to be resumed: the trainer config (but the device, and the
-    epochs: a finished run can be extended), the model's config (or its parameter shapes) and
-    the data."""
-    free = ("device", "epochs")
+    """What a checkpoint must match to be resumed: the trainer config (a dataclass) but its
+    `free` fields (by default the device, and the epochs: a finished run can be extended), the
+    model's config (or its parameter shapes) and the data tensors."""
     trainer = {k: v for k, v in dataclasses.asdict(config).items() if k not in free}
     model_config = getattr(model, "config", None)
     if hasattr(model_config, "to_dict"):
@@ -103,7 +110,7 @@ def run_fingerprint(
     return {
         "trainer": json.dumps(trainer, sort_keys=True, default=str),
         "model": json.dumps(described, sort_keys=True, default=str),
-        "data": data_digest(train, val),
+        "data": data_digest(*data),
     }
 
 
@@ -117,8 +124,9 @@ def check_fingerprint(saved: dict[str, str], current: dict[str, str], folder: Pa
             old, new = json.loads(saved.get(part, "{}")), json.loads(current[part])
             keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+        what = "data" if part == "data" else f"{part} configuration"
         raise ValueError(
-            f"the checkpoint in {folder} was written for another {part} ({detail}); it is not "
+            f"the checkpoint in {folder} was written for another {what} ({detail}); it is not "
             "resumed: use another checkpoint_dir or delete that one"
         )
 
@@ -140,10 +148,18 @@ def write_epoch_checkpoint(
     return folder
 
 
-def read_resumable(folder: Path, fingerprint: dict[str, str]) -> dict[str, Any]:
-    """A checkpoint's state once its checksum (CorruptFileError) and its fingerprint
+def read_resumable(
+    folder: Path, fingerprint: dict[str, str], kind: str = "training"
+) -> dict[str, Any]:
+    """A checkpoint's state once its checksums (CorruptFileError) and its fingerprint
     (ValueError: another configuration or data) are verified."""
-    state = read_checkpoint(folder)
+    state = read_checkpoint(folder, kind)
+    if "fingerprint" not in state:
+        raise ValueError(
+            f"the checkpoint in {folder} was written before checkpoints carried a fingerprint "
+            "of their configuration and data (an earlier genad): it is not resumed; resume it "
+            "with that version or start afresh"
+        )
     check_fingerprint(state["fingerprint"], fingerprint, folder)
     return state
 

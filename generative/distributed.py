@@ -11,6 +11,13 @@ whole global batch on every rank and sliced (`GlobalBatchNoise`, `World.shard`),
 processes follows the same random stream as one process with the same global batch: only float
 summation order differs.
 
+Where a row's result depends on the other rows of its batch (a discriminator's minibatch
+statistics) or draws are made deep inside a net (StyleGAN's noise maps), the trainer runs the
+forward passes in a `global_batch(world, rows)` block: a layer then gathers every rank's rows
+with `active_batch().gather` (differentiable: `World.gather_rows`), computes as one process
+would and keeps its own rows, and `draw_rows` draws for the whole global batch and slices.
+Nets without such layers, or run outside such a block, do as they always did.
+
 With world size 1 (no torchrun) nothing is initialised and every collective is the identity.
 """
 
@@ -19,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -87,12 +96,104 @@ class World:
         dist.all_reduce(value, op=dist.ReduceOp.MIN)
         return bool(value.item() > 0)
 
+    def average_gradients(self, parameters: Iterable[nn.Parameter]) -> None:
+        """Replace each gradient by its mean over the ranks (what DDP does), in one
+        all-reduce; for models whose loss calls several nets, which DDP cannot wrap."""
+        if not self.distributed:
+            return
+        grads = [p.grad for p in parameters if p.grad is not None]
+        flat = torch.cat([grad.reshape(-1) for grad in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        means = (flat / self.size).split([grad.numel() for grad in grads])
+        for grad, mean in zip(grads, means, strict=True):
+            grad.copy_(mean.view_as(grad))
+
+    def gather_rows(self, local: torch.Tensor, global_rows: int) -> torch.Tensor:
+        """The global batch of `global_rows` rows whose `shard` on this rank is `local`: every
+        rank's share, in rank order (the inverse of `shard`). Differentiable: the gradient that
+        reaches `local` is the sum of every rank's gradient for these rows, so a loss of rows
+        that depend on other ranks' rows (minibatch statistics) trains as in one process."""
+        if not self.distributed:
+            return local
+        sizes = [len(part) for part in torch.arange(global_rows).tensor_split(self.size)]
+        if len(local) != sizes[self.rank]:
+            raise ValueError(f"{len(local)} rows are not rank {self.rank}'s share of {sizes}")
+        rows = local.float()  # gloo sums float32 (exact for bf16 and back)
+        before = rows.new_zeros((sum(sizes[: self.rank]), *rows.shape[1:]))
+        after = rows.new_zeros((sum(sizes[self.rank + 1 :]), *rows.shape[1:]))
+        # each row is non-zero on one rank only: the sum is every rank's rows, exactly
+        return _SumOverRanks.apply(torch.cat([before, rows, after])).to(local.dtype)
+
     def wrap(self, module: nn.Module) -> nn.Module:
         """`module` in DistributedDataParallel when there are several ranks, else as is."""
         if not self.distributed:
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids)
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """The element-wise sum over all ranks, differentiable any number of times: a sum that
+    every rank sees passes back the sum of every rank's gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, values: torch.Tensor) -> torch.Tensor:
+        summed = values.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return _SumOverRanks.apply(grad)
+
+
+@dataclass(frozen=True)
+class GlobalBatch:
+    """This rank's share of a global batch of `rows` rows on `world`, for the layers and the
+    random draws whose result for a row depends on the other rows of its batch."""
+
+    world: World
+    rows: int
+
+    def gather(self, local: torch.Tensor) -> torch.Tensor:
+        """The whole global batch from this rank's rows (differentiable: `World.gather_rows`)."""
+        return self.world.gather_rows(local, self.rows)
+
+    def shard(self, rows: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a tensor of the whole global batch."""
+        return self.world.shard(rows)
+
+
+_ACTIVE_BATCH: ContextVar[GlobalBatch | None] = ContextVar("global_batch", default=None)
+
+
+@contextlib.contextmanager
+def global_batch(world: World, rows: int) -> Iterator[None]:
+    """Inside the block this rank's tensors are its share of a global batch of `rows` rows on
+    `world` (`active_batch`); with one process nothing changes."""
+    token = _ACTIVE_BATCH.set(GlobalBatch(world, rows) if world.distributed else None)
+    try:
+        yield
+    finally:
+        _ACTIVE_BATCH.reset(token)
+
+
+def active_batch() -> GlobalBatch | None:
+    """The global batch of the `global_batch` block running now (None outside one, and with
+    one process): what a layer that mixes rows (minibatch statistics) gathers."""
+    return _ACTIVE_BATCH.get()
+
+
+def draw_rows(
+    sample: Callable[[tuple[int, ...]], torch.Tensor], shape: Sequence[int]
+) -> torch.Tensor:
+    """Per-row random numbers of `shape` from `sample(shape)`; inside a `global_batch` block
+    this rank's rows of `sample` for the whole global batch, so a row's draw does not depend
+    on how its batch is split across processes."""
+    batch = active_batch()
+    if batch is None:
+        return sample(tuple(shape))
+    return batch.shard(sample((batch.rows, *shape[1:])))
 
 
 def init_from_env() -> World:

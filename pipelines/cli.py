@@ -1,10 +1,11 @@
-"""The `genad` command line: demo, train vae/gan/progan/stylegan/cyclegan, promote, score,
-synth, translate,
-schedule score, models list.
+"""The `genad` command line: demo, train vae/gan/progan/stylegan/cyclegan (`pipelines.cli_train`),
+promote, score, synth, translate, schedule score, models list.
 
 Every command runs the same Prefect flows and MLflow store as the Python API. Bad input
-(a missing file, wrong columns, an unknown model or alias) prints one clear line on stderr and
-exits with status 2.
+(a missing file, wrong columns, an unknown model or alias: a `UserInputError`) and a tracking
+store that refuses a request print one clear line on stderr and exit with status 2; a failed run
+prints one line and exits 1; any other error is an internal one (a bug): one line saying so and
+where its traceback was written, exit 1.
 """
 
 from __future__ import annotations
@@ -13,71 +14,31 @@ import argparse
 import contextlib
 import json
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
-from mlflow.exceptions import MlflowException
-
 from anomaly.atomic import check_output_folder
-from anomaly.data import DatasetFormatError, DatasetNotFoundError, UnknownDatasetError
-from anomaly.detector_params import refuse_renamed
-from anomaly.scoring import InputColumnsError
+from anomaly.data.download import ChecksumError, DownloadError
+from anomaly.errors import InputNotFoundError, UserInputError, user_settings
+from generative.checksums import CorruptFileError
 from generative.gan import TrainingDivergedError
+from pipelines import tracking
+from pipelines.cli_train import detector_config, printed
 from pipelines.preflight import EnvironmentNotReadyError, StepFailedError, ensure_prefect_home
 
-USER_ERRORS = (
-    FileNotFoundError,
-    DatasetFormatError,
-    DatasetNotFoundError,
-    UnknownDatasetError,
-    InputColumnsError,
-    LookupError,
-    ValueError,
-    MlflowException,  # e.g. an unreachable tracking server
+# Exit 2: bad input, or a tracking store that refuses a request (e.g. an unreachable server).
+USER_ERRORS = (UserInputError, *tracking.STORE_ERRORS)
+# Not bad input, but a run (or the machine, a download, a stored file) that failed.
+RUN_FAILURES = (
+    TrainingDivergedError,
+    EnvironmentNotReadyError,
+    StepFailedError,
+    ChecksumError,
+    DownloadError,
+    CorruptFileError,
 )
-RUN_FAILURES = (TrainingDivergedError, EnvironmentNotReadyError, StepFailedError)
-
-
-# `genad train gan` flags -> the GANConfig / GANTrainerConfig field they set
-GAN_FLAGS = ("loss", "architecture", "latent_dim", "base_channels", "ema_decay")
-TRAINER_FLAGS = ("epochs", "batch_size", "n_critic", "optimizer")
-# `genad train cyclegan` flags -> the CycleGANConfig / CycleGANTrainerConfig field they set
-CYCLEGAN_FLAGS = ("base_channels", "residual_blocks", "lambda_cycle", "lambda_identity",
-                  "history_size")  # fmt: skip
-CYCLEGAN_TRAINER_FLAGS = ("epochs", "batch_size", "max_steps", "decay_fraction")
-
-
-def json_option(value: str | None, flag: str) -> dict[str, Any]:
-    """A JSON object given as text or as a .json file; {} when the flag is absent."""
-    if not value:
-        return {}
-    text = Path(value).read_text() if value.endswith(".json") else value
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{flag} is not valid JSON ({error})") from error
-    if not isinstance(parsed, dict):
-        raise ValueError(f"{flag} must be a JSON object, got {type(parsed).__name__}")
-    return parsed
-
-
-def detector_config(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
-    """VAEDetector parameters: defaults, then --config JSON, then the explicit flags. The
-    --contamination flag without --target-fpr chooses the contamination rule, so it drops a
-    `target_fpr` of the defaults or the config (which would otherwise take precedence)."""
-    if getattr(args, "score", None) is not None:
-        raise ValueError("--score was renamed to --score-method (same choices)")
-    config = {**defaults, **json_option(args.config, "--config")}
-    refuse_renamed("--config", config)
-    if getattr(args, "contamination", None) is not None and args.target_fpr is None:
-        config.pop("target_fpr", None)
-    for key in ("epochs", "score_method", "n_samples", "target_fpr", "contamination", "correction"):
-        value = getattr(args, key, None)
-        if value is not None:
-            config[key] = value
-    if isinstance(config.get("hidden_dims"), list):
-        config["hidden_dims"] = tuple(config["hidden_dims"])
-    return config
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -96,104 +57,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train a VAE detector, log it to MLflow and register it as `challenger`."""
-    from pipelines.train import train_vae_flow
-
-    result = train_vae_flow(
-        args.dataset,
-        detector_config(args, {"verbose": True}),
-        model_name=args.model_name,
-        split=args.split,
-        label_column=args.label_column,
-        novelty_classes=args.novelty_class,
-        validation_fraction=args.validation_fraction,
-        seed=args.seed,
-        checkpoint_dir=args.checkpoint_dir,
-    )
-    print(json.dumps(result, indent=2, default=str))
-    return 0
-
-
-def gan_configs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """GAN and trainer settings: --gan-config / --trainer-config JSON, then the flags."""
-    gan = json_option(args.gan_config, "--gan-config")
-    trainer = json_option(args.trainer_config, "--trainer-config")
-    gan.update({k: getattr(args, k) for k in GAN_FLAGS if getattr(args, k) is not None})
-    trainer.update({k: getattr(args, k) for k in TRAINER_FLAGS if getattr(args, k) is not None})
-    if args.conditional:
-        gan["conditional"] = True
-    if args.lr is not None:
-        trainer.update(lr_generator=args.lr, lr_discriminator=args.lr)
-    return gan, trainer
-
-
-def cmd_train_gan(args: argparse.Namespace) -> int:
-    """Train a GAN, log it to MLflow and register its generator as `challenger`."""
-    from pipelines.train_gan import train_gan_flow
-
-    gan, trainer = gan_configs(args)
-    result = train_gan_flow(
-        args.dataset,
-        gan,
-        trainer,
-        model_name=args.model_name,
-        split=args.split,
-        label_column=args.label_column,
-        max_rows=args.max_rows,
-        holdout_fraction=args.holdout_fraction,
-        reference_rows=args.reference_rows,
-        seed=args.seed,
-        progress=sys.stderr.isatty(),
-        checkpoint_dir=args.checkpoint_dir,
-    )
-    print(json.dumps(result, indent=2, default=str))
-    return 0
-
-
-def cyclegan_configs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """CycleGAN and trainer settings: --cyclegan-config / --trainer-config JSON, then flags."""
-    model = json_option(args.cyclegan_config, "--cyclegan-config")
-    trainer = json_option(args.trainer_config, "--trainer-config")
-    model.update({k: getattr(args, k) for k in CYCLEGAN_FLAGS if getattr(args, k) is not None})
-    trainer.update(
-        {k: getattr(args, k) for k in CYCLEGAN_TRAINER_FLAGS if getattr(args, k) is not None}
-    )
-    if args.lr is not None:
-        trainer.update(lr_generator=args.lr, lr_discriminator=args.lr)
-    return model, trainer
-
-
-def cmd_train_cyclegan(args: argparse.Namespace) -> int:
-    """Train a CycleGAN between two image domains, log it to MLflow and register it as
-    `challenger`."""
-    from pipelines.train_cyclegan import train_cyclegan_flow
-
-    model, trainer = cyclegan_configs(args)
-    result = train_cyclegan_flow(
-        args.dataset,
-        args.transform,
-        model,
-        trainer,
-        domain_a=args.domain_a,
-        domain_b=args.domain_b,
-        model_name=args.model_name,
-        max_rows=args.max_rows,
-        test_rows=args.test_rows,
-        classifier_epochs=args.classifier_epochs,
-        seed=args.seed,
-        progress=sys.stderr.isatty(),
-    )
-    print(json.dumps(result, indent=2, default=str))
-    return 0
-
-
 def cmd_translate(args: argparse.Namespace) -> int:
     """Translate images (npz or a PNG folder) with a registered CycleGAN."""
     from pipelines.translate import translate_flow
 
     if not Path(args.input).expanduser().exists():
-        raise FileNotFoundError(f"input not found: {args.input}")
+        raise InputNotFoundError(f"input not found: {args.input}")
     refuse_missing_output_folder(args)
     result = translate_flow(
         args.model,
@@ -254,12 +123,19 @@ def cmd_promote(args: argparse.Namespace) -> int:
         metric=args.metric,
         margin=args.margin,
     )
-    print(json.dumps(result, indent=2, default=str))
-    return 0
+    return printed(result)
 
 
 def score_parameters(args: argparse.Namespace) -> dict[str, Any]:
-    """The batch_score_flow parameters shared by `score` and `schedule score`."""
+    """The batch_score_flow parameters shared by `score` and `schedule score`, checked before
+    any flow starts (a bad one is the user's)."""
+    from anomaly.base import check_flag_level
+    from pipelines.score import check_typicality_options
+
+    with user_settings():
+        check_typicality_options(args.typicality_group_size, args.typicality_level)
+        if args.flag_level is not None:
+            check_flag_level(args.flag_level)
     return {
         "model_uri": args.model_uri,
         "input": str(Path(args.input).expanduser().resolve()),
@@ -287,7 +163,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from pipelines.score import batch_score_flow, dask_batch_score
 
     if not Path(args.input).expanduser().exists():
-        raise FileNotFoundError(f"input not found: {args.input}")
+        raise InputNotFoundError(f"input not found: {args.input}")
     refuse_missing_output_folder(args)
     parameters = score_parameters(args)
     if args.workers or args.dask_address:
@@ -321,28 +197,23 @@ def cmd_schedule_score(args: argparse.Namespace) -> int:
     from prefect.settings import PREFECT_API_URL
 
     from pipelines.schedule import serve_scoring
-    from pipelines.score import check_typicality_options
 
     try:
         CronSchedule(cron=args.cron, timezone=args.timezone)
     except ValueError as error:
-        raise ValueError(f"--cron {args.cron!r} is not a valid cron expression") from error
+        raise UserInputError(f"--cron {args.cron!r} is not a valid cron expression") from error
     if not PREFECT_API_URL.value():
-        raise ValueError(
+        raise UserInputError(
             "schedules run only on a real Prefect server: start one (prefect server start) "
             "and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
         )
     refuse_missing_output_folder(args)
-    parameters = score_parameters(args)
-    check_typicality_options(parameters["typicality_group_size"], parameters["typicality_level"])
-    serve_scoring(args.name, args.cron, parameters, timezone=args.timezone)
+    serve_scoring(args.name, args.cron, score_parameters(args), timezone=args.timezone)
     return 0
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
     """Registered models: versions, aliases and the champion's validation metrics."""
-    from pipelines import tracking
-
     rows = tracking.list_models()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -378,17 +249,36 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `genad` console script."""
     from pipelines.cli_parser import build_parser
 
-    args = build_parser(sys.modules[__name__]).parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    command = words[0] if words else ""
     try:
-        ensure_prefect_home()
+        ensure_prefect_home()  # first: the parser imports the flows' registries (and so Prefect)
+        args = build_parser(sys.modules[__name__]).parse_args(argv)
         with local_run_settings():
             return args.handler(args)
     except USER_ERRORS as error:
-        print(f"genad {args.command}: error: {error}", file=sys.stderr)
+        print(f"genad {command}: error: {error}", file=sys.stderr)
         return 2
-    except RUN_FAILURES as error:  # not bad input, but a run (or machine) that failed
-        print(f"genad {args.command}: error: {error}", file=sys.stderr)
+    except RUN_FAILURES as error:
+        print(f"genad {command}: error: {error}", file=sys.stderr)
         return 1
+    except Exception as error:  # a bug: not the user's to fix, so not reported as bad input
+        return report_internal_error(command, error)
+
+
+def report_internal_error(command: str, error: Exception) -> int:
+    """Write the traceback to a file; one line on stderr naming the error and the file; 1."""
+    with tempfile.NamedTemporaryFile(
+        "w", prefix=f"genad-{command}-", suffix=".traceback.txt", delete=False
+    ) as handle:
+        traceback.print_exception(error, file=handle)
+    summary = (str(error).splitlines() or [""])[0]
+    print(
+        f"genad {command}: internal error (a bug in genad, not bad input): "
+        f"{type(error).__name__}: {summary}; traceback in {handle.name}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Argument parsing for the `genad` command line (handlers live in `pipelines.cli`)."""
+"""Argument parsing for the `genad` command line (handlers live in `pipelines.cli`, the training
+ones in `pipelines.cli_train`). Choices come from the registries that define them (corrections,
+flag rules, bad-row policies, output formats, directions, metrics, model families)."""
 
 from __future__ import annotations
 
@@ -6,10 +8,14 @@ import argparse
 from types import ModuleType
 from typing import Any
 
-from pipelines.cli_progressive import add_train_progressive
+from pipelines import cli_train
 
 
-def _data_arguments(parser: argparse.ArgumentParser, dataset_flag: str) -> None:
+def _data_arguments(
+    parser: argparse.ArgumentParser, dataset_flag: str, *, novelty: bool = True
+) -> None:
+    """The data flags: the data set, split, label column, novelty classes (unless not
+    `novelty`) and seed."""
     parser.add_argument(
         dataset_flag, required=True,
         help="a catalog name (fashion-mnist, mnist, adbench/<name>) or a CSV/Parquet/npz file "
@@ -17,14 +23,24 @@ def _data_arguments(parser: argparse.ArgumentParser, dataset_flag: str) -> None:
     )  # fmt: skip
     parser.add_argument("--split", default=None, help="train/test/all for image sets")
     parser.add_argument("--label-column", default=None, help="label column of a CSV/Parquet file")
-    parser.add_argument(
-        "--novelty-class", type=int, action="append", default=None,
-        help="a class treated as the novelty (repeatable); others are normal",
-    )  # fmt: skip
+    if novelty:
+        parser.add_argument(
+            "--novelty-class", type=int, action="append", default=None,
+            help="a class treated as the novelty (repeatable); others are normal",
+        )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
 
 
+def _name_and_rows(parser: argparse.ArgumentParser, family: str, rows_help: str) -> None:
+    """--model-name (default genad-<family>-<data>) and --max-rows."""
+    parser.add_argument(
+        "--model-name", default=None, help=f"registered name (default genad-{family}-<data>)"
+    )
+    parser.add_argument("--max-rows", type=int, default=None, help=rows_help)
+
+
 def _detector_arguments(parser: argparse.ArgumentParser) -> None:
+    from anomaly.corrections import CORRECTIONS
     from generative.vae import METHODS
 
     parser.add_argument("--config", help="VAEDetector parameters as JSON text or a .json file")
@@ -41,12 +57,15 @@ def _detector_arguments(parser: argparse.ArgumentParser) -> None:
         help="flag this share of the training rows (used when --target-fpr is not given)",
     )  # fmt: skip
     parser.add_argument(
-        "--correction", choices=["none", "likelihood_ratio", "complexity"],
+        "--correction", choices=list(CORRECTIONS),
         help="score by a likelihood ratio or a complexity-corrected likelihood (images only)",
     )  # fmt: skip
 
 
 def _score_arguments(parser: argparse.ArgumentParser) -> None:
+    from anomaly.batchio.badrows import BAD_ROW_POLICIES
+    from anomaly.thresholds import FLAG_RULES
+
     parser.add_argument("--model-uri", required=True, help="e.g. models:/NAME@champion")
     parser.add_argument("--input", required=True, help="CSV, Parquet, npz or image folder")
     parser.add_argument("--output", required=True, help="Parquet file to write")
@@ -54,7 +73,7 @@ def _score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows-per-partition", type=int, default=100_000)
     parser.add_argument("--chunk-rows", type=int, default=8192)
     parser.add_argument(
-        "--flag-rule", choices=["threshold", "alpha", "fdr"], default=None,
+        "--flag-rule", choices=list(FLAG_RULES), default=None,
         help="override the model's rule: threshold, alpha (p <= level) or fdr (BH over the input)",
     )  # fmt: skip
     parser.add_argument("--flag-level", type=float, default=None, help="alpha or FDR level")
@@ -67,7 +86,7 @@ def _score_arguments(parser: argparse.ArgumentParser) -> None:
         help="level of the typicality test (used with --typicality-group-size)",
     )  # fmt: skip
     parser.add_argument(
-        "--bad-rows", choices=["fail", "skip"], default="fail",
+        "--bad-rows", choices=BAD_ROW_POLICIES, default="fail",
         help="on a bad row: fail naming it, or skip it and list it in <output>.rejected.csv",
     )  # fmt: skip
 
@@ -84,7 +103,7 @@ def build_parser(handlers: ModuleType) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genad", description=handlers.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_demo(commands, handlers)
-    _add_train(commands, handlers)
+    _add_train(commands)
     _add_promote(commands, handlers)
     _add_score(commands, handlers)
     _add_synth(commands, handlers)
@@ -112,11 +131,11 @@ def _add_demo(commands: Any, handlers: ModuleType) -> None:
     demo.set_defaults(handler=handlers.cmd_demo)
 
 
-def _add_train(commands: Any, handlers: ModuleType) -> None:
+def _add_train(commands: Any) -> None:
     train = commands.add_parser("train", help="train a model").add_subparsers(
         dest="family", required=True
     )
-    vae = train.add_parser("vae", help=handlers.cmd_train.__doc__)
+    vae = train.add_parser("vae", help=cli_train.cmd_train.__doc__)
     _data_arguments(vae, "--dataset")
     vae.add_argument("--model-name", default=None, help="registered name (default genad-<data>)")
     vae.add_argument("--validation-fraction", type=float, default=0.2)
@@ -125,30 +144,20 @@ def _add_train(commands: Any, handlers: ModuleType) -> None:
         help="checkpoint every epoch here; rerun with the same folder to resume a killed run",
     )  # fmt: skip
     _detector_arguments(vae)
-    vae.set_defaults(handler=handlers.cmd_train)
-    _add_train_gan(train, handlers)
-    add_train_progressive(train)
-    _add_train_cyclegan(train, handlers)
+    vae.set_defaults(handler=cli_train.cmd_train)
+    _add_train_gan(train)
+    _add_train_progressive(train)
+    _add_train_cyclegan(train)
 
 
-def _add_train_gan(train: Any, handlers: ModuleType) -> None:
+def _add_train_gan(train: Any) -> None:
     from generative.gan import GAN_LOSSES
     from generative.gan.networks import ARCHITECTURES
     from generative.gan.trainer import OPTIMIZERS
 
-    gan = train.add_parser("gan", help=handlers.cmd_train_gan.__doc__)
-    gan.add_argument(
-        "--dataset", required=True,
-        help="a catalog name (fashion-mnist, mnist, adbench/<name>) or a CSV/Parquet/npz file "
-        "or image folder",
-    )  # fmt: skip
-    gan.add_argument("--split", default=None, help="train/test/all for image sets")
-    gan.add_argument("--label-column", default=None, help="label column of a CSV/Parquet file")
-    gan.add_argument(
-        "--model-name", default=None, help="registered name (default genad-gan-<data>)"
-    )
-    gan.add_argument("--seed", type=int, default=0)
-    gan.add_argument("--max-rows", type=int, default=None, help="train on a seeded subset")
+    gan = train.add_parser("gan", help=cli_train.cmd_train_gan.__doc__)
+    _data_arguments(gan, "--dataset", novelty=False)
+    _name_and_rows(gan, "gan", "train on a seeded subset")
     gan.add_argument(
         "--holdout-fraction", type=float, default=0.2,
         help="rows held out for the quality metrics when the data have no test split",
@@ -171,13 +180,42 @@ def _add_train_gan(train: Any, handlers: ModuleType) -> None:
     gan.add_argument("--lr", type=float, help="learning rate of both nets")
     gan.add_argument("--n-critic", type=int, help="D steps per G step")
     gan.add_argument("--optimizer", choices=sorted(OPTIMIZERS))
-    gan.set_defaults(handler=handlers.cmd_train_gan)
+    gan.set_defaults(handler=cli_train.cmd_train_gan)
 
 
-def _add_train_cyclegan(train: Any, handlers: ModuleType) -> None:
+def _add_train_progressive(train: Any) -> None:
+    """The `progan` and `stylegan` subcommands of `genad train`."""
+    from pipelines.train_progressive import PROGRESSIVE_FAMILIES
+
+    labels = {"progan": "a Progressive GAN", "stylegan": "a StyleGAN"}
+    for family in PROGRESSIVE_FAMILIES:
+        what = f"grow {labels[family]} from 4x4 and register its generator as `challenger`"
+        parser = train.add_parser(family, help=what)
+        parser.add_argument("--dataset", required=True, help="fashion-mnist, mnist or an image npz")
+        parser.add_argument("--split", default=None, help="train/test/all for image sets")
+        _name_and_rows(parser, family, "train on a seeded subset")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--reference-rows", type=int, default=2000, help="rows for FID/KID")
+        parser.add_argument("--model-config", help="config fields as JSON text or a .json file")
+        parser.add_argument("--trainer-config", help="ProgressiveTrainerConfig JSON or file")
+        parser.add_argument("--batch-size", type=int)
+        parser.add_argument("--fade-images", type=int, help="real images per fade-in phase")
+        parser.add_argument("--stable-images", type=int, help="real images per stable phase")
+        parser.add_argument("--final-images", type=int, help="the last stage's stable phase")
+        parser.add_argument("--lr", type=float, help="Adam learning rate of both nets")
+        parser.add_argument("--budget-s", type=float, help="stop after this many seconds")
+        parser.add_argument("--checkpoint-dir", help="keep the per-stage checkpoints here")
+        parser.add_argument("--resume-from", help="a stage checkpoint folder to continue from")
+        parser.add_argument(
+            "--log-checkpoints", action="store_true", help="also log them to the MLflow run"
+        )
+        parser.set_defaults(handler=cli_train.cmd_train_progressive, progressive_family=family)
+
+
+def _add_train_cyclegan(train: Any) -> None:
     from generative.cyclegan import TRANSFORMS
 
-    cyc = train.add_parser("cyclegan", help=handlers.cmd_train_cyclegan.__doc__)
+    cyc = train.add_parser("cyclegan", help=cli_train.cmd_train_cyclegan.__doc__)
     cyc.add_argument(
         "--dataset", default=None,
         help="an image set split into A and T(B) by --transform (e.g. mnist)",
@@ -188,11 +226,8 @@ def _add_train_cyclegan(train: Any, handlers: ModuleType) -> None:
     )  # fmt: skip
     cyc.add_argument("--domain-a", default=None, help="domain A: a data set, npz or image folder")
     cyc.add_argument("--domain-b", default=None, help="domain B: a data set, npz or image folder")
-    cyc.add_argument(
-        "--model-name", default=None, help="registered name (default genad-cyclegan-<data>)"
-    )
+    _name_and_rows(cyc, "cyclegan", "training images per domain")
     cyc.add_argument("--seed", type=int, default=0)
-    cyc.add_argument("--max-rows", type=int, default=None, help="training images per domain")
     cyc.add_argument("--test-rows", type=int, default=500, help="test images for the metrics")
     cyc.add_argument(
         "--classifier-epochs", type=int, default=2,
@@ -212,38 +247,45 @@ def _add_train_cyclegan(train: Any, handlers: ModuleType) -> None:
     cyc.add_argument("--max-steps", type=int, help="stop after this many steps")
     cyc.add_argument("--decay-fraction", type=float, help="linear lr decay over this last share")
     cyc.add_argument("--lr", type=float, help="learning rate of all four nets")
-    cyc.set_defaults(handler=handlers.cmd_train_cyclegan)
+    cyc.set_defaults(handler=cli_train.cmd_train_cyclegan)
 
 
 def _add_translate(commands: Any, handlers: ModuleType) -> None:
+    from generative.cyclegan.model import DIRECTIONS
+    from pipelines.translate import OUTPUT_FORMATS
+
     translate = commands.add_parser("translate", help=handlers.cmd_translate.__doc__)
     translate.add_argument("--model", required=True, help="e.g. models:/NAME@challenger")
     translate.add_argument("--input", required=True, help="an npz file (X) or a PNG folder")
     translate.add_argument("--output", required=True, help="out.npz or a folder (PNGs)")
     _create_dirs_argument(translate)
     translate.add_argument(
-        "--direction", choices=["a_to_b", "b_to_a"], default="a_to_b",
+        "--direction", choices=list(DIRECTIONS), default="a_to_b",
         help="a_to_b (G_AB) or b_to_a (G_BA)",
     )  # fmt: skip
     translate.add_argument(
-        "--format", choices=["npz", "png"], default=None,  # pipelines.translate.OUTPUT_FORMATS
+        "--format", choices=OUTPUT_FORMATS, default=None,
         help="override the format the output's suffix names",
     )  # fmt: skip
     translate.set_defaults(handler=handlers.cmd_translate)
 
 
 def _add_promote(commands: Any, handlers: ModuleType) -> None:
+    from pipelines.promote import METRICS
+
     promote = commands.add_parser("promote", help=handlers.cmd_promote.__doc__)
     promote.add_argument("--model-name", required=True)
     _data_arguments(promote, "--validation")
     promote.add_argument("--holdout-fraction", type=float, default=0.2)
     promote.add_argument("--all-rows", action="store_true", help="use every validation row")
-    promote.add_argument("--metric", choices=["auroc", "auprc"], default="auroc")
+    promote.add_argument("--metric", choices=METRICS, default="auroc")
     promote.add_argument("--margin", type=float, default=0.0)
     promote.set_defaults(handler=handlers.cmd_promote)
 
 
 def _add_synth(commands: Any, handlers: ModuleType) -> None:
+    from pipelines.synth import FORMATS
+
     synth = commands.add_parser("synth", help=handlers.cmd_synth.__doc__)
     synth.add_argument("--model", required=True, help="e.g. models:/NAME@challenger")
     synth.add_argument("--n", type=int, required=True, help="samples per class (or in all)")
@@ -265,7 +307,7 @@ def _add_synth(commands: Any, handlers: ModuleType) -> None:
     )
     synth.add_argument("--mix-layer", type=int, default=None, help="StyleGAN: from this layer on")
     synth.add_argument(
-        "--format", choices=["npz", "parquet", "png"], default=None,  # pipelines.synth.FORMATS
+        "--format", choices=list(FORMATS), default=None,
         help="override the format the output's suffix names",
     )  # fmt: skip
     synth.set_defaults(handler=handlers.cmd_synth)

@@ -7,12 +7,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import mlflow
 import numpy as np
-from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from anomaly.errors import UserInputError
 from anomaly.evaluation import DataSpec, ranking_metrics
 from anomaly.scoring import load_bundle
 from pipelines import tracking
@@ -73,12 +72,11 @@ def score_version(model_name: str, version: str, X: np.ndarray, y: np.ndarray) -
 @task(cache_policy=NONE)
 def record_decision(model_name: str, decision: Decision, digest: str) -> str:
     """Log the evaluation run; move `champion` if promoted; tag the challenger either way."""
-    experiment_id = tracking.ensure_experiment(EVAL_EXPERIMENT)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"gate-{model_name}") as run:
-        mlflow.log_params({k: v for k, v in asdict(decision).items() if v is not None})
-        mlflow.log_params({"model_name": model_name, "validation_digest": digest})
-        mlflow.log_metric("promoted", float(decision.promoted))
-    metric = {**asdict(decision), "validation_digest": digest, "evaluation_run": run.info.run_id}
+    with tracking.new_run(EVAL_EXPERIMENT, f"gate-{model_name}", {}) as run:
+        run.log_params({k: v for k, v in asdict(decision).items() if v is not None})
+        run.log_params({"model_name": model_name, "validation_digest": digest})
+        run.log_metrics({"promoted": float(decision.promoted)})
+    metric = {**asdict(decision), "validation_digest": digest, "evaluation_run": run.run_id}
     if decision.promoted:
         tracking.move_alias(
             model_name,
@@ -89,10 +87,8 @@ def record_decision(model_name: str, decision: Decision, digest: str) -> str:
             metric=metric,
         )
     key = f"genad.gate.{time.time_ns()}"
-    MlflowClient().set_model_version_tag(
-        model_name, decision.challenger_version, key, json.dumps(metric)
-    )
-    return run.info.run_id
+    tracking.tag_version(model_name, decision.challenger_version, key, json.dumps(metric))
+    return run.run_id
 
 
 @flow(name="evaluate-and-promote", log_prints=True)
@@ -118,7 +114,7 @@ def evaluate_and_promote_flow(
     """
     logger = get_run_logger()
     if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        raise UserInputError(f"metric must be one of {METRICS}, got {metric!r}")
     tracking.configure()
     challenger = tracking.alias_version(model_name, tracking.CHALLENGER)
     if challenger is None:
@@ -141,7 +137,7 @@ def evaluate_and_promote_flow(
 def validation_rows(data: Any, holdout_fraction: float | None, seed: int) -> tuple:
     """The labelled rows the gate scores: the seeded held-out part, or every row."""
     if data.y is None or len(np.unique(data.y)) < 2:
-        raise ValueError(f"{data.name}: the gate needs labelled data with both classes")
+        raise UserInputError(f"{data.name}: the gate needs labelled data with both classes")
     if holdout_fraction is None:
         return data.X, data.y
     split = data.holdout(holdout_fraction, seed)

@@ -22,7 +22,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import torch
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -30,6 +29,7 @@ from prefect.cache_policies import NONE
 from tqdm.auto import tqdm
 
 from anomaly.atomic import check_output_folder, write_json_atomic
+from anomaly.base import check_flag_level, check_flag_rule
 from anomaly.batch import (
     BatchPlan,
     apply_batch_fdr,
@@ -41,12 +41,10 @@ from anomaly.batch import (
     plan_batch,
     score_partition,
 )
-from anomaly.batchio import Partition, check_policy
+from anomaly.batchio import Partition, check_policy, input_format
 from anomaly.data.readers import DatasetFormatError
 from anomaly.manifest import PartManifest, input_identity, work_folder
 from anomaly.scoring import ScoringModel
-from anomaly.thresholds import FLAG_RULES
-from anomaly.typicality import TypicalityTest
 from pipelines import reports, tracking
 from pipelines.retries import io_task_options
 
@@ -71,15 +69,15 @@ def plan(
 
 
 def prepared_bundle(model: tracking.ResolvedModel) -> ScoringModel:
-    """The cached bundle with this run's identity and flag rule. Rows are flagged per row
-    here; the "fdr" rule needs every p-value of the batch, so its rows get the "alpha" rule at
-    the same level now and Benjamini-Hochberg afterwards (`apply_batch_fdr`)."""
-    bundle = cached_bundle(str(model.bundle_dir))
-    bundle.name, bundle.version = model.name, model.version
-    if model.flag_rule is not None:  # else the detector's own rule, as saved
-        rule = "alpha" if model.flag_rule == "fdr" else model.flag_rule
-        bundle.detector.set_params(flag_rule=rule, alpha=model.flag_level)
-    return bundle
+    """This run's view of the cached bundle: its identity and flag rule, the cached bundle
+    (shared by every run in this process) unchanged. Rows are flagged per row here; the "fdr"
+    rule needs every p-value of the batch, so its rows get the "alpha" rule at the same level
+    now and Benjamini-Hochberg afterwards (`apply_batch_fdr`)."""
+    bundle = cached_bundle(str(model.bundle_dir)).with_identity(model.name, model.version)
+    if model.flag_rule is None:  # the detector's own rule, as saved
+        return bundle
+    rule = "alpha" if model.flag_rule == "fdr" else model.flag_rule
+    return bundle.with_flag_rule(rule, model.flag_level)
 
 
 def with_flag_rule(
@@ -88,11 +86,9 @@ def with_flag_rule(
     """Fix the run's rule and level: the overrides given, else the detector's own."""
     detector = cached_bundle(str(model.bundle_dir)).detector
     rule = rule or detector.flag_rule
-    if rule not in FLAG_RULES:
-        raise ValueError(f"flag_rule must be one of {sorted(FLAG_RULES)}, got {rule!r}")
+    check_flag_rule(rule)
     level = detector.flag_level if level is None else level
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"the flag level must be in (0, 1), got {level}")
+    check_flag_level(level)
     return dataclasses.replace(model, flag_rule=rule, flag_level=level)
 
 
@@ -176,27 +172,22 @@ def merge(parts: list[str], output: str, with_files: bool, top_k: int) -> dict[s
 @task(**io_task_options(2, 2), cache_policy=NONE)
 def log_scoring_run(summary: dict[str, Any], summary_path: str) -> str:
     """An MLflow run with the rows, anomaly rate, score quantiles and the model version used."""
-    experiment_id = tracking.ensure_experiment(SCORE_EXPERIMENT)
-    with mlflow.start_run(experiment_id=experiment_id, run_name="batch-score") as run:
-        mlflow.set_tags({"genad.flow": "batch-score", "genad.model_uri": summary["model_uri"]})
-        mlflow.log_params(
-            {
-                k: summary[k]
-                for k in ("model_name", "model_version", "input", "output", "rule", "level")
-            }
-        )
-        mlflow.log_metrics({"rows": summary["rows"], "anomaly_rate": summary["anomaly_rate"]})
-        mlflow.log_metrics({f"score_{k}": v for k, v in summary["score_quantiles"].items()})
+    tags = {"genad.flow": "batch-score", "genad.model_uri": summary["model_uri"]}
+    with tracking.new_run(SCORE_EXPERIMENT, "batch-score", tags) as run:
+        keys = ("model_name", "model_version", "input", "output", "rule", "level")
+        run.log_params({k: summary[k] for k in keys})
+        run.log_metrics({"rows": summary["rows"], "anomaly_rate": summary["anomaly_rate"]})
+        run.log_metrics({f"score_{k}": v for k, v in summary["score_quantiles"].items()})
         typicality = summary.get("typicality") or {}
         if typicality.get("groups"):
-            mlflow.log_metrics(
+            run.log_metrics(
                 {
                     "typicality_atypical_groups": typicality["atypical_groups"],
                     "typicality_whole_input_p_value": typicality["whole_input_p_value"],
                 }
             )
-        mlflow.log_artifact(summary_path)
-    return run.info.run_id
+        run.log_artifact(summary_path)
+    return run.run_id
 
 
 def check_typicality_options(group_size: int | None, level: float) -> None:
@@ -212,8 +203,7 @@ def run_typicality(
 ) -> dict[str, Any]:
     """The typicality test of the scored output's row groups, against the model's
     calibration scores; the group table goes to `<output>.typicality.parquet`."""
-    detector = cached_bundle(str(model.bundle_dir)).detector
-    test = TypicalityTest(detector.calibration_scores_, seed=detector.random_state)
+    test = cached_bundle(str(model.bundle_dir)).typicality_test()
     groups_path = output.with_name(output.name + ".typicality.parquet")
     return apply_typicality(output, groups_path, test, group_size, level)
 
@@ -250,7 +240,7 @@ def score_and_flag(
     fdr = model.flag_rule == "fdr"
     scored = manifest.folder / "scored.parquet" if fdr else target
     parts = [str(manifest.part_path(p)) for p in batch.partitions]
-    result = merge(parts, str(scored), batch.source.format == "images", top_k)
+    result = merge(parts, str(scored), input_format(batch.source).per_row_files, top_k)
     if fdr:
         result = apply_batch_fdr(scored, target, model.flag_level, result)
     return {**result, **progress, **report_rejected(batch, manifest, target)}

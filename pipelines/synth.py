@@ -27,6 +27,7 @@ from prefect.cache_policies import NONE
 from tqdm.auto import tqdm
 
 from anomaly.atomic import atomic_file, check_output_folder
+from anomaly.errors import UserInputError
 from anomaly.generation import GeneratorBundle, Request, check_request, load_generator
 from anomaly.generator_pyfunc import GENERATOR_ARTIFACT
 from generative.registry import atomic_directory
@@ -106,7 +107,7 @@ def output_format(output: Path, fmt: str | None) -> str:
     name = fmt or SUFFIXES.get(output.suffix.lower())
     if name not in FORMATS:
         known = ", ".join(f"{s or 'no suffix'} -> {f}" for s, f in SUFFIXES.items())
-        raise ValueError(
+        raise UserInputError(
             f"cannot tell the format of {output.name!r}: give fmt (one of {sorted(FORMATS)}) "
             f"or an output named by suffix ({known})"
         )
@@ -121,11 +122,11 @@ def check_format_fits(fmt: str, bundle: GeneratorBundle, output: Path) -> None:
     if (is_image and not spec.images) or (not is_image and not spec.tables):
         kind = "images" if is_image else "table rows"
         fits = sorted(k for k, v in FORMATS.items() if (v.images if is_image else v.tables))
-        raise ValueError(f"this model generates {kind}; {fmt} does not take them (use {fits})")
+        raise UserInputError(f"this model generates {kind}; {fmt} does not take them (use {fits})")
     if fmt == "png" and shape[0] not in PNG_CHANNELS:
-        raise ValueError(f"PNG takes 1 or 3 channels; this model generates {shape[0]}")
+        raise UserInputError(f"PNG takes 1 or 3 channels; this model generates {shape[0]}")
     if spec.folder and output.exists() and not provenance_path(output).is_file():
-        raise ValueError(f"{output} exists and is not a previous synth output; choose another")
+        raise UserInputError(f"{output} exists and is not a previous synth output; choose another")
 
 
 def provenance_path(output: Path) -> Path:
@@ -157,7 +158,7 @@ def plan_requests(
     if bundle.conditional:
         labels: list[int | None] = list(classes) if classes else list(bundle.classes)
     elif classes:
-        raise ValueError(f"this generator is unconditional; do not give classes ({classes})")
+        raise UserInputError(f"this generator is unconditional; do not give classes ({classes})")
     else:
         labels = [None]
     mix_seed, mix_layer = mixing or (None, None)
@@ -203,8 +204,9 @@ def generate(bundle: GeneratorBundle, requests: list[Request], progress: bool) -
 
 @task(cache_policy=NONE)
 def write_outputs(output: Path, fmt: str, samples: Samples, provenance: dict[str, Any]) -> None:
-    """Stage the samples and the provenance JSON beside their targets; rename both into
-    place once both are written (on any error both staged copies are removed)."""
+    """Stage the samples (or translated images) and the provenance JSON beside their targets;
+    rename both into place once both are written (on any error both staged copies are
+    removed)."""
     spec = FORMATS[fmt]
     with contextlib.ExitStack() as stack:
         staged_json = stack.enter_context(atomic_file(provenance_path(output)))
@@ -214,25 +216,31 @@ def write_outputs(output: Path, fmt: str, samples: Samples, provenance: dict[str
         staged_json.write_text(json.dumps(provenance, indent=2))
 
 
+def provenance(model: tracking.ResolvedModel, model_uri: str, **fields: Any) -> dict[str, Any]:
+    """A provenance record: the model (name, version, run, URI), then `fields`, then when and
+    with which genad and torch versions."""
+    return {
+        "model_name": model.name,
+        "model_version": model.version,
+        "run_id": model.run_id,
+        "model_uri": model_uri,
+        **fields,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "genad_version": importlib.metadata.version("genad"),
+        "torch_version": torch.__version__,
+    }
+
+
 def provenance_record(
     model: tracking.ResolvedModel, model_uri: str, requests: list[Request], **extra: Any
 ) -> dict[str, Any]:
     """Who made the samples and how: model name, version, run, URI, the requests (class, n,
     seed), counts per class, time and package versions, plus `extra` (seed, truncation...)."""
     counts = {"all" if r.label is None else str(r.label): r.n for r in requests}
-    return {
-        "model_name": model.name,
-        "model_version": model.version,
-        "run_id": model.run_id,
-        "model_uri": model_uri,
-        **extra,
-        "requests": [request_record(r) for r in requests],
-        "counts": counts,
-        "samples": sum(counts.values()),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "genad_version": importlib.metadata.version("genad"),
-        "torch_version": torch.__version__,
-    }
+    return provenance(
+        model, model_uri, **extra, requests=[request_record(r) for r in requests],
+        counts=counts, samples=sum(counts.values()),
+    )  # fmt: skip
 
 
 @flow(name="synthesize", log_prints=True)

@@ -1,4 +1,8 @@
-"""All of genad's MLflow glue: where the store is, logging models, the registry and its aliases.
+"""genad's MLflow glue: where the store is, runs and what they log, the registry and its aliases.
+
+The rest of `pipelines/` reaches MLflow through this module (and `pipelines.servables`, which
+logs models): it starts and reopens runs (`new_run`, `Run`), registers, resolves and lists
+models, and names the store's errors (`STORE_ERRORS`).
 
 Default store: sqlite at `<repo>/mlflow/mlflow.db` with artifacts under `<repo>/mlflow/artifacts`.
 `MLFLOW_TRACKING_URI` overrides it (e.g. a shared `mlflow server`); for any sqlite URI the
@@ -15,7 +19,6 @@ import contextlib
 import fcntl
 import getpass
 import hashlib
-import importlib.metadata
 import json
 import os
 import re
@@ -23,6 +26,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,45 +34,25 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature, infer_signature
-from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from anomaly.generation import SAMPLE_COLUMNS, GeneratorBundle, load_generator
-from anomaly.generator_pyfunc import GENERATOR_ARTIFACT
+from anomaly.errors import UserInputError
 from anomaly.pyfunc import DETECTOR_ARTIFACT
-from anomaly.scoring import ScoringModel, load_bundle
-from anomaly.translation import (
-    DEFAULT_DIRECTION,
-    DIRECTION_COLUMN,
-    TranslatorBundle,
-    load_translator,
-)
-from anomaly.translator_pyfunc import TRANSLATOR_ARTIFACT
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORE = PROJECT_ROOT / "mlflow"
 CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
-CODE_PACKAGES = ("anomaly", "generative")
-# What genad's code shipped inside a model (CODE_PACKAGES) imports while the model loads and
-# predicts, per kind of model: its requirements.txt pins these (`model_requirements`), and MLflow
-# adds mlflow itself, pinned. Their own dependencies (scikit-learn's joblib and threadpoolctl,
-# torch's) follow from these pins. pillow: a detector with the complexity correction and the png
-# compressor encodes PNGs while scoring. tests/test_model_env.py checks the lists against what a
-# fresh interpreter really imports, and installs them into a fresh venv.
-SCORING_PACKAGES = ("numpy", "pandas", "scikit-learn", "scipy", "torch")
-MODEL_PACKAGES = {
-    "detector": (*SCORING_PACKAGES, "pillow"),
-    "generator": SCORING_PACKAGES,
-    "translator": SCORING_PACKAGES,
-}
 
 
-class ModelNotFoundError(LookupError):
+# What the tracking store raises when it refuses or fails a request (e.g. an unreachable server).
+STORE_ERRORS: tuple[type[Exception], ...] = (MlflowException,)
+
+
+class ModelNotFoundError(UserInputError, LookupError):
     """A registered model, version or alias does not exist."""
 
 
@@ -115,135 +99,98 @@ def ui_command() -> str:
     return f"{sys.executable} -m mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
 
 
-# --- logging models ---------------------------------------------------------------------------
-def model_requirements(kind: str) -> list[str]:
-    """The pip requirements logged with a model of `kind` (a key of MODEL_PACKAGES):
-    `name==<installed version>`, the versions that trained and logged it, as MLflow's own
-    requirement inference writes them. A local version label (torch's "+cpu") is dropped, as
-    MLflow does, so that PyPI can resolve the pin (docs/platform.md: getting the CPU build)."""
-    return sorted(
-        f"{name}=={importlib.metadata.version(name).split('+', 1)[0]}"
-        for name in MODEL_PACKAGES[kind]
-    )
+# --- runs ----------------------------------------------------------------------------------------
+class Run:
+    """One MLflow run, logged to by its id: safe from any thread, whether or not it is active."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.client = MlflowClient()
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log parameters (values as text, as `mlflow.log_params` does)."""
+        items = [Param(key, str(value)) for key, value in params.items()]
+        self.client.log_batch(self.run_id, params=items)
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int = 0) -> None:
+        """Log metrics at `step`, stamped now."""
+        stamp = int(time.time() * 1000)
+        items = [Metric(key, float(value), stamp, step) for key, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        """Set tags (values as text)."""
+        items = [RunTag(key, str(value)) for key, value in tags.items()]
+        self.client.log_batch(self.run_id, tags=items)
+
+    def log_dict(self, document: dict[str, Any], artifact: str) -> None:
+        """A JSON (or YAML, by suffix) artifact."""
+        self.client.log_dict(self.run_id, document, artifact)
+
+    def log_text(self, text: str, artifact: str) -> None:
+        """A text artifact."""
+        self.client.log_text(self.run_id, text, artifact)
+
+    def log_image(self, image: np.ndarray, artifact: str) -> None:
+        """An image artifact (e.g. a sample grid)."""
+        self.client.log_image(self.run_id, image, artifact_file=artifact)
+
+    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        """Every file of `folder`, under `artifact_path`."""
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def log_artifact(self, path: str | Path) -> None:
+        """One file, at the root of the run's artifacts."""
+        self.client.log_artifact(self.run_id, str(path))
+
+    def log_numpy_input(self, features: np.ndarray, *, context: str, **dataset: Any) -> None:
+        """The dataset of `features` (keywords of `mlflow.data.from_numpy`: targets, source,
+        name, digest) as an input of the run, which must be the active one (in `new_run`)."""
+        active = mlflow.active_run()
+        if active is None or active.info.run_id != self.run_id:
+            raise RuntimeError(f"run {self.run_id} is not the active run")
+        with warnings.catch_warnings():  # mlflow registers the local source type twice
+            warnings.simplefilter("ignore", UserWarning)
+            logged = mlflow.data.from_numpy(features, **dataset)
+        mlflow.log_input(logged, context=context)
+
+    def logged_steps(self, prefix: str) -> set[int]:
+        """The steps at which the run has metrics named `<prefix>...` (one such metric's)."""
+        keys = [k for k in self.client.get_run(self.run_id).data.metrics if k.startswith(prefix)]
+        history = self.client.get_metric_history(self.run_id, keys[0]) if keys else []
+        return {metric.step for metric in history}
+
+    def mark_diverged(self, message: str, metrics: dict[str, float] | None = None) -> None:
+        """Log `metrics` (e.g. the epochs run) and `message` as `divergence.txt`, tag the run
+        `genad.diverged` and mark it FAILED."""
+        self.log_metrics(metrics or {})
+        self.log_text(message, "divergence.txt")
+        self.client.set_tag(self.run_id, "genad.diverged", "true")
+        self.client.set_terminated(self.run_id, status="FAILED")
+
+    def check_exists(self) -> None:
+        """Raise the store's error when the store has no such run."""
+        self.client.get_run(self.run_id)
 
 
-def log_pyfunc_model(
-    bundle_dir: Path, model_name: str, example_rows: np.ndarray, *, name: str = "model"
-) -> mlflow.models.model.ModelInfo:
-    """Log the bundle as a pyfunc model (models from code, genad's code shipped inside) in the
-    active run, with a signature and `example_rows` as the input example."""
-    bundle = load_bundle(bundle_dir)
-    example = example_frame(bundle, example_rows)
-    signature = model_signature(bundle, example)
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(PROJECT_ROOT / "anomaly" / "pyfunc_entry.py"),
-        artifacts={DETECTOR_ARTIFACT: str(bundle_dir)},
-        code_paths=[str(PROJECT_ROOT / package) for package in CODE_PACKAGES],
-        model_config={"model_name": model_name},
-        signature=signature,
-        input_example=example,
-        pip_requirements=model_requirements("detector"),
-    )
-
-
-def model_signature(bundle: ScoringModel, example: pd.DataFrame) -> ModelSignature:
-    """Input: the feature columns as doubles; output: the columns `predict` returns."""
-    output = bundle.score_frame(example)
-    output["model_name"] = bundle.name
-    output["model_version"] = str(bundle.version)
-    return infer_signature(example.astype("float64"), output)
-
-
-def example_frame(bundle: ScoringModel, rows: np.ndarray) -> pd.DataFrame:
-    """A small input example: `rows` flattened into the model's feature columns."""
-    flat = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
-    return pd.DataFrame(flat, columns=bundle.feature_names)
-
-
-def log_generator_model(
-    generator_dir: Path, model_name: str, *, name: str = "model"
-) -> mlflow.models.model.ModelInfo:
-    """Log a generator folder (`anomaly.generation.save_generator`) as a pyfunc model (models
-    from code, genad's code shipped inside) in the active run, with a signature and a small
-    request frame as the input example."""
-    bundle = load_generator(generator_dir)
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(PROJECT_ROOT / "anomaly" / "generator_pyfunc_entry.py"),
-        artifacts={GENERATOR_ARTIFACT: str(generator_dir)},
-        code_paths=[str(PROJECT_ROOT / package) for package in CODE_PACKAGES],
-        model_config={"model_name": model_name},
-        signature=generator_signature(bundle),
-        input_example=generator_example(bundle),
-        pip_requirements=model_requirements("generator"),
-    )
-
-
-def generator_signature(bundle: GeneratorBundle) -> ModelSignature:
-    """Requests (n, seed, class, truncation; mix_seed, mix_layer for a StyleGAN) in; samples
-    (request, class, seed, sample_index, the feature columns) out. `class` is required exactly
-    when the model is conditional."""
-    columns = [
-        ColSpec("long", "n"),
-        ColSpec("long", "seed"),
-        ColSpec("long", "class", required=bundle.conditional),
-        ColSpec("double", "truncation", required=False),
-    ]
-    if bundle.styled:  # StyleGAN: truncation is psi, and styles can be mixed. MLflow refuses
-        # NaN in a long column (and ints in a double one), so a frame mixes every row or none:
-        # mix_layer = num_layers leaves a row unmixed
-        columns += [ColSpec("long", c, required=False) for c in ("mix_seed", "mix_layer")]
-    inputs = Schema(columns)
-    meta = [ColSpec("long", c, required=c != "class") for c in SAMPLE_COLUMNS]
-    features = [ColSpec("double", c) for c in bundle.feature_names]
-    return ModelSignature(inputs=inputs, outputs=Schema(meta + features))
-
-
-def generator_example(bundle: GeneratorBundle) -> pd.DataFrame:
-    """Two requests of two samples (the first and last class when conditional)."""
-    example = pd.DataFrame({"n": [2, 2], "seed": [0, 1]})
-    if bundle.conditional:
-        example["class"] = [bundle.classes[0], bundle.classes[-1]]
-    return example
-
-
-def log_translator_model(
-    translator_dir: Path, model_name: str, *, name: str = "model"
-) -> mlflow.models.model.ModelInfo:
-    """Log a translator folder (`anomaly.translation.save_translator`) as a pyfunc model
-    (models from code, genad's code shipped inside) in the active run, with a signature (the
-    pixel columns and an optional `direction` column in, the pixel columns out, a `direction`
-    param) and two blank images as the input example."""
-    bundle = load_translator(translator_dir)
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(PROJECT_ROOT / "anomaly" / "translator_pyfunc_entry.py"),
-        artifacts={TRANSLATOR_ARTIFACT: str(translator_dir)},
-        code_paths=[str(PROJECT_ROOT / package) for package in CODE_PACKAGES],
-        model_config={"model_name": model_name},
-        signature=translator_signature(bundle),
-        input_example=pd.DataFrame(np.zeros((2, len(bundle.feature_names))),
-                                   columns=bundle.feature_names),
-        pip_requirements=model_requirements("translator"),
-    )  # fmt: skip
-
-
-def translator_signature(bundle: TranslatorBundle) -> ModelSignature:
-    """Images (pixel columns as doubles, optional `direction` string) in; translated pixel
-    columns out; the param `direction` ("a_to_b" or "b_to_a") for frames without the column."""
-    pixels = [ColSpec("double", c) for c in bundle.feature_names]
-    inputs = Schema([*pixels, ColSpec("string", DIRECTION_COLUMN, required=False)])
-    params = ParamSchema([ParamSpec("direction", "string", DEFAULT_DIRECTION)])
-    return ModelSignature(inputs=inputs, outputs=Schema(list(pixels)), params=params)
+@contextlib.contextmanager
+def new_run(experiment: str, run_name: str, tags: dict[str, Any]) -> Iterator[Run]:
+    """Start a run named `run_name` in `experiment` (created if needed) with `tags`; the run is
+    the active one inside the block and ends with it (FINISHED, or FAILED on an error)."""
+    experiment_id = ensure_experiment(experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.set_tags(tags)
+        yield Run(run.info.run_id)
 
 
 # --- the registry ------------------------------------------------------------------------------
-def register(model_uri: str, model_name: str, *, run_id: str, reason: str) -> ModelVersion:
-    """Register a new version of `model_name` and point `challenger` at it."""
+def register(
+    model_uri: str, model_name: str, *, run_id: str, reason: str, alias: str = CHALLENGER
+) -> ModelVersion:
+    """Register a new version of `model_name` (tagged with the run) and point `alias` at it."""
     configure()
     version = mlflow.register_model(model_uri, model_name, tags={"genad.run_id": run_id})
-    move_alias(model_name, CHALLENGER, version.version, reason=reason, action="register")
+    move_alias(model_name, alias, version.version, reason=reason, action="register")
     return MlflowClient().get_model_version(model_name, version.version)
 
 
@@ -354,12 +301,12 @@ def resolve_model(
     configure()
     match = MODEL_URI.match(model_uri)
     if match is None:
-        raise ValueError(
+        raise UserInputError(
             f"model URI {model_uri!r} is not of the form models:/<name>@<alias> or "
             "models:/<name>/<version>"
         )
     name = match["name"]
-    version = _lookup_version(name, match["alias"], match["version"])
+    version = find_version(name, alias=match["alias"], number=match["version"])
     target = Path(dst or tempfile.mkdtemp(prefix="genad-model-"))
     local = Path(
         mlflow.artifacts.download_artifacts(
@@ -372,7 +319,10 @@ def resolve_model(
     return ResolvedModel(name, str(version.version), version.run_id, local, bundle_dir)
 
 
-def _lookup_version(name: str, alias: str | None, number: str | None) -> ModelVersion:
+def find_version(name: str, *, alias: str | None = None, number: str | None = None) -> ModelVersion:
+    """Version `number` of model `name`, or the one `alias` points at; ModelNotFoundError
+    naming what exists when there is no such model, version or alias."""
+    configure()
     client = MlflowClient()
     try:
         client.get_registered_model(name)
@@ -391,6 +341,18 @@ def _lookup_version(name: str, alias: str | None, number: str | None) -> ModelVe
         raise ModelNotFoundError(
             f"model {name!r} has no {what}; its aliases: {aliases or 'none'}"
         ) from error
+
+
+def latest_version(name: str) -> str | None:
+    """The highest version number of model `name`, or None (no versions, or no such model)."""
+    configure()
+    versions = MlflowClient().search_model_versions(f"name='{name}'")
+    return str(max(int(v.version) for v in versions)) if versions else None
+
+
+def tag_version(model_name: str, version: str | int, key: str, value: str) -> None:
+    """Set a tag on one model version."""
+    MlflowClient().set_model_version_tag(model_name, str(version), key, value)
 
 
 def list_models() -> list[dict[str, Any]]:

@@ -10,27 +10,24 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from mlflow import MlflowClient
-from mlflow.entities import Metric
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from anomaly import VAEDetector
 from anomaly.atomic import atomic_file
 from anomaly.corrections import check_applicable
+from anomaly.errors import UserInputError, user_settings
 from anomaly.evaluation import DataSpec, LabelledData, NoveltySplit
 from anomaly.scoring import default_feature_names, save_bundle
 from generative.training import Callback, Trainer
 from generative.vae import LIKELIHOODS
-from pipelines import reports, tracking
+from pipelines import reports, servables, tracking
 from pipelines.retries import io_task_options
 
 TRAIN_EXPERIMENT = "genad-train"
@@ -43,21 +40,15 @@ class MlflowEpochLogger(Callback):
     already has (logged before a crash, replayed by a resumed training) are not logged again."""
 
     def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.client = MlflowClient()
+        self.run = tracking.Run(run_id)
         self.logged_steps: set[int] = set()
 
     def on_train_begin(self, trainer: Trainer) -> None:
-        keys = [k for k in self.client.get_run(self.run_id).data.metrics if k.startswith("epoch_")]
-        history = self.client.get_metric_history(self.run_id, keys[0]) if keys else []
-        self.logged_steps = {metric.step for metric in history}
+        self.logged_steps = self.run.logged_steps("epoch_")
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
-        if epoch in self.logged_steps:
-            return
-        stamp = int(time.time() * 1000)
-        metrics = [Metric(f"epoch_{k}", float(v), stamp, epoch) for k, v in logs.items()]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        if epoch not in self.logged_steps:
+            self.run.log_metrics({f"epoch_{k}": v for k, v in logs.items()}, step=epoch)
 
 
 @task(**io_task_options(2, 2), cache_policy=NONE)
@@ -69,21 +60,16 @@ def load_data(spec: DataSpec) -> LabelledData:
 @task(cache_policy=NONE)
 def start_run(spec: DataSpec, data: LabelledData, params: dict[str, Any], model_name: str) -> str:
     """Create the MLflow run: parameters, tags and the dataset (name and digest)."""
-    import mlflow
-
-    experiment_id = tracking.ensure_experiment(TRAIN_EXPERIMENT)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{model_name}") as run:
-        mlflow.set_tags({"genad.model_name": model_name, "genad.flow": "train-vae"})
-        mlflow.log_params({f"data.{k}": v for k, v in spec.__dict__.items()})
-        mlflow.log_params({"data.rows": len(data.X), "data.digest": data.digest})
-        with warnings.catch_warnings():  # mlflow registers the local source type twice
-            warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_numpy(
-                data.X, targets=data.y, source=spec.dataset, name=data.name, digest=data.digest
-            )
-        mlflow.log_input(dataset, context="training")
-        mlflow.log_params({f"detector.{k}": v for k, v in params.items()})
-    return run.info.run_id
+    tags = {"genad.model_name": model_name, "genad.flow": "train-vae"}
+    with tracking.new_run(TRAIN_EXPERIMENT, f"train-{model_name}", tags) as run:
+        run.log_params({f"data.{k}": v for k, v in spec.__dict__.items()})
+        run.log_params({"data.rows": len(data.X), "data.digest": data.digest})
+        run.log_numpy_input(
+            data.X, context="training", targets=data.y, source=spec.dataset, name=data.name,
+            digest=data.digest,
+        )  # fmt: skip
+        run.log_params({f"detector.{k}": v for k, v in params.items()})
+    return run.run_id
 
 
 @task(cache_policy=NONE)
@@ -103,8 +89,6 @@ def evaluate_and_log(
     detector: VAEDetector, split: NoveltySplit, data: LabelledData, run_id: str, model_name: str
 ) -> dict[str, float]:
     """Validation metrics and plots into the run; the model logged as pyfunc and registered."""
-    import mlflow
-
     with tempfile.TemporaryDirectory(prefix="genad-train-") as scratch:
         folder = Path(scratch)
         names = data.feature_names or default_feature_names(tuple(detector.input_shape_))
@@ -115,15 +99,14 @@ def evaluate_and_log(
             info={"dataset": data.name, "digest": data.digest, "run_id": run_id},
         )
         metrics = reports.validation_report(detector, split, folder / "plots")
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics(metrics)
-            mlflow.log_dict(resolved_config(detector), "config/resolved.json")
-            mlflow.log_artifacts(str(folder / "plots"), "plots")
-            info = tracking.log_pyfunc_model(bundle_dir, model_name, split.X_test[:5])
-    version = tracking.register(
-        info.model_uri, model_name, run_id=run_id, reason=f"trained by run {run_id}"
-    )
-    return {**metrics, "version": int(version.version)}
+        run = tracking.Run(run_id)
+        run.log_metrics(metrics)
+        run.log_dict(resolved_config(detector), "config/resolved.json")
+        run.log_artifacts(folder / "plots", "plots")
+        version = servables.publish(
+            "detector", bundle_dir, model_name, run_id, example_rows=split.X_test[:5]
+        )
+    return {**metrics, "version": version}
 
 
 def resolved_config(detector: VAEDetector) -> dict[str, Any]:
@@ -179,9 +162,11 @@ def train_vae_flow(
     spec = DataSpec(dataset, split, label_column, tuple(novelty_classes or ()))
     name = model_name or default_model_name(dataset)
     params = detector_params(config, seed)
-    VAEDetector(**params)._check_params()  # fail before any run is created
+    with user_settings():  # fail before any run is created
+        VAEDetector(**params)._check_params()
     data = load_data(spec)
-    check_correction_fits(params, tuple(data.X.shape[1:]))  # before any run is created
+    with user_settings():  # before any run is created
+        check_correction_fits(params, tuple(data.X.shape[1:]))
     holdout = data.holdout(validation_fraction, seed)
     logged_params = {**params, "validation_fraction": validation_fraction}
     identity = {"model_name": name, "data": spec.__dict__, "digest": data.digest, **logged_params}
@@ -205,14 +190,14 @@ def recorded_run(checkpoint_dir: str | None, identity: dict[str, Any]) -> str | 
     if recorded["identity"] != expected:
         old, new = recorded["identity"], expected
         keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        raise ValueError(
+        raise UserInputError(
             f"checkpoint_dir {checkpoint_dir} belongs to run {recorded['run_id']} of other "
             f"settings ({', '.join(keys)} differ): use another folder or delete it"
         )
     try:
-        MlflowClient().get_run(recorded["run_id"])
+        tracking.Run(recorded["run_id"]).check_exists()
     except Exception as error:  # mlflow raises MlflowException subclasses by store
-        raise ValueError(
+        raise UserInputError(
             f"checkpoint_dir {checkpoint_dir} names MLflow run {recorded['run_id']}, which this "
             f"tracking store does not have ({error}); check MLFLOW_TRACKING_URI"
         ) from None

@@ -23,13 +23,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import torch
-from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from anomaly.errors import UserInputError, user_settings
 from anomaly.translation import save_translator
 from generative.cyclegan import CycleGAN, CycleGANConfig, CycleGANTrainer, CycleGANTrainerConfig
 from generative.cyclegan.evaluation import translation_metrics
@@ -38,7 +37,7 @@ from generative.gan import TrainingDivergedError
 from generative.gan.latent import image_grid
 from generative.metrics import FeatureNet, FeatureNetConfig, train_feature_net
 from generative.training import Callback, ProgressBar
-from pipelines import tracking
+from pipelines import servables, tracking
 from pipelines.cyclegan_data import CycleData, CycleDataSpec, load_cycle_data
 from pipelines.retries import io_task_options
 from pipelines.train import TRAIN_EXPERIMENT, MlflowEpochLogger, default_model_name
@@ -53,15 +52,13 @@ class TranslationGridLogger(Callback):
     (`translations/epoch_001.png`, ...), so epochs are comparable."""
 
     def __init__(self, run_id: str, test_a: torch.Tensor, test_b: torch.Tensor) -> None:
-        self.run_id = run_id
-        self.client = MlflowClient()
+        self.run = tracking.Run(run_id)
         self.a, self.b = test_a[:GRID_COLUMNS], test_b[:GRID_COLUMNS]
 
     def on_epoch_end(self, trainer: CycleGANTrainer, epoch: int, logs: dict[str, float]) -> None:
         """Translate the fixed batch with the current weights and log the grid."""
         artifact = f"translations/epoch_{epoch + 1:03d}.png"
-        self.client.log_image(self.run_id, translation_grid(trainer.model, self.a, self.b),
-                              artifact_file=artifact)  # fmt: skip
+        self.run.log_image(translation_grid(trainer.model, self.a, self.b), artifact)
 
 
 def translation_grid(model: CycleGAN, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
@@ -79,7 +76,8 @@ def load_data(spec: CycleDataSpec, seed: int) -> CycleData:
 
 def trainer_config(values: dict[str, Any] | None, seed: int) -> CycleGANTrainerConfig:
     """CycleGANTrainerConfig from a dict (seed = `seed` unless given); unknown keys refused."""
-    return CycleGANTrainerConfig.from_dict({"seed": seed, **(values or {})})
+    with user_settings():
+        return CycleGANTrainerConfig.from_dict({"seed": seed, **(values or {})})
 
 
 def resolve_configs(
@@ -90,9 +88,10 @@ def resolve_configs(
     values = dict(cyclegan or {})
     owned = sorted(set(values) & set(DATA_FIELDS))
     if owned:
-        raise ValueError(f"{owned} are set from the data; remove them from the CycleGAN config")
+        raise UserInputError(f"{owned} are set from the data; remove them from the CycleGAN config")
     values["image_shape"] = data.image_shape
-    return CycleGANConfig.from_dict(values), trainer_config(trainer, seed)
+    with user_settings():
+        return CycleGANConfig.from_dict(values), trainer_config(trainer, seed)
 
 
 def resolved_config(
@@ -118,28 +117,18 @@ def start_run(
     name: str,
 ) -> str:
     """Create the MLflow run: tags, parameters, the data, the resolved configuration."""
-    experiment_id = tracking.ensure_experiment(TRAIN_EXPERIMENT)
     model_config, train_config = configs
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{name}") as run:
-        mlflow.set_tags({"genad.model_name": name, "genad.flow": "train-cyclegan"})
-        mlflow.log_params({f"data.{k}": v for k, v in dataclasses.asdict(spec).items()})
-        mlflow.log_params(
+    tags = {"genad.model_name": name, "genad.flow": "train-cyclegan"}
+    with tracking.new_run(TRAIN_EXPERIMENT, f"train-{name}", tags) as run:
+        run.log_params({f"data.{k}": v for k, v in dataclasses.asdict(spec).items()})
+        run.log_params(
             {"data.rows_a": len(data.train_a), "data.rows_b": len(data.train_b),
              "data.digest": data.digest, "data.test": data.test_source}
         )  # fmt: skip
-        mlflow.log_params({f"cyclegan.{k}": v for k, v in model_config.to_dict().items()})
-        mlflow.log_params({f"trainer.{k}": v for k, v in train_config.to_dict().items()})
-        mlflow.log_dict(resolved_config(configs, data, spec), "config/resolved.json")
-    return run.info.run_id
-
-
-def mark_diverged(run_id: str, epochs: int, error: TrainingDivergedError) -> None:
-    """Tag the run, log the message as `divergence.txt` and mark it FAILED."""
-    client = MlflowClient()
-    client.log_metric(run_id, "epochs_run", epochs)
-    client.log_text(run_id, str(error), "divergence.txt")
-    client.set_tag(run_id, "genad.diverged", "true")
-    client.set_terminated(run_id, status="FAILED")
+        run.log_params({f"cyclegan.{k}": v for k, v in model_config.to_dict().items()})
+        run.log_params({f"trainer.{k}": v for k, v in train_config.to_dict().items()})
+        run.log_dict(resolved_config(configs, data, spec), "config/resolved.json")
+    return run.run_id
 
 
 @task(cache_policy=NONE)
@@ -166,7 +155,7 @@ def fit_cyclegan(
     try:
         history = trainer.fit(data.tensors("train_a"), data.tensors("train_b"))
     except TrainingDivergedError as error:
-        mark_diverged(run_id, len(trainer.history), error)
+        tracking.Run(run_id).mark_diverged(str(error), {"epochs_run": len(trainer.history)})
         raise
     return model.cpu(), untrained, history
 
@@ -223,15 +212,12 @@ def evaluate_and_log(
         info = {"dataset": data.name, "transform": data.transform, "digest": data.digest,
                 "run_id": run_id}  # fmt: skip
         folder = save_translator(trained, Path(scratch) / "translator", info=info)
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics(metrics)
-            mlflow.log_params({f"classifier.{k}": v for k, v in classifier_options.items()})
-            mlflow.log_dict(metrics, "evaluation/translation.json")
-            model_info = tracking.log_translator_model(folder, name)
-    version = tracking.register(
-        model_info.model_uri, name, run_id=run_id, reason=f"trained by run {run_id}"
-    )
-    return {**metrics, "version": int(version.version)}
+        run = tracking.Run(run_id)
+        run.log_metrics(metrics)
+        run.log_params({f"classifier.{k}": v for k, v in classifier_options.items()})
+        run.log_dict(metrics, "evaluation/translation.json")
+        version = servables.publish("translator", folder, name, run_id)
+    return {**metrics, "version": version}
 
 
 def default_name(spec: CycleDataSpec) -> str:
@@ -273,15 +259,16 @@ def train_cyclegan_flow(
     version, the epochs run and the final metrics.
     """
     logger = get_run_logger()
-    spec = CycleDataSpec(dataset, transform, domain_a, domain_b, max_rows, test_rows,
-                         holdout_fraction)  # fmt: skip
+    with user_settings():
+        spec = CycleDataSpec(dataset, transform, domain_a, domain_b, max_rows, test_rows,
+                             holdout_fraction)  # fmt: skip
     name = model_name or default_name(spec)
     trainer_config(trainer, seed)  # fail before reading any data
     data = load_data(spec, seed)
     configs = resolve_configs(cyclegan, trainer, data, seed)  # fail before any run is created
     run_id = start_run(spec, data, configs, name)
     trained, untrained, history = fit_cyclegan(data, configs, run_id, progress)
-    MlflowClient().log_metric(run_id, "epochs_run", len(history))
+    tracking.Run(run_id).log_metrics({"epochs_run": len(history)})
     options = {"epochs": classifier_epochs, "rows": classifier_rows, "seed": seed}
     result = evaluate_and_log((trained, untrained), data, run_id, name, options)
     logger.info("registered %s version %s as challenger: %s", name, result["version"], result)

@@ -19,19 +19,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import torch
-from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from anomaly.errors import UserInputError, user_settings
 from anomaly.generation import GeneratorBundle, load_generator, save_generator
 from generative.gan import GAN, GANConfig, GANTrainer, GANTrainerConfig, TrainingDivergedError
 from generative.gan.latent import image_grid, interpolation_grid
 from generative.stylegan.latent import z_and_w_interpolation_grid
 from generative.training import Callback, ProgressBar
-from pipelines import tracking
+from pipelines import servables, tracking
 from pipelines.gan_data import GanData, GanDataSpec, load_gan_data
 from pipelines.gan_quality import quality_metrics
 from pipelines.retries import io_task_options
@@ -56,8 +55,7 @@ class SampleGridLogger(Callback):
     conditional GAN, else an 8 x 8 grid."""
 
     def __init__(self, run_id: str, config: GANConfig, *, seed: int) -> None:
-        self.run_id = run_id
-        self.client = MlflowClient()
+        self.run = tracking.Run(run_id)
         rows = config.num_classes or GRID_COLUMNS
         generator = torch.Generator().manual_seed(seed)
         self.z = torch.randn(rows * GRID_COLUMNS, config.latent_dim, generator=generator)
@@ -73,7 +71,7 @@ class SampleGridLogger(Callback):
         labels = None if self.labels is None else self.labels.to(device)
         images = trainer.model.generate(self.z.to(device), labels)
         artifact = f"samples/epoch_{epoch + 1:03d}.png"
-        self.client.log_image(self.run_id, image_grid(images, GRID_COLUMNS), artifact_file=artifact)
+        self.run.log_image(image_grid(images, GRID_COLUMNS), artifact)
 
 
 @task(**io_task_options(2, 2), cache_policy=NONE)
@@ -93,18 +91,20 @@ def resolve_configs(
     conditional = bool(values.pop("conditional", False))
     owned = sorted(set(values) & set(DATA_FIELDS))
     if owned:
-        raise ValueError(f"{owned} are set from the data; remove them from the GAN config")
+        raise UserInputError(f"{owned} are set from the data; remove them from the GAN config")
     if conditional and not data.classes:
-        raise ValueError(f"a conditional GAN needs class labels; {data.name} has none")
+        raise UserInputError(f"a conditional GAN needs class labels; {data.name} has none")
     values.setdefault("architecture", "dcgan" if data.is_image else "mlp")
     values["data_shape"] = data.train.shape[1:]
     values["num_classes"] = len(data.classes) if conditional else 0
-    return GANConfig.from_dict(values), trainer_config(trainer, seed)
+    with user_settings():
+        return GANConfig.from_dict(values), trainer_config(trainer, seed)
 
 
 def trainer_config(values: dict[str, Any] | None, seed: int) -> GANTrainerConfig:
     """GANTrainerConfig from a dict (seed = `seed` unless given); unknown keys are an error."""
-    return GANTrainerConfig.from_dict({"seed": seed, **(values or {})})
+    with user_settings():
+        return GANTrainerConfig.from_dict({"seed": seed, **(values or {})})
 
 
 @task(cache_policy=NONE)
@@ -112,19 +112,18 @@ def start_run(
     spec: GanDataSpec, data: GanData, configs: tuple[GANConfig, GANTrainerConfig], name: str
 ) -> str:
     """Create the MLflow run: tags, parameters, the dataset, the resolved configuration."""
-    experiment_id = tracking.ensure_experiment(TRAIN_EXPERIMENT)
     gan_config, train_config = configs
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{name}") as run:
-        mlflow.set_tags({"genad.model_name": name, "genad.flow": "train-gan"})
-        mlflow.log_params({f"data.{k}": v for k, v in dataclasses.asdict(spec).items()})
-        mlflow.log_params(
+    tags = {"genad.model_name": name, "genad.flow": "train-gan"}
+    with tracking.new_run(TRAIN_EXPERIMENT, f"train-{name}", tags) as run:
+        run.log_params({f"data.{k}": v for k, v in dataclasses.asdict(spec).items()})
+        run.log_params(
             {"data.rows": len(data.train), "data.digest": data.digest,
              "data.reference": data.reference_source, "data.classes": data.classes}
         )  # fmt: skip
-        mlflow.log_params({f"gan.{k}": v for k, v in gan_config.to_dict().items()})
-        mlflow.log_params({f"trainer.{k}": v for k, v in train_config.to_dict().items()})
-        mlflow.log_dict(resolved_config(configs, data), "config/resolved.json")
-    return run.info.run_id
+        run.log_params({f"gan.{k}": v for k, v in gan_config.to_dict().items()})
+        run.log_params({f"trainer.{k}": v for k, v in train_config.to_dict().items()})
+        run.log_dict(resolved_config(configs, data), "config/resolved.json")
+    return run.run_id
 
 
 @task(cache_policy=NONE)
@@ -154,11 +153,7 @@ def fit_gan(
     try:
         history = trainer.fit(torch.from_numpy(data.train), labels)
     except TrainingDivergedError as error:
-        client = MlflowClient()
-        client.log_metric(run_id, "epochs_run", len(trainer.history))
-        client.log_text(run_id, str(error), "divergence.txt")
-        client.set_tag(run_id, "genad.diverged", "true")
-        client.set_terminated(run_id, status="FAILED")
+        tracking.Run(run_id).mark_diverged(str(error), {"epochs_run": len(trainer.history)})
         raise
     return gan.cpu(), history
 
@@ -175,36 +170,33 @@ def evaluate_and_log(gan: GAN, data: GanData, run_id: str, name: str, seed: int)
         )  # fmt: skip
         bundle = load_generator(folder)
         quality = quality_metrics(bundle, data, seed=seed)
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics(quality.metrics)
-            mlflow.log_params(quality.params)
-            for artifact, text in quality.artifacts.items():
-                mlflow.log_text(text, artifact)
-            for artifact, image in quality.images.items():
-                mlflow.log_image(image, artifact_file=artifact)
-            log_latent_grids(bundle, seed)
-            info = tracking.log_generator_model(folder, name)
-    version = tracking.register(
-        info.model_uri, name, run_id=run_id, reason=f"trained by run {run_id}"
-    )
-    return {**quality.metrics, "version": int(version.version)}
+        run = tracking.Run(run_id)
+        run.log_metrics(quality.metrics)
+        run.log_params(quality.params)
+        for artifact, text in quality.artifacts.items():
+            run.log_text(text, artifact)
+        for artifact, image in quality.images.items():
+            run.log_image(image, artifact)
+        log_latent_grids(run, bundle, seed)
+        version = servables.publish("generator", folder, name, run_id)
+    return {**quality.metrics, "version": version}
 
 
-def log_latent_grids(bundle: GeneratorBundle, seed: int) -> None:
+def log_latent_grids(run: tracking.Run, bundle: GeneratorBundle, seed: int) -> None:
     """Linear and spherical interpolations between latent pairs (images only; one class per
-    row for a conditional GAN) into the active run; for a StyleGAN, z and w interpolations of
+    row for a conditional GAN) into `run`; for a StyleGAN, z and w interpolations of
     the same pairs side by side instead."""
     if len(bundle.sample_shape) != 3:
         return
     if bundle.styled:  # StyleGAN: the same pairs interpolated in z and in w, row by row
         grid = z_and_w_interpolation_grid(bundle.gan, seed=seed)  # type: ignore[arg-type]
-        mlflow.log_image(grid, artifact_file="latent/interpolation_z_vs_w.png")
+        run.log_image(grid, "latent/interpolation_z_vs_w.png")
         return
     rows, classes = INTERPOLATION_ROWS, bundle.gan.config.num_classes
     labels = torch.arange(rows) % classes if classes else None
     for method in INTERPOLATIONS:
         grid = interpolation_grid(bundle.gan, rows=rows, method=method, seed=seed, labels=labels)
-        mlflow.log_image(grid, artifact_file=f"latent/interpolation_{method}.png")
+        run.log_image(grid, f"latent/interpolation_{method}.png")
 
 
 def resolved_config(configs: tuple[GANConfig, GANTrainerConfig], data: GanData) -> dict[str, Any]:
@@ -249,7 +241,8 @@ def train_gan_flow(
     (same dataset and settings, else ValueError) resumes training and its MLflow run.
     """
     logger = get_run_logger()
-    spec = GanDataSpec(dataset, split, label_column, max_rows, holdout_fraction, reference_rows)
+    with user_settings():
+        spec = GanDataSpec(dataset, split, label_column, max_rows, holdout_fraction, reference_rows)
     name = model_name or default_model_name(dataset).replace("genad-", "genad-gan-", 1)
     trainer_config(trainer, seed)  # fail before reading any data
     data = load_data(spec, seed)
@@ -260,7 +253,7 @@ def train_gan_flow(
         checkpoint_dir, identity, lambda: start_run(spec, data, configs, name)
     )
     model, history = fit_gan(data, configs, run_id, progress, checkpoint_dir)
-    MlflowClient().log_metric(run_id, "epochs_run", len(history))
+    tracking.Run(run_id).log_metrics({"epochs_run": len(history)})
     result = evaluate_and_log(model, data, run_id, name, configs[1].seed)
     logger.info("registered %s version %s as challenger: %s", name, result["version"], result)
     return {"model_name": name, "run_id": run_id, "epochs_run": len(history), **result}

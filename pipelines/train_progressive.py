@@ -16,14 +16,13 @@ import dataclasses
 import tempfile
 from typing import Any
 
-import mlflow
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from anomaly.errors import UserInputError, user_settings
 from anomaly.scoring import default_feature_names
 from generative.gan import TrainingDivergedError
 from generative.gan.latent import image_grid
@@ -47,7 +46,7 @@ class StageGridLogger(Callback):
     `checkpoints/` when `log_checkpoints`."""
 
     def __init__(self, run_id: str, latent_dim: int, *, seed: int, log_checkpoints: bool) -> None:
-        self.run_id, self.client = run_id, MlflowClient()
+        self.run = tracking.Run(run_id)
         self.z = torch.randn(
             GRID_COLUMNS**2, latent_dim, generator=torch.Generator().manual_seed(seed)
         )
@@ -63,11 +62,9 @@ class StageGridLogger(Callback):
         images = model.generate(self.z.to(device), **options)
         side = START_RESOLUTION * 2**stage
         name = f"stage_{stage}_{side}x{side}"
-        self.client.log_image(self.run_id, image_grid(images, GRID_COLUMNS), f"samples/{name}.png")
+        self.run.log_image(image_grid(images, GRID_COLUMNS), f"samples/{name}.png")
         if self.log_checkpoints and trainer.checkpoints:
-            self.client.log_artifacts(
-                self.run_id, str(trainer.checkpoints[-1]), f"checkpoints/{name}"
-            )
+            self.run.log_artifacts(trainer.checkpoints[-1], f"checkpoints/{name}")
 
 
 def pad_to_power_of_two(data: GanData) -> GanData:
@@ -93,38 +90,38 @@ def resolve_configs(
     """The family's config (data_shape from the data) and the trainer config (seed = the
     flow's unless given). Raises ValueError on an unknown family, key or data-owned key."""
     if family not in PROGRESSIVE_FAMILIES:
-        raise ValueError(f"family must be one of {PROGRESSIVE_FAMILIES}, got {family!r}")
+        raise UserInputError(f"family must be one of {PROGRESSIVE_FAMILIES}, got {family!r}")
     if not data.is_image:
-        raise ValueError(f"{family} generates images; {data.name} is a table")
+        raise UserInputError(f"{family} generates images; {data.name} is a table")
     values = dict(model or {})
     owned = sorted(set(values) & set(DATA_FIELDS))
     if owned:
-        raise ValueError(f"{owned} are set from the data; remove them from the model config")
+        raise UserInputError(f"{owned} are set from the data; remove them from the model config")
     config_class = MODEL_FAMILIES[family][0]
-    config = config_class.from_dict({**values, "data_shape": data.train.shape[1:]})
-    return config, ProgressiveTrainerConfig.from_dict({"seed": seed, **(trainer or {})})
+    with user_settings():
+        config = config_class.from_dict({**values, "data_shape": data.train.shape[1:]})
+        return config, ProgressiveTrainerConfig.from_dict({"seed": seed, **(trainer or {})})
 
 
 @task(cache_policy=NONE)
 def start_run(spec: GanDataSpec, data: GanData, family: str, configs: tuple, name: str) -> str:
     """Create the MLflow run: tags, parameters, the data set and the resolved configuration."""
-    experiment_id = tracking.ensure_experiment(TRAIN_EXPERIMENT)
     model_config, train_config = configs
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{name}") as run:
-        mlflow.set_tags({"genad.model_name": name, "genad.flow": f"train-{family}"})
-        mlflow.log_params({f"data.{k}": v for k, v in dataclasses.asdict(spec).items()})
-        mlflow.log_params({"data.rows": len(data.train), "data.digest": data.digest,
-                           "data.reference": data.reference_source, "family": family})  # fmt: skip
-        mlflow.log_params({f"model.{k}": v for k, v in model_config.to_dict().items()})
-        mlflow.log_params({f"trainer.{k}": v for k, v in train_config.to_dict().items()})
-        mlflow.log_dict(
+    tags = {"genad.model_name": name, "genad.flow": f"train-{family}"}
+    with tracking.new_run(TRAIN_EXPERIMENT, f"train-{name}", tags) as run:
+        run.log_params({f"data.{k}": v for k, v in dataclasses.asdict(spec).items()})
+        run.log_params({"data.rows": len(data.train), "data.digest": data.digest,
+                        "data.reference": data.reference_source, "family": family})  # fmt: skip
+        run.log_params({f"model.{k}": v for k, v in model_config.to_dict().items()})
+        run.log_params({f"trainer.{k}": v for k, v in train_config.to_dict().items()})
+        run.log_dict(
             {"family": family, "model": model_config.to_dict(), "trainer": train_config.to_dict(),
              "data": {"name": data.name, "digest": data.digest, "rows": len(data.train),
                       "padded_shape": list(data.train.shape[1:])},
              "torch": torch.__version__, "numpy": np.__version__},
             "config/resolved.json",
         )  # fmt: skip
-    return run.info.run_id
+    return run.run_id
 
 
 @task(cache_policy=NONE)
@@ -148,10 +145,7 @@ def fit_progressive(
         try:
             history = trainer.fit(torch.from_numpy(data.train), resume_from=options["resume_from"])
         except TrainingDivergedError as error:
-            client = MlflowClient()
-            client.log_text(run_id, str(error), "divergence.txt")
-            client.set_tag(run_id, "genad.diverged", "true")
-            client.set_terminated(run_id, status="FAILED")
+            tracking.Run(run_id).mark_diverged(str(error))
             raise
     return model.cpu(), history
 
@@ -196,11 +190,13 @@ def train_progressive_flow(
     version, the phases run, the stage reached and the quality metrics.
     """
     logger = get_run_logger()
-    spec = GanDataSpec(dataset, split, None, max_rows, holdout_fraction, reference_rows)
+    with user_settings():
+        spec = GanDataSpec(dataset, split, None, max_rows, holdout_fraction, reference_rows)
     name = model_name or default_model_name(dataset).replace("genad-", f"genad-{family}-", 1)
     if family not in PROGRESSIVE_FAMILIES:  # fail before reading any data
-        raise ValueError(f"family must be one of {PROGRESSIVE_FAMILIES}, got {family!r}")
-    ProgressiveTrainerConfig.from_dict({"seed": seed, **(trainer or {})})
+        raise UserInputError(f"family must be one of {PROGRESSIVE_FAMILIES}, got {family!r}")
+    with user_settings():
+        ProgressiveTrainerConfig.from_dict({"seed": seed, **(trainer or {})})
     data = pad_to_power_of_two(load_data(spec, seed))
     configs = resolve_configs(family, model, trainer, data, seed)
     run_id = start_run(spec, data, family, configs, name)
@@ -208,13 +204,8 @@ def train_progressive_flow(
                "log_checkpoints": log_checkpoints, "progress": progress}  # fmt: skip
     fitted, history = fit_progressive(family, data, configs, run_id, options)
     stage, alpha = fitted.progress.tolist()
-    client = MlflowClient()
-    for key, value in {
-        "phases_run": len(history),
-        "stage_reached": stage,
-        "alpha_reached": alpha,
-    }.items():
-        client.log_metric(run_id, key, value)
+    reached = {"phases_run": len(history), "stage_reached": stage, "alpha_reached": alpha}
+    tracking.Run(run_id).log_metrics(reached)
     result = evaluate_and_log(fitted, data, run_id, name, configs[1].seed)
     logger.info("registered %s version %s as challenger: %s", name, result["version"], result)
     return {"model_name": name, "run_id": run_id, "phases_run": len(history),

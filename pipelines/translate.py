@@ -10,11 +10,7 @@ and no temp files.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata
-import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +20,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from tqdm.auto import tqdm
 
-from anomaly.atomic import atomic_file, check_output_folder
+from anomaly.atomic import check_output_folder
 from anomaly.data import load_dataset
+from anomaly.errors import InputNotFoundError, UserInputError
 from anomaly.evaluation import digest
+from anomaly.formats import format_for
 from anomaly.translation import (
     TranslationInputError,
     TranslatorBundle,
@@ -35,10 +33,16 @@ from anomaly.translation import (
     load_translator,
 )
 from anomaly.translator_pyfunc import TRANSLATOR_ARTIFACT
-from generative.registry import atomic_directory
 from pipelines import tracking
 from pipelines.retries import io_task_options
-from pipelines.synth import FORMATS, PNG_CHANNELS, Samples, provenance_path
+from pipelines.synth import (
+    FORMATS,
+    PNG_CHANNELS,
+    Samples,
+    provenance,
+    provenance_path,
+    write_outputs,
+)
 
 OUTPUT_FORMATS = ("npz", "png")  # keys of pipelines.synth.FORMATS that take images
 SUFFIXES = {".npz": "npz", "": "png"}  # no suffix: a folder of PNGs
@@ -49,7 +53,7 @@ def output_format(output: Path, fmt: str | None) -> str:
     """`fmt` when given, else the one the output's suffix names (.npz, or none: PNGs)."""
     name = fmt or SUFFIXES.get(output.suffix.lower())
     if name not in OUTPUT_FORMATS:
-        raise ValueError(
+        raise UserInputError(
             f"cannot tell the format of {output.name!r}: give fmt (one of {list(OUTPUT_FORMATS)}) "
             "or an output named out.npz (npz) or without a suffix (a folder of PNGs)"
         )
@@ -59,8 +63,9 @@ def output_format(output: Path, fmt: str | None) -> str:
 def read_images(source: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """(images as read, labels or None) from an npz file or an image folder."""
     if not source.exists():
-        raise FileNotFoundError(f"input not found: {source}")
-    if not (source.is_dir() or source.suffix.lower() == ".npz"):
+        raise InputNotFoundError(f"input not found: {source}")
+    fmt = format_for(source)
+    if fmt is None or not fmt.holds_images:
         raise ValueError(f"input must be an .npz file or a folder of PNG/JPEG images: {source}")
     data = load_dataset(str(source))
     return data.X, data.y
@@ -70,11 +75,13 @@ def check_output(fmt: str, bundle: TranslatorBundle, output: Path) -> None:
     """Refuse PNGs of a channel count PNG cannot hold, and a PNG folder over a folder that is
     not a previous output (it would be replaced)."""
     if fmt == "png" and bundle.image_shape[0] not in PNG_CHANNELS:
-        raise ValueError(
+        raise UserInputError(
             f"PNG takes 1 or 3 channels; this model's images have {bundle.image_shape[0]}"
         )
     if FORMATS[fmt].folder and output.exists() and not provenance_path(output).is_file():
-        raise ValueError(f"{output} exists and is not a previous translate output; choose another")
+        raise UserInputError(
+            f"{output} exists and is not a previous translate output; choose another"
+        )
 
 
 @task(**io_task_options(2, 2), cache_policy=NONE)
@@ -97,36 +104,12 @@ def translate_images(
     return np.concatenate(parts)
 
 
-@task(cache_policy=NONE)
-def write_outputs(output: Path, fmt: str, samples: Samples, provenance: dict[str, Any]) -> None:
-    """Stage the images and the provenance JSON beside their targets; rename both into place
-    once both are written (on any error both staged copies are removed)."""
-    spec = FORMATS[fmt]
-    with contextlib.ExitStack() as stack:
-        staged_json = stack.enter_context(atomic_file(provenance_path(output)))
-        stage = atomic_directory if spec.folder else atomic_file
-        staged = stack.enter_context(stage(output))
-        spec.write(staged, samples)
-        staged_json.write_text(json.dumps(provenance, indent=2))
-
-
 def provenance_record(
     model: tracking.ResolvedModel, model_uri: str, source: Path, inputs: np.ndarray, **extra: Any
 ) -> dict[str, Any]:
     """Which model translated what (the input and its digest), which way, when, with which
     versions, plus `extra`."""
-    return {
-        "model_name": model.name,
-        "model_version": model.version,
-        "run_id": model.run_id,
-        "model_uri": model_uri,
-        "input": str(source),
-        "input_digest": digest(inputs),
-        **extra,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "genad_version": importlib.metadata.version("genad"),
-        "torch_version": torch.__version__,
-    }
+    return provenance(model, model_uri, input=str(source), input_digest=digest(inputs), **extra)
 
 
 @flow(name="translate", log_prints=True)

@@ -1,5 +1,5 @@
-"""Shared pieces of the training-resume tests (VAE `Trainer` and `GANTrainer`): a simulated
-crash, weight equality, damaged checkpoints, and a CLI training run killed with SIGKILL."""
+"""Shared pieces of the training-resume tests (every trainer on `generative.loop`): a simulated
+crash, weight equality, damaged checkpoints, and a training run killed with SIGKILL."""
 
 from __future__ import annotations
 
@@ -56,8 +56,23 @@ def kill_after_checkpoint(
     `folder/trainer`), SIGKILL it as soon as `epochs_done` epochs are checkpointed; return the
     number of the latest epoch checkpointed at the kill."""
     args = [VENV_BIN / "python", "-m", "pipelines.cli", *cli_args]
+    return kill_after_epochs(args, folder / "trainer", env, log, epochs_done)
+
+
+def kill_after_epochs(
+    args: Sequence[object], checkpoint_dir: Path, env: dict, log: Path, epochs_done: int
+) -> int:
+    """Start the command `args` (a training run checkpointing every epoch into
+    `checkpoint_dir`), SIGKILL it as soon as `epochs_done` epochs are checkpointed; return the
+    number of the latest epoch checkpointed at the kill."""
+    kill_when_written(args, checkpoint_dir / f"epoch_{epochs_done:04d}", env, log)
+    return int(checkpoint_folders(checkpoint_dir)[-1].name.split("_")[1])
+
+
+def kill_when_written(args: Sequence[object], target: Path, env: dict, log: Path) -> None:
+    """Start the command `args` and SIGKILL it (its whole process group) as soon as the folder
+    `target` exists (checkpoints are renamed into place complete)."""
     child = Server(args, env, log, REPO_ROOT)
-    target = folder / "trainer" / f"epoch_{epochs_done:04d}"
     try:
         deadline = time.monotonic() + 240
         while not target.is_dir():
@@ -66,7 +81,6 @@ def kill_after_checkpoint(
             time.sleep(0.02)
         os.killpg(child.pgid, signal.SIGKILL)
         assert child.process.wait(timeout=30) == -signal.SIGKILL
-        return int(checkpoint_folders(folder / "trainer")[-1].name.split("_")[1])
     finally:
         child.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -233,3 +234,35 @@ def test_the_contamination_flag_chooses_its_rule_over_a_default_target_fpr():
     both = config("--contamination", "0.2", "--target-fpr", "0.01")
     assert both == {"epochs": 8, "contamination": 0.2, "target_fpr": 0.01}
     assert config() == {"epochs": 8, "target_fpr": 0.05}
+
+
+def test_an_internal_error_exits_1_saying_so_and_where_the_traceback_is(capsys, monkeypatch):
+    from pipelines import cli
+
+    def broken(args):
+        raise ValueError("an index went out of range in genad's own code")
+
+    monkeypatch.setattr(cli, "cmd_models_list", broken)
+    code, out, err = run(capsys, "models", "list")
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith("genad models: internal error (a bug in genad, not bad input): ")
+    assert "ValueError: an index went out of range" in err
+    trace = Path(err.rsplit("traceback in ", 1)[1].strip())
+    assert "in broken" in trace.read_text()
+    trace.unlink()
+
+
+def test_user_errors_are_marked_as_such():
+    from anomaly.atomic import OutputFolderError
+    from anomaly.data import DatasetFormatError, DatasetNotFoundError, UnknownDatasetError
+    from anomaly.detector_params import RenamedParameterError
+    from anomaly.errors import UserInputError
+    from anomaly.generation import RequestError
+    from anomaly.scoring import InputColumnsError
+    from anomaly.translation import TranslationInputError
+    from pipelines.tracking import ModelNotFoundError
+
+    marked = (OutputFolderError, DatasetFormatError, DatasetNotFoundError, UnknownDatasetError,
+              RenamedParameterError, RequestError, InputColumnsError, TranslationInputError,
+              ModelNotFoundError)  # fmt: skip
+    assert all(issubclass(error, UserInputError) for error in marked)

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from mlflow.models import Model
 
 from generative.metrics import FeatureNet
-from pipelines import feature_net, tracking
+from pipelines import feature_net, servables, tracking
 
 TINY = {"channels": [8], "feature_dim": 16}
 
@@ -71,7 +71,7 @@ def test_first_call_trains_logs_and_registers_the_current_version(registered):
 def test_stored_model_is_a_state_dict_and_json_under_its_own_flavor(registered, tmp_path):
     _, identity = registered
     local = Path(mlflow.artifacts.download_artifacts(identity.uri, dst_path=str(tmp_path)))
-    flavor = Model.load(str(local / "MLmodel")).flavors[feature_net.FLAVOR]
+    flavor = Model.load(str(local / "MLmodel")).flavors[servables.FEATURE_NET_FLAVOR]
     assert flavor["family"] == "feature_net"
     files = {p.name for p in local.iterdir()} - {"registered_model_meta"}  # written on download
     assert files == {"MLmodel", "checksums.json", "config.json", "model.pt"}  # nothing pickled
@@ -81,7 +81,7 @@ def test_stored_model_is_a_state_dict_and_json_under_its_own_flavor(registered, 
     assert all(isinstance(t, torch.Tensor) for t in state.values())
     (local / "MLmodel").write_text("flavors: {}\n")
     with pytest.raises(ValueError, match="not a genad_feature_net model"):
-        feature_net.read_model_folder(local)
+        servables.read_feature_net_folder(local)
 
 
 def test_an_existing_version_is_reused_without_training(registered, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -12,11 +13,14 @@ import pandas as pd
 import pytest
 from conftest import TINY_CONFIG, make_tabular
 from mlflow import MlflowClient
+from servers import REPO_ROOT, VENV_BIN, child_env
 
 from anomaly.atomic import OutputFolderError
+from anomaly.batch import cached_bundle
 from anomaly.data import DatasetFormatError
 from anomaly.manifest import PartManifest
 from anomaly.scoring import load_bundle
+from pipelines import score as score_module
 from pipelines import tracking
 from pipelines.promote import evaluate_and_promote_flow
 from pipelines.score import (
@@ -294,3 +298,45 @@ def test_flag_rules_are_applied_over_the_whole_input_and_recorded(
     assert summary["anomalies"] == int(flags.sum())
     on_disk = json.loads((tmp_path / "flags.parquet.summary.json").read_text())
     assert on_disk["rule"] == rule and on_disk["anomalies"] == int(flags.sum())
+
+
+RULE_RUNS = {"alpha": ["--flag-rule", "alpha", "--flag-level", "0.1"], "own": []}
+
+
+def fresh_process_score(uri: str, input: Path, output: Path, flags: list[str], env: dict) -> None:
+    """`genad score` in a new process: nothing cached from earlier runs."""
+    command = [VENV_BIN / "genad", "score", "--model-uri", uri, "--input", input,
+               "--output", output, "--rows-per-partition", "300", *flags]  # fmt: skip
+    done = subprocess.run([str(a) for a in command], cwd=REPO_ROOT, env=env, timeout=300,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+
+
+def test_runs_in_one_process_each_flag_by_their_own_rule(
+    champion, scoring_inputs, tmp_path, mlflow_store, prefect_api_url, monkeypatch
+):
+    """The model is cached per process and folder: a run's --flag-rule must not leak into the
+    next run (the cached bundle is never changed; each run scores with its own view of it).
+    Every run here finds the model in one folder, as a long-lived worker's model cache would."""
+    resolved = tracking.resolve_model(champion["uri"], dst=tmp_path / "model")
+    monkeypatch.setattr(score_module, "resolve", lambda model_uri, scratch: resolved)
+    source = scoring_inputs["csv"]
+    env = child_env({"MLFLOW_TRACKING_URI": mlflow_store, "PREFECT_API_URL": prefect_api_url,
+                     "OMP_NUM_THREADS": "1"})  # fmt: skip
+    for name, flags in RULE_RUNS.items():
+        fresh_process_score(champion["uri"], source, tmp_path / f"fresh-{name}.parquet", flags, env)
+    sequence = [("alpha", 0.1), (None, None), ("fdr", 0.2), (None, None), ("alpha", 0.1)]
+    for i, (rule, level) in enumerate(sequence):
+        output = tmp_path / f"run{i}.parquet"
+        summary = batch_score_flow(
+            champion["uri"], str(source), str(output), rows_per_partition=300,
+            flag_rule=rule, flag_level=level,
+        )  # fmt: skip
+        assert summary["rule"] == (rule or "threshold")
+        if rule != "fdr":
+            assert sha256(output) == sha256(tmp_path / f"fresh-{rule or 'own'}.parquet"), i
+    own = pd.read_parquet(tmp_path / "fresh-own.parquet")
+    assert (own["is_anomaly"] == (own["score"] > 0)).all()  # the model's threshold rule
+    cached, saved = cached_bundle(str(resolved.bundle_dir)), load_bundle(resolved.bundle_dir)
+    assert cached.detector.get_params() == saved.detector.get_params()
+    assert (cached.name, cached.version) == (saved.name, saved.version)

@@ -72,10 +72,30 @@ def wait_for(what: str, probe, timeout: float, *, alive=None, interval: float = 
         time.sleep(interval)
 
 
-def test_scheduled_scoring_deployment_runs_on_the_server(
-    champion, mlflow_store: str, api_settings: str, tmp_path: Path
-):
-    from prefect import get_client
+def schedule_command(champion: dict, csv: Path, output: Path) -> list:
+    return [
+        sys.executable, "-m", "pipelines.cli", "schedule", "score",
+        "--cron", CRON, "--name", "test-nightly", "--model-uri", champion["uri"],
+        "--input", csv, "--output", output,
+    ]  # fmt: skip
+
+
+def serving_env(api_url: str, mlflow_store: str, home: Path) -> dict[str, str]:
+    return child_env(
+        {
+            "PREFECT_HOME": str(home),  # not the server's: no shared database
+            "PREFECT_API_URL": api_url,
+            "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",  # never a temporary server of its own
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            "MLFLOW_TRACKING_URI": mlflow_store,
+            "MLFLOW_REGISTRY_URI": mlflow_store,
+        },
+        remove=PREFECT_CHILD_SETTINGS,
+    )
+
+
+def scheduled_runs(client, deployment_id) -> list:
+    """The deployment's runs still in the SCHEDULED state."""
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterId,
@@ -84,28 +104,48 @@ def test_scheduled_scoring_deployment_runs_on_the_server(
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
+
+    return client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+        ),
+        limit=10,
+    )
+
+
+def check_deployment(found, champion: dict, csv: Path) -> None:
     from prefect.client.schemas.schedules import CronSchedule
+
+    assert [s.active for s in found.schedules] == [True]
+    schedule = found.schedules[0].schedule
+    assert isinstance(schedule, CronSchedule) and schedule.cron == CRON
+    assert schedule.timezone == "UTC"
+    assert found.parameters["model_uri"] == champion["uri"]
+    assert found.parameters["input"] == str(csv.resolve())
+
+
+def check_scored(output: Path, csv: Path, champion: dict) -> None:
+    scored = pd.read_parquet(output)
+    rows = len(pd.read_csv(csv))
+    assert len(scored) == rows
+    assert scored["row_id"].tolist() == list(range(rows))
+    assert (scored["model_name"] == "tabular-test").all()
+    summary = json.loads(output.with_name(output.name + ".summary.json").read_text())
+    assert summary["rows"] == rows and summary["model_version"] == str(champion["version"])
+
+
+def test_scheduled_scoring_deployment_runs_on_the_server(
+    champion, mlflow_store: str, api_settings: str, tmp_path: Path
+):
+    from prefect import get_client
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
     csv = Path(champion["csv"])
     output = tmp_path / "out.parquet"
-    args = [
-        sys.executable, "-m", "pipelines.cli", "schedule", "score",
-        "--cron", CRON, "--name", "test-nightly", "--model-uri", champion["uri"],
-        "--input", csv, "--output", output,
-    ]  # fmt: skip
-    env = child_env(
-        {
-            "PREFECT_HOME": str(tmp_path / "client-home"),  # not the server's: no shared database
-            "PREFECT_API_URL": api_settings,
-            "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",  # never a temporary server of its own
-            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-            "MLFLOW_TRACKING_URI": mlflow_store,
-            "MLFLOW_REGISTRY_URI": mlflow_store,
-        },
-        remove=PREFECT_CHILD_SETTINGS,
-    )
+    args = schedule_command(champion, csv, output)
+    env = serving_env(api_settings, mlflow_store, tmp_path / "client-home")
     with (
         running(args, env=env, log=tmp_path / "serve.log") as serving,
         get_client(sync_client=True) as client,
@@ -122,25 +162,10 @@ def test_scheduled_scoring_deployment_runs_on_the_server(
                 return None
 
         found = wait_for("deployment " + DEPLOYMENT, deployment, 90, alive=serve_alive)
-        assert [s.active for s in found.schedules] == [True]
-        schedule = found.schedules[0].schedule
-        assert isinstance(schedule, CronSchedule) and schedule.cron == CRON
-        assert schedule.timezone == "UTC"
-        assert found.parameters["model_uri"] == champion["uri"]
-        assert found.parameters["input"] == str(csv.resolve())
-
-        def scheduled_runs():
-            return client.read_flow_runs(
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[found.id])),
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(
-                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])
-                    )
-                ),
-                limit=10,
-            )
-
-        runs = wait_for("scheduled runs", scheduled_runs, 30, alive=serve_alive)
+        check_deployment(found, champion, csv)
+        runs = wait_for(
+            "scheduled runs", lambda: scheduled_runs(client, found.id), 30, alive=serve_alive
+        )
         for run in runs:
             start = run.expected_start_time.astimezone(UTC)
             assert (start.hour, start.minute, start.second) == (2, 0, 0), start
@@ -151,11 +176,4 @@ def test_scheduled_scoring_deployment_runs_on_the_server(
             flow_run.state,
             serving.log_tail(),
         )
-
-    scored = pd.read_parquet(output)
-    rows = len(pd.read_csv(csv))
-    assert len(scored) == rows
-    assert scored["row_id"].tolist() == list(range(rows))
-    assert (scored["model_name"] == "tabular-test").all()
-    summary = json.loads(output.with_name(output.name + ".summary.json").read_text())
-    assert summary["rows"] == rows and summary["model_version"] == str(champion["version"])
+    check_scored(output, csv, champion)

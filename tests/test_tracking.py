@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import tracking
+from pipelines import servables, tracking
 from pipelines.promote import decide
 
 
@@ -110,3 +111,17 @@ def test_mlflow_folder_holds_no_python_package():
     folder = Path(tracking.PROJECT_ROOT / "mlflow")
     assert not (folder / "__init__.py").exists()
     assert mlflow.__file__.endswith("site-packages/mlflow/__init__.py")
+
+
+@pytest.mark.parametrize("kind", sorted(servables.SERVABLES))
+def test_each_servable_kind_has_an_entry_file_that_leaves_mlflow_to_the_base(kind):
+    servable = servables.SERVABLES[kind]
+    entry = tracking.PROJECT_ROOT / "anomaly" / servable.entry
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(entry.read_text()))
+        if isinstance(node, ast.ImportFrom)
+    }
+    assert "anomaly.pyfunc_base" in imported and not any("mlflow" in m for m in imported)
+    assert not any(isinstance(n, ast.Import) for n in ast.walk(ast.parse(entry.read_text())))
+    assert servables.model_requirements(servable.requirements)  # a key of MODEL_PACKAGES

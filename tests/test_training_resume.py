@@ -19,7 +19,7 @@ import torch
 from resumes import Crash, assert_same_weights, damage, epoch_metrics, kill_after_checkpoint
 from servers import child_env
 
-from generative.checkpoints import TRAINER_STATE_FILE, checkpoint_folders
+from generative.checkpoints import TRAINER_STATE_FILE, checkpoint_folders, write_checkpoint
 from generative.checksums import CorruptFileError
 from generative.distributed import World
 from generative.training import EarlyStopping, Trainer, TrainerConfig
@@ -57,6 +57,22 @@ def test_resume_after_a_crash_is_bitwise_the_uninterrupted_run(tmp_path):
     assert resumed_stopper.best_epoch == stopper.best_epoch
     assert_same_weights(resumed_model, reference)
     assert [p.name for p in checkpoint_folders(tmp_path)] == ["epoch_0004", "epoch_0005"]
+
+
+def test_a_checkpoint_in_the_layout_before_the_common_loop_still_resumes(tmp_path):
+    """Checkpoints written before `Trainer` ran on `generative.loop` named three things
+    otherwise (`should_stop`, `optimizer`, `rng.generator`); they resume exactly."""
+    reference = new_model()
+    expected = Trainer(reference, config(epochs=4)).fit(TRAIN, VAL)
+    Trainer(new_model(), config(epochs=2), checkpoint_dir=tmp_path).fit(TRAIN, VAL)
+    folder = tmp_path / "epoch_0002"
+    state = torch.load(folder / TRAINER_STATE_FILE, weights_only=True)
+    state["should_stop"], state["optimizer"] = state.pop("stopped"), state.pop("optimizers")[0]
+    state["rng"]["generator"] = state["rng"].pop("batches")
+    write_checkpoint(folder, state)  # with its checksum, as the earlier trainer wrote it
+    resumed = new_model()
+    assert Trainer(resumed, config(epochs=4), checkpoint_dir=tmp_path).fit(TRAIN, VAL) == expected
+    assert_same_weights(resumed, reference)
 
 
 def test_a_world_run_resumes_its_shared_noise_stream_bitwise(tmp_path):

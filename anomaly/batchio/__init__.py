@@ -1,6 +1,8 @@
 """Bounded-memory input and atomic Parquet output for batch scoring.
 
-A batch job reads its input in three steps, none of which holds the whole input in memory:
+Each input format (`anomaly.formats`) does the reading; this module picks the format of a path
+and checks the requests. A batch job reads its input in three steps, none of which holds the
+whole input in memory:
 
 1. `open_source` learns the row count and row shape from metadata only: the Parquet footer, the
    .npy header of the npz member `X.npy`, the header line of a CSV plus a streaming count of its
@@ -39,18 +41,12 @@ import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 
-from anomaly.batchio import csvfiles, imagefiles, npzfiles, parquetfiles
 from anomaly.batchio.badrows import BAD_ROW_POLICIES, apply_policy, check_policy
-from anomaly.batchio.base import (
-    BadRow,
-    BatchSource,
-    Chunk,
-    Partition,
-    check_columns,
-    reject_columns,
-)
 from anomaly.batchio.writer import AtomicParquetWriter
-from anomaly.data.readers import DatasetFormatError, DatasetNotFoundError, to_path
+from anomaly.formats import FILE_FORMATS, column_format_labels, format_for, input_format
+from anomaly.formats.base import BadRow, BatchSource, Chunk, InputFormat, Partition
+from anomaly.formats.dataset import DatasetFormatError, DatasetNotFoundError, to_path
+from anomaly.validation import missing_columns_message
 
 __all__ = [
     "BAD_ROW_POLICIES",
@@ -60,13 +56,12 @@ __all__ = [
     "Chunk",
     "Partition",
     "check_policy",
+    "input_format",
     "iter_chunks",
     "open_source",
     "plan_partitions",
     "with_columns",
 ]
-
-FILE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".npz": "npz"}
 
 
 def open_source(
@@ -84,31 +79,24 @@ def open_source(
         raise DatasetNotFoundError(f"No such file or folder: {path}")
     if path.is_dir() and path.suffix.lower() in FILE_FORMATS:
         raise DatasetFormatError(f"{path}: a folder, not a {path.suffix} file.")
-    fmt = "images" if path.is_dir() else FILE_FORMATS.get(path.suffix.lower())
+    fmt = format_for(path)
     if fmt is None:
         raise DatasetFormatError(
             f"{path}: unsupported input format {path.suffix!r}; supported: "
             f"{', '.join(FILE_FORMATS)} files or a folder of PNG/JPEG images."
         )
-    reject_columns(fmt, columns, path)
-    openers = {
-        "csv": csvfiles.open_csv,
-        "parquet": parquetfiles.open_parquet,
-        "npz": npzfiles.open_npz,
-        "images": imagefiles.open_images,
-    }
-    source = openers[fmt](path)
+    _reject_columns(fmt, columns, path)
+    source = fmt.open(path)
     return source if columns is None else with_columns(source, columns)
 
 
 def with_columns(source: BatchSource, columns: Sequence[str]) -> BatchSource:
     """An opened CSV/Parquet source narrowed to the feature `columns` a model needs: they must
     exist (and be numeric in Parquet); `row_shape` counts them and `iter_chunks` reads them."""
-    reject_columns(source.format, columns, source.path)
-    selected = check_columns(source, columns)
-    if source.format == "parquet":
-        with parquetfiles.parquet_file(source.path) as parquet:
-            parquetfiles.check_parquet_types(parquet, source.path, selected)
+    fmt = input_format(source)
+    _reject_columns(fmt, columns, source.path)
+    selected = _check_columns(source, columns)
+    fmt.check_columns(source, selected)
     return dataclasses.replace(source, row_shape=(len(selected),), feature_columns=selected)
 
 
@@ -127,15 +115,7 @@ def plan_partitions(source: BatchSource, rows_per_partition: int) -> list[Partit
         (lo, min(lo + rows_per_partition, source.n_rows))
         for lo in range(0, source.n_rows, rows_per_partition)
     ]
-    if source.format != "csv" or not ranges:
-        return [Partition(i, lo, hi) for i, (lo, hi) in enumerate(ranges)]
-    data_start = csvfiles.csv_header(source.path)[1]
-    ends = csvfiles.csv_row_offsets(source, data_start, [hi for _, hi in ranges])
-    starts = [data_start, *ends[:-1]]
-    return [
-        Partition(i, lo, hi, byte_lo, byte_hi)
-        for i, ((lo, hi), byte_lo, byte_hi) in enumerate(zip(ranges, starts, ends, strict=True))
-    ]
+    return input_format(source).partitions(source, ranges)
 
 
 def iter_chunks(
@@ -157,20 +137,45 @@ def iter_chunks(
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
     check_policy(bad_rows)
-    reject_columns(source.format, columns, source.path)
-    start, stop = 0, source.n_rows
+    fmt = input_format(source)
+    _reject_columns(fmt, columns, source.path)
     if partition is not None:
         start, stop = partition.start, partition.stop
         if not 0 <= start <= stop <= source.n_rows:
             raise ValueError(f"partition rows [{start}, {stop}) outside [0, {source.n_rows})")
-    if source.format in ("npz", "images"):
-        reader = npzfiles.npz_chunks if source.format == "npz" else imagefiles.image_chunks
-        chunks, selected = reader(source, start, stop, chunk_rows), []
-    else:
+    selected: list[str] = []
+    if fmt.has_column_names:
         default = source.feature_columns or source.columns or []
-        selected = check_columns(source, default if columns is None else columns)
-        if source.format == "csv":
-            chunks = csvfiles.csv_chunks(source, partition, stop, chunk_rows, selected)
-        else:
-            chunks = parquetfiles.parquet_chunks(source, start, stop, chunk_rows, selected)
+        selected = _check_columns(source, default if columns is None else columns)
+    chunks = fmt.chunks(source, partition, chunk_rows, selected)
     return (apply_policy(chunk, selected, source.path, bad_rows) for chunk in chunks)
+
+
+def _reject_columns(fmt: InputFormat, columns: Sequence[str] | None, path: os.PathLike) -> None:
+    if columns is not None and not fmt.has_column_names:
+        raise ValueError(
+            f"{path}: columns apply to {column_format_labels()} inputs only, not to {fmt.name}"
+        )
+    if isinstance(columns, str):
+        raise ValueError(f"columns must be a sequence of names, not the string {columns!r}")
+
+
+def _check_columns(source: BatchSource, columns: Sequence[str]) -> list[str]:
+    selected = list(columns)
+    if not selected:
+        raise ValueError(f"{source.path}: no columns selected")
+    have = source.columns or []
+    if not set(selected) <= set(have):
+        message = missing_columns_message(selected, have, source="file")
+        raise DatasetFormatError(f"{source.path}: {message}{_delimiter_hint(have)}.")
+    return selected
+
+
+def _delimiter_hint(names: list[str]) -> str:
+    """A hint when a CSV header read as one column holds another delimiter."""
+    if len(names) != 1:
+        return ""
+    for delimiter, label in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        if delimiter in names[0]:
+            return f"; the header looks {label}-separated, but genad reads comma-separated CSV"
+    return ""

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.batchio.base import BadRow, Chunk
-from anomaly.data.readers import DatasetFormatError
+from anomaly.formats.base import BadRow, Chunk
+from anomaly.formats.dataset import DatasetFormatError
 
 BAD_ROW_POLICIES = ("fail", "skip")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -63,6 +63,7 @@ def value_problems(
 
 
 def column_name(j: int, columns: list[str]) -> str:
+    """The name of column j: from `columns`, else X[j] (e.g. a pixel of an image row)."""
     return columns[j] if j < len(columns) else f"X[{j}]"
 
 
@@ -98,6 +99,7 @@ def apply_policy(chunk: Chunk, columns: list[str], path: Path, bad_rows: str) ->
 
 
 def columns_order(column: str | None, columns: list[str]) -> int:
+    """Where a bad row's column sorts: by its place in `columns`; whole-row problems first."""
     return columns.index(column) if column in columns else -1
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from anomaly.data.readers import to_path
+from anomaly.formats.dataset import to_path
 
 
 class AtomicParquetWriter:

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 
 from generative.configs import JsonConfig
+from generative.gan.losses import GAN_LOSSES  # names live with their definitions
+from generative.gan.networks import ARCHITECTURES, check_dcgan_shape
 
 
 @dataclass(frozen=True)
@@ -41,15 +43,12 @@ class GANConfig(JsonConfig):
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
         if len(self.data_shape) not in (1, 3) or min(self.data_shape) < 1:
             raise ValueError(f"data_shape must be (D,) or (C, H, W), got {self.data_shape}")
-        from generative.gan.losses import GAN_LOSSES  # names live with their definitions
-        from generative.gan.networks import ARCHITECTURES
-
         if self.architecture not in ARCHITECTURES:
             raise ValueError(
                 f"architecture must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}"
             )
         if self.architecture == "dcgan":
-            _check_dcgan_shape(self.data_shape)
+            check_dcgan_shape(self.data_shape)
         if self.latent_dim < 1 or self.base_channels < 1 or self.num_classes < 0:
             raise ValueError("latent_dim and base_channels must be >= 1, num_classes >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -66,20 +65,3 @@ class GANConfig(JsonConfig):
     def is_image(self) -> bool:
         """True for (C, H, W) data."""
         return len(self.data_shape) == 3
-
-
-def dcgan_start_size(size: int) -> int:
-    """The side of DCGAN's first feature map: `size` halved until it is 4 or 7."""
-    while size > 7 and size % 2 == 0:
-        size //= 2
-    return size
-
-
-def _check_dcgan_shape(shape: tuple[int, ...]) -> None:
-    if len(shape) != 3 or shape[1] != shape[2]:
-        raise ValueError(f"the dcgan architecture needs square (C, H, W) images, got {shape}")
-    if dcgan_start_size(shape[1]) not in (4, 7) or shape[1] < 8:
-        raise ValueError(
-            f"the dcgan architecture needs a side of 4 or 7 times a power of two (>= 8), "
-            f"got {shape[1]}"
-        )

@@ -8,12 +8,46 @@ Generators end in tanh for images (data scaled to [-1, 1]) and are linear for ta
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generative.gan.config import GANConfig, dcgan_start_size
+
+class NetworkSpec(Protocol):
+    """What the nets read of a configuration (`generative.gan.config.GANConfig` has it)."""
+
+    data_shape: tuple[int, ...]
+    latent_dim: int
+    hidden_dims: tuple[int, ...]
+    base_channels: int
+    num_classes: int
+    architecture: str
+
+    @property
+    def data_dim(self) -> int: ...
+
+    @property
+    def is_image(self) -> bool: ...
+
+
+def dcgan_start_size(size: int) -> int:
+    """The side of DCGAN's first feature map: `size` halved until it is 4 or 7."""
+    while size > 7 and size % 2 == 0:
+        size //= 2
+    return size
+
+
+def check_dcgan_shape(shape: tuple[int, ...]) -> None:
+    """Refuse image shapes the DCGAN nets cannot produce (square, 4 or 7 times 2^k)."""
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ValueError(f"the dcgan architecture needs square (C, H, W) images, got {shape}")
+    if dcgan_start_size(shape[1]) not in (4, 7) or shape[1] < 8:
+        raise ValueError(
+            f"the dcgan architecture needs a side of 4 or 7 times a power of two (>= 8), "
+            f"got {shape[1]}"
+        )
 
 
 def _one_hot(labels: torch.Tensor | None, num_classes: int, like: torch.Tensor) -> torch.Tensor:
@@ -49,7 +83,7 @@ class Projection(nn.Module):
 class MLPGenerator(nn.Module):
     """z (+ one-hot y) -> hidden layers (ReLU) -> data."""
 
-    def __init__(self, config: GANConfig) -> None:
+    def __init__(self, config: NetworkSpec) -> None:
         super().__init__()
         self.config = config
         widths = (config.latent_dim + config.num_classes, *config.hidden_dims)
@@ -68,7 +102,7 @@ class MLPGenerator(nn.Module):
 class MLPDiscriminator(nn.Module):
     """x -> hidden layers (LeakyReLU 0.2) -> one value (logit or critic)."""
 
-    def __init__(self, config: GANConfig) -> None:
+    def __init__(self, config: NetworkSpec) -> None:
         super().__init__()
         widths = (config.data_dim, *reversed(config.hidden_dims))
         layers: list[nn.Module] = []
@@ -81,7 +115,7 @@ class MLPDiscriminator(nn.Module):
         return self.head(self.body(x.flatten(1)), labels)
 
 
-def _upsamplings(config: GANConfig) -> int:
+def _upsamplings(config: NetworkSpec) -> int:
     side = config.data_shape[1]
     return int(round(math.log2(side / dcgan_start_size(side))))
 
@@ -91,7 +125,7 @@ class DCGANGenerator(nn.Module):
     transposed convs doubling the side and halving the channels -> tanh image. Batch norm and
     ReLU after every layer but the last."""
 
-    def __init__(self, config: GANConfig) -> None:
+    def __init__(self, config: NetworkSpec) -> None:
         super().__init__()
         self.config = config
         n_up, base = _upsamplings(config), config.base_channels
@@ -118,7 +152,7 @@ class DCGANDiscriminator(nn.Module):
     one linear read-out of the flattened map (plus the class projection). The norm is batch
     norm, or a per-sample layer norm when the loss has a gradient penalty."""
 
-    def __init__(self, config: GANConfig, *, per_sample_norm: bool) -> None:
+    def __init__(self, config: NetworkSpec, *, per_sample_norm: bool) -> None:
         super().__init__()
         n_down, base = _upsamplings(config), config.base_channels
         channels = [config.data_shape[0]] + [base * 2**i for i in range(n_down)]
@@ -148,11 +182,11 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
-def _mlp_pair(config: GANConfig, per_sample_norm: bool) -> tuple[nn.Module, nn.Module]:
+def _mlp_pair(config: NetworkSpec, per_sample_norm: bool) -> tuple[nn.Module, nn.Module]:
     return MLPGenerator(config), MLPDiscriminator(config)
 
 
-def _dcgan_pair(config: GANConfig, per_sample_norm: bool) -> tuple[nn.Module, nn.Module]:
+def _dcgan_pair(config: NetworkSpec, per_sample_norm: bool) -> tuple[nn.Module, nn.Module]:
     pair = DCGANGenerator(config), DCGANDiscriminator(config, per_sample_norm=per_sample_norm)
     for net in pair:
         dcgan_init(net)
@@ -163,6 +197,6 @@ def _dcgan_pair(config: GANConfig, per_sample_norm: bool) -> tuple[nn.Module, nn
 ARCHITECTURES = {"mlp": _mlp_pair, "dcgan": _dcgan_pair}
 
 
-def build_networks(config: GANConfig, *, per_sample_norm: bool) -> tuple[nn.Module, nn.Module]:
+def build_networks(config: NetworkSpec, *, per_sample_norm: bool) -> tuple[nn.Module, nn.Module]:
     """(G, D) for the configured architecture."""
     return ARCHITECTURES[config.architecture](config, per_sample_norm)

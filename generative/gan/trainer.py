@@ -1,5 +1,7 @@
 """The seed's Algorithm 1: k discriminator steps per generator step, each net with its own
 optimizer, minibatches drawn by a seeded permutation of the real data on the training device.
+`GANTrainer` supplies these steps to the one training loop (`generative.loop`), which owns the
+epochs, the budget, the non-finite guard, the callbacks, the checkpoints and resume.
 
 Each D step takes a fresh real minibatch and fresh z; after every k-th D step G takes one step
 on fresh z. One epoch is one pass of D over the real rows. On CUDA the forward passes run under
@@ -25,8 +27,7 @@ the resume.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,59 +35,44 @@ from typing import Any
 import torch
 from torch import nn
 
-from generative.checkpoints import (
-    callback_keys,
-    latest_checkpoint,
-    read_resumable,
-    run_fingerprint,
-    write_epoch_checkpoint,
-)
+from generative.checkpoints import run_fingerprint
 from generative.configs import JsonConfig
 from generative.distributed import World
 from generative.gan.losses import clip_weights, gradient_penalty
 from generative.gan.model import GAN
-from generative.training import AUTOCAST_MODES, CLOCKS, Callback, autocast, resolve_device
+from generative.loop import (
+    CLOCKS,
+    Callback,
+    LoopTrainer,
+    TrainingDivergedError,
+    autocast,
+    check_runtime,
+    resolve_device,
+)
+
+__all__ = [
+    "OPTIMIZERS",
+    "GANTrainer",
+    "GANTrainerConfig",
+    "TrainingDivergedError",
+    "check_two_player",
+]
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": lambda params, lr, betas: torch.optim.Adam(params, lr=lr, betas=betas),
     "rmsprop": lambda params, lr, betas: torch.optim.RMSprop(params, lr=lr),
     "sgd": lambda params, lr, betas: torch.optim.SGD(params, lr=lr, momentum=betas[0]),
 }
-CHECK_EVERY = 25  # steps between finiteness checks (each is a device sync)
 
 
-class TrainingDivergedError(RuntimeError):
-    """A loss became NaN or infinite; the model holds the last finite epoch's weights."""
-
-
-def run_guarded_epochs(
-    trainer: Any,
-    train_epoch: Callable[[], dict[str, float] | None],
-    divergence_message: Callable[[int], str],
-    budget_spent: Callable[[], bool],
-    *,
-    first_epoch: int = 0,
-    after_epoch: Callable[[int], None] | None = None,
-) -> None:
-    """Run epochs `first_epoch` .. `trainer.config.epochs - 1` of `train_epoch` (None means a
-    loss became NaN or infinite). Each finite epoch's logs go to `trainer.history` and the
-    callbacks, then `after_epoch(epoch)` runs (a checkpoint); a diverged epoch puts
-    `trainer.model` back to the end of the last finite one and raises TrainingDivergedError
-    with `divergence_message(epoch)`. Ends early on `trainer.should_stop` or `budget_spent()`."""
-    last_good = copy.deepcopy(trainer.model.state_dict())
-    for epoch in range(first_epoch, trainer.config.epochs):
-        logs = train_epoch()
-        if logs is None:
-            trainer.model.load_state_dict(last_good)
-            raise TrainingDivergedError(divergence_message(epoch))
-        last_good = copy.deepcopy(trainer.model.state_dict())
-        trainer.history.append(logs)
-        for callback in trainer.callbacks:
-            callback.on_epoch_end(trainer, epoch, logs)
-        if after_epoch is not None:
-            after_epoch(epoch)
-        if trainer.should_stop or budget_spent():
-            return
+def check_two_player(config: Any) -> None:
+    """The checks (and the betas' normalisation to a float tuple) of a frozen config dataclass
+    with `epochs`, `batch_size`, `lr_generator`, `lr_discriminator` and `betas`."""
+    object.__setattr__(config, "betas", tuple(float(b) for b in config.betas))
+    if config.epochs < 1 or config.batch_size < 1:
+        raise ValueError("epochs and batch_size must be >= 1")
+    if config.lr_generator <= 0 or config.lr_discriminator <= 0:
+        raise ValueError("learning rates must be > 0")
 
 
 @dataclass(frozen=True)
@@ -117,31 +103,28 @@ class GANTrainerConfig(JsonConfig):
     autocast: str = "auto"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
-        if self.lr_generator <= 0 or self.lr_discriminator <= 0:
-            raise ValueError("learning rates must be > 0")
+        check_two_player(self)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
             )
         if self.n_critic is not None and self.n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {self.n_critic}")
-        if self.autocast not in AUTOCAST_MODES:
-            raise ValueError(f"autocast must be one of {AUTOCAST_MODES}, got {self.autocast!r}")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
-        if self.clock not in CLOCKS:
-            raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {self.clock!r}")
+        check_runtime(self.autocast, self.clock, self.max_seconds)
 
 
-class GANTrainer:
+class GANTrainer(LoopTrainer):
     """Trains a `GAN` on in-memory data (images in [0, 1] or standardised table rows).
 
     `checkpoint_dir`: write a checkpoint after every epoch and resume from the latest one there.
     `world`: train data-parallel across torchrun's processes (`generative.distributed`).
     """
+
+    generator_steps: int
+    discriminator_steps: int
+    counters = ("generator_steps", "discriminator_steps")
+    loss_name = "a GAN loss"
+    divergence_advice = "Lower the learning rates or use a gradient-penalty loss."
 
     def __init__(
         self,
@@ -152,20 +135,11 @@ class GANTrainer:
         checkpoint_dir: str | Path | None = None,
         world: World | None = None,
     ) -> None:
-        self.model = model
-        self.config = config
-        self.callbacks = list(callbacks)
-        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.resumed_from: Path | None = None
-        self.world = world or World(device=resolve_device(config.device))
-        self.device = self.world.device
+        world = world or World(device=resolve_device(config.device))
+        super().__init__(model, config, callbacks, checkpoint_dir=checkpoint_dir, world=world)
         self.generator_net: nn.Module = model.generator  # DDP-wrapped by fit when distributed
         self.discriminator_net: nn.Module = model.discriminator
         self.n_critic = config.n_critic or model.loss.n_critic
-        self.history: list[dict[str, float]] = []
-        self.should_stop = False
-        self.generator_steps = 0
-        self.discriminator_steps = 0
 
     def _autocast(self) -> torch.autocast:
         return autocast(self.config.autocast, self.device)
@@ -196,7 +170,7 @@ class GANTrainer:
         if self.model.loss.penalty_weight > 0:
             raise ValueError("gradient-penalty losses train in a single process only")
 
-    def _wrap_networks(self) -> None:
+    def prepare_networks(self) -> None:
         """G and D as the training steps call them: each in DDP when distributed."""
         if self.world.distributed and self.device.type == "cuda":
             for net in (self.model.generator, self.model.discriminator):
@@ -208,11 +182,11 @@ class GANTrainer:
         """This rank's share of `global_rows` latents drawn from the shared generator."""
         return self.world.shard(self.model.sample_latent(global_rows, generator=self.rng))
 
-    def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
         build, betas = OPTIMIZERS[self.config.optimizer], self.config.betas
         g = build(self.model.generator.parameters(), self.config.lr_generator, betas)
         d = build(self.model.discriminator.parameters(), self.config.lr_discriminator, betas)
-        return g, d
+        return [g, d]
 
     def fit(
         self,
@@ -232,125 +206,43 @@ class GANTrainer:
         self.fingerprint = (
             run_fingerprint(self.model, self.config, data, labels) if resuming else {}
         )
-        data, labels = self._prepare(data, labels)
+        self.data, self.labels = self._prepare(data, labels)
         self.optimizers = self._optimizers()
-        for callback in self.callbacks:
-            callback.on_train_begin(self)
-        first_epoch = self._restore(resume_from)
-        self._wrap_networks()  # after restoring: DDP broadcasts rank 0's weights
-        try:
-            if not self.should_stop:  # a resumed run that had ended stays ended
-                self._run_epochs(data, labels, *self.optimizers, first_epoch)
-        finally:  # progress bars close and loggers flush on a divergence too
-            for callback in self.callbacks:
-                callback.on_train_end(self)
-        self.model.eval()
-        return self.history
+        return self.run(resume_from)
 
-    def _run_epochs(self, data, labels, opt_g, opt_d, first_epoch: int) -> None:
-        run_guarded_epochs(
-            self,
-            lambda: self._train_epoch(data, labels, opt_g, opt_d),
-            self._divergence_message,
-            self._budget_spent,
-            first_epoch=first_epoch,
-            after_epoch=self._save_checkpoint,
-        )
-
-    # --- checkpoints -----------------------------------------------------------------------
-    def _save_checkpoint(self, epoch: int) -> None:
-        """The state after `epoch` (0-based) as checkpoint `epoch_<epoch + 1>`."""
-        if self.checkpoint_dir is None or not self.world.is_main:
-            return
-        rng = {"torch": torch.get_rng_state(), "batches": self.rng.get_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        state = {
-            "epoch": epoch + 1,
-            "generator_steps": self.generator_steps,
-            "discriminator_steps": self.discriminator_steps,
-            "stopped": self.should_stop or self._budget_spent(),
-            "history": self.history,
-            "model": {name: t.detach().cpu() for name, t in self.model.state_dict().items()},
-            "optimizers": [optimizer.state_dict() for optimizer in self.optimizers],
-            "rng": rng,
-            "callbacks": {key: cb.state_dict() for key, cb in callback_keys(self.callbacks)},
-            "fingerprint": self.fingerprint,
-        }
-        write_epoch_checkpoint(self.checkpoint_dir, epoch + 1, state)
-
-    def _restore(self, resume_from: str | Path | None) -> int:
-        """Load the checkpoint (if any); returns the number of epochs it had completed."""
-        folder = Path(resume_from) if resume_from is not None else None
-        folder = folder or latest_checkpoint(self.checkpoint_dir)
-        if folder is None:
-            return 0
-        state = read_resumable(folder, self.fingerprint)
-        self.model.load_state_dict(state["model"])
-        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
-            optimizer.load_state_dict(saved)
-        torch.set_rng_state(state["rng"]["torch"])
-        self.rng.set_state(state["rng"]["batches"])
-        if self.device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-        self.generator_steps = int(state["generator_steps"])
-        self.discriminator_steps = int(state["discriminator_steps"])
-        self.should_stop = bool(state["stopped"])
-        self.history = list(state["history"])
-        for key, callback in callback_keys(self.callbacks):
-            if key in state["callbacks"]:
-                callback.load_state_dict(state["callbacks"][key])
-        self.resumed_from = folder
-        return int(state["epoch"])
-
-    def _divergence_message(self, epoch: int) -> str:
-        restored = "its initial weights" if epoch == 0 else f"the end of epoch {epoch}"
-        return (
-            f"a GAN loss became NaN or infinite in epoch {epoch + 1} (by generator step "
-            f"{self.generator_steps}); training stopped and the model was restored to "
-            f"{restored}, the last good checkpoint. Lower the learning rates or use a "
-            "gradient-penalty loss."
-        )
-
-    def _budget_spent(self) -> bool:
+    # --- the loop's hooks ------------------------------------------------------------------
+    def budget_spent(self) -> bool:
         """The G-step cap or the time budget is used up (a clock read: no device sync)."""
-        cap, seconds = self.config.max_generator_steps, self.config.max_seconds
-        if cap is not None and self.generator_steps >= cap:
-            return True
-        return seconds is not None and CLOCKS[self.config.clock]() - self.started >= seconds
+        cap = self.config.max_generator_steps
+        return (cap is not None and self.generator_steps >= cap) or super().budget_spent()
 
-    def _train_epoch(self, data, labels, opt_g, opt_d) -> dict[str, float] | None:
+    def batches(self, epoch: int) -> Iterator[torch.Tensor]:
+        """The global batches' row indices of a seeded permutation."""
         self.model.train()
-        order = torch.randperm(len(data), generator=self.rng, device=self.device)
-        totals = torch.zeros(3, device=self.device)  # d_loss, g_loss, gp sums
-        counts = [0, 0]
-        for index in order.split(self.config.batch_size):
-            rows = self.world.shard(index)
-            share = len(rows) / len(index)  # this rank's part of the global batch mean
-            real_labels = None if labels is None else labels[rows]
-            d_loss, penalty = self.discriminator_step(data[rows], real_labels, opt_d, len(index))
-            totals[0] += share * d_loss
-            totals[2] += share * penalty
-            counts[0] += 1
-            if self.discriminator_steps % self.n_critic == 0:
-                totals[1] += share * self.generator_step(len(index), real_labels, opt_g)
-                counts[1] += 1
-                if self._budget_spent():
-                    break
-            if counts[0] % CHECK_EVERY == 0 and not self._finite(totals):
-                return None
-        totals = self.world.all_reduce_sum(totals)
-        if not torch.isfinite(totals).all():
-            return None
-        sums = totals.tolist()
-        logs = {"d_loss": sums[0] / counts[0], "g_loss": sums[1] / max(counts[1], 1)}
-        if self.model.loss.penalty_weight > 0:
-            logs["gradient_penalty"] = sums[2] / counts[0]
-        return logs
+        self.epoch_generator_steps = 0
+        order = torch.randperm(len(self.data), generator=self.rng, device=self.device)
+        yield from order.split(self.config.batch_size)
 
-    def _finite(self, totals: torch.Tensor) -> bool:
-        """Whether the loss sums are finite on every rank (all ranks then agree to stop)."""
-        return self.world.all_true(bool(torch.isfinite(totals).all()))
+    def train_step(self, index: torch.Tensor) -> torch.Tensor:
+        """One D step on this rank's rows of the global batch `index`, then a G step after
+        every n_critic-th; returns the (d_loss, g_loss, penalty) sums' increments."""
+        opt_g, opt_d = self.optimizers
+        rows = self.world.shard(index)
+        share = len(rows) / len(index)  # this rank's part of the global batch mean
+        real_labels = None if self.labels is None else self.labels[rows]
+        d_loss, penalty = self.discriminator_step(self.data[rows], real_labels, opt_d, len(index))
+        g_loss = torch.zeros((), device=self.device)
+        if self.discriminator_steps % self.n_critic == 0:
+            g_loss = self.generator_step(len(index), real_labels, opt_g)
+            self.epoch_generator_steps += 1
+        return torch.stack([share * d_loss, share * g_loss, share * penalty])
+
+    def epoch_logs(self, sums: list[float], count: int) -> dict[str, float]:
+        """Mean D and G losses (and the gradient penalty when the loss has one)."""
+        logs = {"d_loss": sums[0] / count, "g_loss": sums[1] / max(self.epoch_generator_steps, 1)}
+        if self.model.loss.penalty_weight > 0:
+            logs["gradient_penalty"] = sums[2] / count
+        return logs
 
     def discriminator_step(
         self,

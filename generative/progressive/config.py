@@ -41,6 +41,13 @@ class ProgressiveImageConfig(JsonConfig):
     channel_base: int
     max_channels: int
 
+    def __post_init__(self) -> None:
+        """Store data_shape as a tuple of ints and run the checks every progressive family
+        shares (a subclass with more fields calls this first, then checks its own)."""
+        object.__setattr__(self, "data_shape", tuple(int(s) for s in self.data_shape))
+        check_progressive_shape(self.data_shape)
+        check_common(self)
+
     @property
     def num_classes(self) -> int:
         """Progressive nets here are unconditional."""
@@ -88,11 +95,6 @@ class ProGANConfig(ProgressiveImageConfig):
     drift: float = 1e-3
     ema_decay: float = 0.999
     minibatch_group: int = 4
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "data_shape", tuple(int(s) for s in self.data_shape))
-        check_progressive_shape(self.data_shape)
-        check_common(self)
 
 
 def check_common(config: ProgressiveImageConfig) -> None:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from generative.distributed import active_batch
+
 LEAKY_SLOPE = 0.2
 
 
@@ -74,7 +76,11 @@ class PixelNorm(nn.Module):
 class MinibatchStdDev(nn.Module):
     """Appends one feature map: the standard deviation of each feature and pixel over a group
     of `group_size` samples (the whole batch when smaller), averaged over features and pixels,
-    so D can see how varied a batch is (a collapsed G gives a small value)."""
+    so D can see how varied a batch is (a collapsed G gives a small value).
+
+    Inside a `generative.distributed.global_batch` block the groups are those of the global
+    batch: every rank's features are gathered (with their gradients) and this rank keeps the
+    statistics of its rows, as one process with the whole batch would compute them."""
 
     def __init__(self, group_size: int = 4, eps: float = 1e-8) -> None:
         super().__init__()
@@ -82,6 +88,13 @@ class MinibatchStdDev(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = active_batch()
+        stat = self.statistics(x if batch is None else batch.gather(x))
+        stat = stat if batch is None else batch.shard(stat)
+        return torch.cat([x, stat.to(x.dtype)], dim=1)
+
+    def statistics(self, x: torch.Tensor) -> torch.Tensor:
+        """The extra feature map (N, 1, H, W) of a batch x (N, C, H, W): its group's value."""
         n, c, h, w = x.shape
         group = min(self.group_size, n)
         if n % group:
@@ -89,8 +102,7 @@ class MinibatchStdDev(nn.Module):
         grouped = x.reshape(group, n // group, c, h, w)  # sample i is in group i % (n // group)
         std = (grouped.var(dim=0, unbiased=False) + self.eps).sqrt()  # (n/g, c, h, w)
         stat = std.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1)  # one number per group
-        stat = stat.repeat(group, 1, h, w)
-        return torch.cat([x, stat.to(x.dtype)], dim=1)
+        return stat.repeat(group, 1, h, w)
 
 
 def upsample(x: torch.Tensor) -> torch.Tensor:

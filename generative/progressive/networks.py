@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from generative.progressive.config import ProGANConfig
+from generative.progressive.config import ProGANConfig, ProgressiveImageConfig
 from generative.progressive.layers import (
     EqualizedConv2d,
     EqualizedLinear,
@@ -31,6 +31,15 @@ def check_stage(stage: int, alpha: float, stages: int) -> None:
         raise ValueError(f"stage must be in [0, {stages}), got {stage}")
     if not 0.0 <= alpha <= 1.0 or (stage == 0 and alpha < 1.0):
         raise ValueError(f"alpha must be in [0, 1] (1 at stage 0), got {alpha} at stage {stage}")
+
+
+def to_rgb_layers(config: ProgressiveImageConfig) -> nn.ModuleList:
+    """A generator's toRGB per resolution, 4 first: a linear 1x1 equalised convolution from
+    that stage's feature maps to the image's channels."""
+    colour = config.data_shape[0]
+    return nn.ModuleList(
+        EqualizedConv2d(config.channels(r), colour, 1, gain=1.0) for r in config.resolutions
+    )
 
 
 class ConvBlock(nn.Module):
@@ -64,10 +73,7 @@ class ProGANGenerator(nn.Module):
             ConvBlock(config.channels(r // 2), config.channels(r), pixel_norm=True)
             for r in resolutions[1:]
         )
-        colour = config.data_shape[0]
-        self.to_rgb = nn.ModuleList(
-            EqualizedConv2d(config.channels(r), colour, 1, gain=1.0) for r in resolutions
-        )
+        self.to_rgb = to_rgb_layers(config)
 
     @property
     def stages(self) -> int:

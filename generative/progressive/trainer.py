@@ -10,33 +10,55 @@ schedule. Each D step takes a fresh real minibatch (successive seeded permutatio
 z; every `n_critic`-th D step is followed by one G step; D's loss adds the configured GAN loss,
 its gradient penalty and the drift term eps * E D(x)^2.
 
-After each stage the trainer writes a checkpoint (`<checkpoint_dir>/stage_<k>_<r>x<r>`: the
-model's files plus `trainer_state.pt` with both optimizers, the RNG, the batch order and the
-history); `fit(..., resume_from=...)` continues with the next stage exactly where an
-uninterrupted run would be.
+`ProgressiveTrainer` supplies these steps to the one training loop (`generative.loop`), a phase
+of the schedule being the loop's epoch. After each stage it writes a checkpoint
+`<checkpoint_dir>/stage_<k>_<r>x<r>` in the loop's checksummed format: `trainer_state.pt`
+(both optimizers, the RNG, the batch order, the step counter, the history, the callbacks' state
+and a fingerprint of the configuration and the images) next to the model's files, so the folder
+also loads as a model. `fit(..., resume_from=<such a folder>)` continues with the next stage
+exactly where an uninterrupted run would be; the time budget and `stop_after_stage` may differ
+on resume.
+
+With a `generative.distributed.World` of several processes (torchrun) every rank draws the same
+global batch of `batch_size` rows and latents and trains on its share: the forward passes run in
+a `global_batch` block, so D's minibatch-stddev groups and StyleGAN's w average span the global
+batch and the per-row draws (the penalty's mixing weights, StyleGAN's mixing latents and noise
+maps) are made for all its rows; each rank weights its mean losses by `World.loss_weight` and
+the gradients are averaged over the ranks. The run follows the single-process one with the same
+global batch up to float summation order (tests/test_distributed_families.py); rank 0 alone
+writes the checkpoints. A time budget (`max_seconds`) is single-process only.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
-from generative.checksums import record_checksums, verify_checksums
+from generative.checkpoints import TRAINER_STATE_FILE, run_fingerprint, write_checkpoint
 from generative.configs import JsonConfig
-from generative.gan.losses import clip_weights, gradient_penalty
-from generative.gan.trainer import TrainingDivergedError
+from generative.distributed import World, draw_rows, global_batch
+from generative.gan.losses import clip_weights
+from generative.loop import CLOCKS, Callback, LoopTrainer, autocast, check_runtime
 from generative.progressive.layers import downsample, upsample
 from generative.progressive.model import ProgressiveModel
 from generative.progressive.schedule import Phase, build_schedule
-from generative.registry import atomic_directory, write_model_files
-from generative.training import AUTOCAST_MODES, CLOCKS, Callback, autocast, resolve_device
+from generative.registry import write_model_files
 
-TRAINER_STATE_FILE = "trainer_state.pt"
-CHECK_EVERY = 25  # steps between finiteness checks (each is a device sync)
+__all__ = [
+    "TRAINER_STATE_FILE",
+    "BatchOrder",
+    "ProgressiveTrainer",
+    "ProgressiveTrainerConfig",
+    "ema_decay",
+    "image_pyramid",
+]
+# a resumed growth may have another budget: these fields are not part of the fingerprint
+RESUMABLE_CHANGES = ("device", "max_seconds", "clock", "stop_after_stage")
 
 
 @dataclass(frozen=True)
@@ -72,16 +94,19 @@ class ProgressiveTrainerConfig(JsonConfig):
             raise ValueError("fade_images and stable_images must be >= 1")
         if self.final_images is not None and self.final_images < 1:
             raise ValueError(f"final_images must be >= 1, got {self.final_images}")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
-        if self.autocast not in AUTOCAST_MODES:
-            raise ValueError(f"autocast must be one of {AUTOCAST_MODES}, got {self.autocast!r}")
-        if self.clock not in CLOCKS:
-            raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {self.clock!r}")
+        check_runtime(self.autocast, self.clock, self.max_seconds)
 
 
-class ProgressiveTrainer:
-    """Trains a `ProgressiveModel` (ProGAN or StyleGAN) on images in [0, 1]."""
+class ProgressiveTrainer(LoopTrainer):
+    """Trains a `ProgressiveModel` (ProGAN or StyleGAN) on images in [0, 1].
+
+    `checkpoint_dir`: write a checkpoint after every stage. `world`: train data-parallel across
+    torchrun's processes (module docstring; every rank must start from the same weights).
+    """
+
+    checkpoint_kind = "progressive"
+    generator_steps: int
+    counters = ("generator_steps",)
 
     def __init__(
         self,
@@ -90,19 +115,17 @@ class ProgressiveTrainer:
         callbacks: Sequence[Callback] = (),
         *,
         checkpoint_dir: str | Path | None = None,
+        world: World | None = None,
     ) -> None:
-        self.model = model
-        self.config = config
-        self.callbacks = list(callbacks)
-        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.device = resolve_device(config.device)
+        super().__init__(model, config, callbacks, checkpoint_dir=checkpoint_dir, world=world)
         progressive = getattr(model.config, "progressive", True)
         self.schedule: list[Phase] = build_schedule(model.stages, config, progressive)
-        self.history: list[dict[str, float]] = []
-        self.phase_index = 0
-        self.generator_steps = 0
-        self.should_stop = False
         self.checkpoints: list[Path] = []
+
+    @property
+    def phase_index(self) -> int:
+        """How many phases of the schedule are done."""
+        return len(self.history)
 
     def fit(self, images: torch.Tensor, *, resume_from: str | Path | None = None) -> list[dict]:
         """Train through the schedule (from a checkpoint's next phase when resuming); returns
@@ -110,56 +133,115 @@ class ProgressiveTrainer:
         expected = tuple(self.model.config.data_shape)
         if tuple(images.shape[1:]) != expected:
             raise ValueError(f"images must have shape {expected}, got {tuple(images.shape[1:])}")
+        self._check_world(len(images))
+        if resume_from is not None or self.checkpoint_dir is not None:
+            self.fingerprint = run_fingerprint(
+                self.model, self.config, images, free=RESUMABLE_CHANGES
+            )
         self.model.to(self.device)
         self.pyramid = image_pyramid(self.model.to_model_scale(images.float()), self.model.stages)
         self.pyramid = [level.to(self.device) for level in self.pyramid]
-        self.opt_g, self.opt_d = self._optimizers()
+        self.opt_g, self.opt_d = self.optimizers = self._optimizers()
         self.rng = torch.Generator(device=self.device).manual_seed(self.config.seed)
         self.order = BatchOrder(len(images), self.config.batch_size, self.rng)
-        if resume_from is not None:
-            self._restore(Path(resume_from))
-        for callback in self.callbacks:
-            callback.on_train_begin(self)
-        try:
-            self._run_phases()
-        finally:
-            for callback in self.callbacks:
-                callback.on_train_end(self)
-        self.model.eval()
-        return self.history
+        self.started = CLOCKS[self.config.clock]()
+        return self.run(resume_from)
 
-    def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    def _check_world(self, rows: int) -> None:
+        """Several processes need a batch with a row for each and the same steps everywhere."""
+        if not self.ranks.distributed:
+            return
+        if min(self.config.batch_size, rows) < self.ranks.size:
+            raise ValueError(
+                f"batches of {min(self.config.batch_size, rows)} rows leave a process without "
+                f"rows among {self.ranks.size}: raise batch_size"
+            )
+        if self.config.max_seconds is not None:
+            raise ValueError("max_seconds differs between processes: train a shorter schedule")
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
         lr, betas = self.config.lr, self.config.betas
         g = torch.optim.Adam(self.model.generator.parameters(), lr=lr, betas=betas)
         d = torch.optim.Adam(self.model.discriminator.parameters(), lr=lr, betas=betas)
-        return g, d
+        return [g, d]
 
-    def _run_phases(self) -> None:
-        start = CLOCKS[self.config.clock]()
-        last_good = copy.deepcopy(self.model.state_dict())
-        while self.phase_index < len(self.schedule) and not self.should_stop:
-            phase = self.schedule[self.phase_index]
-            logs = self._train_phase(phase, start)
-            if logs is None:
-                self.model.load_state_dict(last_good)
-                raise TrainingDivergedError(
-                    f"a loss became NaN or infinite at {phase.resolution}x{phase.resolution} "
-                    f"({phase.kind} phase, generator step {self.generator_steps}); the model "
-                    "was restored to the end of the previous phase. Lower the learning rate."
-                )
-            last_good = copy.deepcopy(self.model.state_dict())
-            self.history.append(logs)
-            self.phase_index += 1
-            for callback in self.callbacks:
-                callback.on_epoch_end(self, len(self.history) - 1, logs)
-            if phase.last_of_stage and not logs["stopped_early"]:
-                self._end_stage(phase)
-            if self._out_of_time(start):
-                return
+    # --- the loop's hooks: a phase is an epoch ---------------------------------------------
+    def epoch_count(self) -> int:
+        """The schedule's phases."""
+        return len(self.schedule)
 
-    def _end_stage(self, phase: Phase) -> None:
-        if self.checkpoint_dir is not None:
-            self.checkpoints.append(self.save_checkpoint(self.checkpoint_dir / phase.checkpoint))
+    def checkpoint_to_resume(self, resume_from: str | Path | None) -> Path | None:
+        """Only `resume_from`: a new run into a used checkpoint_dir starts afresh."""
+        return None if resume_from is None else Path(resume_from)
+
+    def ended(self) -> bool:
+        """Never: a resumed growth continues (its budget and stop_after_stage are its own)."""
+        return False
+
+    def family_state(self) -> dict[str, Any]:
+        """The batch order (the permutation and the position in it)."""
+        return {"order": self.order.state()}
+
+    def load_family_state(self, state: dict[str, Any]) -> None:
+        """Continue from `family_state`."""
+        self.order.load_state(state["order"])
+
+    def divergence_message(self, epoch: int) -> str:
+        """Names the phase and the G step."""
+        phase = self.schedule[epoch]
+        return (
+            f"a loss became NaN or infinite at {phase.resolution}x{phase.resolution} "
+            f"({phase.kind} phase, generator step {self.generator_steps}); the model "
+            "was restored to the end of the previous phase. Lower the learning rate."
+        )
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, float]]:
+        """Real minibatches (faded like G at the phase's alpha) until the phase has shown
+        its images."""
+        self.model.train()
+        self.phase = self.schedule[epoch]
+        self.shown, self.phase_steps, self.phase_generator_steps = 0, 0, 0
+        while self.shown < self.phase.images:
+            alpha = self.phase.alpha(self.shown)
+            yield self._real_batch(self.phase.stage, alpha), alpha
+
+    def train_step(self, batch: tuple[torch.Tensor, float]) -> torch.Tensor:
+        """One D step, then a G step after every n_critic-th, on this rank's share of the
+        global batch; returns its share of the (d_loss, g_loss, penalty) sums' increments."""
+        (real, alpha), stage, rows = batch, self.phase.stage, self.order.batch_size
+        d_loss, penalty = self.discriminator_step(real, stage, alpha)
+        self.phase_steps += 1
+        self.shown += rows
+        g_loss = torch.zeros((), device=self.device)
+        if self.phase_steps % self.config.n_critic == 0:
+            g_loss = self.generator_step(rows, stage, alpha)
+            self.phase_generator_steps += 1
+        return torch.stack([d_loss, g_loss, penalty]) * (len(real) / rows)
+
+    def epoch_logs(self, sums: list[float], count: int) -> dict[str, float]:
+        """The phase's mean losses, where it ended (alpha, images) and whether early; the
+        model's progress is set to that point."""
+        phase, shown = self.phase, self.shown
+        self.model.set_progress(phase.stage, phase.alpha(shown))
+        d, g, gp = sums
+        return {
+            "stage": phase.stage, "resolution": phase.resolution, "alpha": phase.alpha(shown),
+            "images": shown, "d_loss": d / count,
+            "g_loss": g / max(self.phase_generator_steps, 1), "gradient_penalty": gp / count,
+            "stopped_early": shown < phase.images,
+        }  # fmt: skip
+
+    def end_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        """At a completed stage's end: its checkpoint, the callbacks' `on_stage_end`, and the
+        stop `stop_after_stage` asks for."""
+        phase = self.schedule[epoch]
+        if not phase.last_of_stage or logs["stopped_early"]:
+            return
+        if self.checkpoint_dir is not None and self.ranks.is_main:
+            folder = self.checkpoint_dir / phase.checkpoint
+            state = self.checkpoint_state(epoch + 1)
+            files = lambda staging: write_model_files(self.model, staging)  # noqa: E731
+            self.checkpoints.append(write_checkpoint(folder, state, files))
         for callback in self.callbacks:
             hook = getattr(callback, "on_stage_end", None)
             if hook is not None:
@@ -167,43 +249,9 @@ class ProgressiveTrainer:
         if self.config.stop_after_stage == phase.stage:
             self.should_stop = True
 
-    def _out_of_time(self, start: float) -> bool:
-        budget = self.config.max_seconds
-        return budget is not None and CLOCKS[self.config.clock]() - start >= budget
-
-    def _train_phase(self, phase: Phase, start: float) -> dict[str, float] | None:
-        self.model.train()
-        totals = torch.zeros(3, device=self.device)  # d_loss, g_loss, gradient penalty
-        counts, shown = [0, 0], 0
-        stopped = False
-        while shown < phase.images:
-            alpha = phase.alpha(shown)
-            real = self._real_batch(phase.stage, alpha)
-            d_loss, penalty = self.discriminator_step(real, phase.stage, alpha)
-            totals[0] += d_loss
-            totals[2] += penalty
-            counts[0] += 1
-            shown += len(real)
-            if counts[0] % self.config.n_critic == 0:
-                totals[1] += self.generator_step(len(real), phase.stage, alpha)
-                counts[1] += 1
-            if counts[0] % CHECK_EVERY == 0 and not torch.isfinite(totals).all():
-                return None
-            if self._out_of_time(start):  # a clock read: no device sync
-                stopped = shown < phase.images
-                break
-        if not torch.isfinite(totals).all():
-            return None
-        self.model.set_progress(phase.stage, phase.alpha(shown))
-        d, g, gp = totals.tolist()
-        return {
-            "stage": phase.stage, "resolution": phase.resolution, "alpha": phase.alpha(shown),
-            "images": shown, "d_loss": d / counts[0], "g_loss": g / max(counts[1], 1),
-            "gradient_penalty": gp / counts[0], "stopped_early": stopped,
-        }  # fmt: skip
-
     def _real_batch(self, stage: int, alpha: float) -> torch.Tensor:
-        real = self.pyramid[stage][self.order.next()]
+        """This rank's share of the next global batch of real images at `stage`."""
+        real = self.pyramid[stage][self.ranks.shard(self.order.next())]
         if alpha < 1.0:  # the real images fade like G's: from the half-resolution version
             real = torch.lerp(upsample(downsample(real)), real, alpha)
         return real
@@ -211,10 +259,11 @@ class ProgressiveTrainer:
     def discriminator_step(
         self, real: torch.Tensor, stage: int, alpha: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One D update; returns (its loss, the gradient penalty)."""
-        model, loss = self.model, self.model.loss
-        z = model.sample_latent(len(real), generator=self.rng)
-        with autocast(self.config.autocast, self.device):
+        """One D update on this rank's share `real` of a global batch; returns (its loss, the
+        gradient penalty) on these rows."""
+        model, loss, rows = self.model, self.model.loss, self.order.batch_size
+        z = self.ranks.shard(model.sample_latent(rows, generator=self.rng))
+        with global_batch(self.ranks, rows), autocast(self.config.autocast, self.device):
             with torch.no_grad():
                 fake = model.fake(z, stage, alpha, self.rng)
             real_values = model.critic(real, stage, alpha).float()
@@ -223,69 +272,55 @@ class ProgressiveTrainer:
             penalty = torch.zeros((), device=self.device)
             if loss.penalty_weight > 0:
                 critic = lambda x: model.critic(x, stage, alpha).float()  # noqa: E731
-                penalty = gradient_penalty(critic, real, fake, generator=self.rng)
+                penalty = gradient_penalty(critic, real, fake, self.rng)
                 value = value + loss.penalty_weight * penalty
         self.opt_d.zero_grad(set_to_none=True)
-        value.backward()
+        self._backward(value, len(real), rows, model.discriminator)
         self.opt_d.step()
         if loss.clip_value is not None:
             clip_weights(model.discriminator, loss.clip_value)
         return value.detach(), penalty.detach()
 
     def generator_step(self, n: int, stage: int, alpha: float) -> torch.Tensor:
-        """One G update on n fresh latents; then the EMA of G."""
+        """One G update on this rank's share of n fresh latents; then the EMA of G."""
         model = self.model
-        z = model.sample_latent(n, generator=self.rng)
+        z = self.ranks.shard(model.sample_latent(n, generator=self.rng))
         model.discriminator.requires_grad_(False)
-        with autocast(self.config.autocast, self.device):
+        with global_batch(self.ranks, n), autocast(self.config.autocast, self.device):
             value = model.loss.generator(
                 model.critic(model.fake(z, stage, alpha, self.rng), stage, alpha).float()
             )
         self.opt_g.zero_grad(set_to_none=True)
-        value.backward()
+        self._backward(value, len(z), n, model.generator)
         self.opt_g.step()
         model.discriminator.requires_grad_(True)
         self.generator_steps += 1
         model.update_ema(ema_decay(model.config.ema_decay, self.generator_steps))
         return value.detach()
 
-    def save_checkpoint(self, folder: Path) -> Path:
-        """The model's files and `trainer_state.pt`, written atomically into `folder`."""
-        state = {
-            "phase_index": self.phase_index,
-            "generator_steps": self.generator_steps,
-            "optimizer_g": self.opt_g.state_dict(),
-            "optimizer_d": self.opt_d.state_dict(),
-            "rng": self.rng.get_state(),
-            "order": self.order.state(),
-            "history": self.history,
-            "trainer_config": self.config.to_dict(),
-        }
-        with atomic_directory(folder) as staging:
-            write_model_files(self.model, staging)
-            torch.save(state, staging / TRAINER_STATE_FILE)
-            record_checksums(staging, [TRAINER_STATE_FILE])
-        return folder
+    def _backward(self, loss: torch.Tensor, rows: int, global_rows: int, net: nn.Module) -> None:
+        """`net`'s gradients of the global batch's mean loss from this rank's mean `loss` on
+        `rows` of its `global_rows` rows (weighted here, averaged over the ranks)."""
+        (loss * self.ranks.loss_weight(rows, global_rows)).backward()
+        self.ranks.average_gradients(net.parameters())
 
-    def _restore(self, folder: Path) -> None:
-        from generative.registry import read_model_files
 
-        path = folder / TRAINER_STATE_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{folder} is not a progressive checkpoint: no {path.name}")
-        verify_checksums(folder)  # model files and trainer state, before loading any
-        saved = read_model_files(folder, map_location=self.device)
-        if saved.family != self.model.family or saved.config != self.model.config:
-            raise ValueError(f"the checkpoint in {folder} is for another model configuration")
-        self.model.load_state_dict(saved.state_dict())
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.opt_g.load_state_dict(state["optimizer_g"])
-        self.opt_d.load_state_dict(state["optimizer_d"])
-        self.rng.set_state(state["rng"])
-        self.order.load_state(state["order"])
-        self.phase_index = int(state["phase_index"])
-        self.generator_steps = int(state["generator_steps"])
-        self.history = list(state["history"])
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    rng: torch.Generator,
+) -> torch.Tensor:
+    """`generative.gan.losses.gradient_penalty` on this rank's rows, its mixing weights e drawn
+    for the whole global batch (`generative.distributed.draw_rows`): the mean over these rows
+    of (||grad critic(x_hat)||_2 - 1)^2 at x_hat = e x + (1 - e) G(z)."""
+    sample = lambda shape: torch.rand(  # noqa: E731
+        shape, generator=rng, device=real.device, dtype=real.dtype
+    )
+    mix = draw_rows(sample, (real.shape[0],) + (1,) * (real.dim() - 1))
+    interpolates = (mix * real.detach() + (1.0 - mix) * fake.detach()).requires_grad_(True)
+    (grads,) = torch.autograd.grad(critic(interpolates).sum(), interpolates, create_graph=True)
+    return (grads.flatten(1).float().norm(dim=1) - 1.0).pow(2).mean()
 
 
 def ema_decay(target: float, steps: int) -> float:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from generative.progressive.config import (
-    ProgressiveImageConfig,
-    check_common,
-    check_progressive_shape,
-)
+from generative.progressive.config import ProgressiveImageConfig
 
 
 @dataclass(frozen=True)
@@ -46,9 +42,7 @@ class StyleGANConfig(ProgressiveImageConfig):
     minibatch_group: int = 4
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "data_shape", tuple(int(s) for s in self.data_shape))
-        check_progressive_shape(self.data_shape)
-        check_common(self)
+        super().__post_init__()
         if self.w_dim < 1 or self.mapping_layers < 1 or self.mapping_lr_multiplier <= 0:
             raise ValueError("w_dim, mapping_layers must be >= 1, mapping_lr_multiplier > 0")
         if not 0.0 <= self.style_mixing_prob <= 1.0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from generative.distributed import active_batch, draw_rows
 from generative.progressive.model import ProgressiveModel
 from generative.progressive.networks import ProGANDiscriminator
 from generative.stylegan.config import StyleGANConfig
@@ -74,8 +75,11 @@ class StyleGenerator(nn.Module):
 
     @torch.no_grad()
     def track_w_avg(self, w: torch.Tensor) -> None:
-        """w_avg <- beta w_avg + (1 - beta) mean(w) over the batch."""
-        self.w_avg.lerp_(w.detach().float().mean(dim=0), 1.0 - self.config.w_avg_beta)
+        """w_avg <- beta w_avg + (1 - beta) mean(w) over the batch (the global batch inside a
+        `generative.distributed.global_batch` block)."""
+        w, batch = w.detach().float(), active_batch()
+        w = w if batch is None else batch.gather(w)
+        self.w_avg.lerp_(w.mean(dim=0), 1.0 - self.config.w_avg_beta)
 
 
 class StyleGAN(ProgressiveModel):
@@ -101,7 +105,10 @@ class StyleGAN(ProgressiveModel):
         active = 2 * (stage + 1)
         if self.config.style_mixing_prob > 0 and self._draw(rng) < self.config.style_mixing_prob:
             cutoff = int(torch.randint(1, active, (1,), generator=rng, device=z.device))
-            other = torch.randn(z.shape, generator=rng, device=z.device, dtype=z.dtype)
+            sample = lambda shape: torch.randn(  # noqa: E731
+                shape, generator=rng, device=z.device, dtype=z.dtype
+            )
+            other = draw_rows(sample, z.shape)
             ws = mix_styles(ws, generator.mapping(other), cutoff)
         return generator.synthesis(ws, stage, alpha, rng=rng)
 

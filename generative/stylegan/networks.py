@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from generative.distributed import draw_rows
 from generative.progressive.layers import (
     EqualizedConv2d,
     EqualizedLinear,
@@ -21,7 +22,7 @@ from generative.progressive.layers import (
     leaky,
     upsample,
 )
-from generative.progressive.networks import check_stage
+from generative.progressive.networks import check_stage, to_rgb_layers
 from generative.stylegan.config import StyleGANConfig
 
 NOISE_MODES = ("random", "const", "none")
@@ -86,13 +87,14 @@ class StyleLayer(nn.Module):
         return adain(leaky(x), *self.styles(w))
 
     def noise(self, x: torch.Tensor, mode: str, rng: torch.Generator | None) -> torch.Tensor:
-        """One N(0, 1) value per pixel (shared by the channels): fresh, fixed, or zero."""
+        """One N(0, 1) value per pixel (shared by the channels): fresh (drawn for the whole
+        global batch when distributed: `generative.distributed.draw_rows`), fixed, or zero."""
         if mode == "none":
             return x.new_zeros(1, 1, *x.shape[2:])
         if mode == "const":
             return self.const_noise.to(x.dtype)
-        shape = (x.shape[0], 1, *x.shape[2:])
-        return torch.randn(shape, generator=rng, device=x.device).to(x.dtype)
+        sample = lambda shape: torch.randn(shape, generator=rng, device=x.device)  # noqa: E731
+        return draw_rows(sample, (x.shape[0], 1, *x.shape[2:])).to(x.dtype)
 
 
 class SynthesisNetwork(nn.Module):
@@ -112,10 +114,7 @@ class SynthesisNetwork(nn.Module):
             layers.append(StyleLayer(fan_in, fan_out, r, config.w_dim, conv=True, up=True))
             layers.append(StyleLayer(fan_out, fan_out, r, config.w_dim, conv=True, up=False))
         self.layers = nn.ModuleList(layers)
-        colour = config.data_shape[0]
-        self.to_rgb = nn.ModuleList(
-            EqualizedConv2d(config.channels(r), colour, 1, gain=1.0) for r in resolutions
-        )
+        self.to_rgb = to_rgb_layers(config)
 
     @property
     def stages(self) -> int:

@@ -125,16 +125,15 @@ def case(
 
 
 def csv_cases() -> list[tuple[Case, Writer]]:
-    frame, text = base_frame(), csv_text(base_frame())
-    lines = text.splitlines(keepends=True)
-    header = lines[0]
-    ragged = "".join(lines[:7]) + lines[7].rstrip("\n") + ",99\n" + "".join(lines[8:])
-    short = "".join(lines[:2]) + "0.1,0.2,0.3\n" + "".join(lines[3:])
-    multiline = csv_text(frame.assign(note="x")).replace("x\n", '"two\nlines"\n', 1)
+    """The CSV cases: missing rows and bad cells, then bad layouts and encodings."""
+    return [*csv_cell_cases(), *csv_layout_cases()]
+
+
+def csv_cell_cases() -> list[tuple[Case, Writer]]:
+    """CSV inputs without rows, and with bad or unused cells."""
+    frame = base_frame()
+    header = csv_text(frame).splitlines(keepends=True)[0]
     extra = frame.assign(id=np.arange(N_ROWS), comment="fine")
-    latin1 = with_cells((4, "f0", "@")).encode().replace(b"@", b"1.5\xb0")
-    mixed = csv_text(frame.assign(note="caf@")).encode()
-    mixed = mixed.replace(b"caf@", "café".encode(), 5).replace(b"caf@", b"caf\xe9")
     # fmt: off
     return [
         case("csv/empty.csv", "0 bytes", "empty file", lambda p: write_bytes(p, b"")),
@@ -164,6 +163,22 @@ def csv_cases() -> list[tuple[Case, Writer]]:
         case("csv/overflow_1e400.csv", "1e400 overflows float64 to inf", "infinite value inf",
              lambda p: write_bytes(p, with_cells((4, "f2", "1e400"))),
              ("'f2'", "data row 4"), [[4, "f2"]]),
+    ]
+    # fmt: on
+
+
+def csv_layout_cases() -> list[tuple[Case, Writer]]:
+    """CSV inputs with other delimiters, ragged lines, other encodings, or not CSV at all."""
+    frame, text = base_frame(), csv_text(base_frame())
+    lines = text.splitlines(keepends=True)
+    ragged = "".join(lines[:7]) + lines[7].rstrip("\n") + ",99\n" + "".join(lines[8:])
+    short = "".join(lines[:2]) + "0.1,0.2,0.3\n" + "".join(lines[3:])
+    multiline = csv_text(frame.assign(note="x")).replace("x\n", '"two\nlines"\n', 1)
+    latin1 = with_cells((4, "f0", "@")).encode().replace(b"@", b"1.5\xb0")
+    mixed = csv_text(frame.assign(note="caf@")).encode()
+    mixed = mixed.replace(b"caf@", "café".encode(), 5).replace(b"caf@", b"caf\xe9")
+    # fmt: off
+    return [
         case("csv/semicolon_delimiter.csv", "';' as the delimiter", "';'-separated",
              lambda p: write_bytes(p, text.replace(",", ";"))),
         case("csv/tab_delimiter.csv", "tabs as the delimiter", "tab-separated",

@@ -1,4 +1,4 @@
-"""Parquet inputs: metadata from the footer, one row group at a time."""
+"""Parquet inputs: metadata from the footer, one row group at a time, and whole-file reads."""
 
 from __future__ import annotations
 
@@ -7,15 +7,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from anomaly.batchio.base import BatchSource, Chunk, next_or_none, row_ids
-from anomaly.data.readers import DatasetFormatError
+from anomaly.formats.base import BatchSource, Chunk, InputFormat, Partition, next_or_none, row_ids
+from anomaly.formats.dataset import Dataset, DatasetFormatError, frame_dataset
+
+
+def read_parquet(path: Path, label_column: str | None = None) -> Dataset:
+    """Read a Parquet file; all columns but `label_column` must be numeric."""
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as error:
+        raise DatasetFormatError(f"{path}: not a readable Parquet file ({error}).") from error
+    return frame_dataset(frame, path, label_column)
 
 
 def parquet_file(path: Path) -> pq.ParquetFile:
+    """The file opened for reading one row group at a time."""
     try:
         return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 16)
     except (pa.ArrowException, OSError) as error:
@@ -23,6 +34,7 @@ def parquet_file(path: Path) -> pq.ParquetFile:
 
 
 def open_parquet(path: Path) -> BatchSource:
+    """The Parquet's columns and row count from its footer."""
     with parquet_file(path) as parquet:
         names = list(parquet.schema_arrow.names)
         duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
@@ -31,7 +43,14 @@ def open_parquet(path: Path) -> BatchSource:
         return BatchSource(path, "parquet", parquet.metadata.num_rows, names, (len(names),))
 
 
+def check_numeric(source: BatchSource, names: list[str]) -> None:
+    """Refuse a selection with a non-numeric column."""
+    with parquet_file(source.path) as parquet:
+        check_parquet_types(parquet, source.path, names)
+
+
 def check_parquet_types(parquet: pq.ParquetFile, path: Path, names: list[str]) -> None:
+    """Refuse the first of `names` whose type is not numeric."""
     schema = parquet.schema_arrow
     for name in names:
         kind = schema.field(name).type
@@ -43,10 +62,11 @@ def check_parquet_types(parquet: pq.ParquetFile, path: Path, names: list[str]) -
 
 
 def parquet_chunks(
-    source: BatchSource, start: int, stop: int, chunk_rows: int, names: list[str]
+    source: BatchSource, partition: Partition | None, chunk_rows: int, names: list[str]
 ) -> Iterator[Chunk]:
     """Row groups one at a time, unthreaded, without pre-buffering: measured, this keeps the
     peak memory near 1.5 row groups (pyarrow's defaults cache far more, up to the whole file)."""
+    start, stop = source.span(partition)
     with parquet_file(source.path) as parquet:
         check_parquet_types(parquet, source.path, names)
         row = 0
@@ -76,3 +96,14 @@ def _batch_X(batch: pa.RecordBatch, names: list[str]) -> np.ndarray:
     for j, name in enumerate(names):
         X[:, j] = pc.cast(batch.column(name), pa.float64()).to_numpy(zero_copy_only=False)
     return X
+
+
+PARQUET = InputFormat(
+    "parquet",
+    "Parquet",
+    open_parquet,
+    parquet_chunks,
+    read_parquet,
+    has_column_names=True,
+    check_columns=check_numeric,
+)

@@ -1,4 +1,5 @@
-"""CSV inputs: row counting and partition byte ranges by streaming passes, chunked parsing."""
+"""CSV inputs: row counting and partition byte ranges by streaming passes, chunked parsing,
+and whole-file reads."""
 
 from __future__ import annotations
 
@@ -12,8 +13,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from anomaly.batchio.base import BadRow, BatchSource, Chunk, Partition, next_or_none, row_ids
-from anomaly.data.readers import DatasetFormatError
+from anomaly.formats.base import (
+    BadRow,
+    BatchSource,
+    Chunk,
+    InputFormat,
+    Partition,
+    next_or_none,
+    row_ids,
+)
+from anomaly.formats.dataset import Dataset, DatasetFormatError, frame_dataset
 
 _BLOCK = 1 << 20  # bytes per block in streaming passes over CSV files
 _MAX_HEADER = 1 << 24  # longest CSV header line accepted
@@ -23,7 +32,17 @@ _CSV_ERRORS = (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeErr
 _SKIPPED_LINE = re.compile(r"Skipping line (\d+): expected (\d+) fields, saw (\d+)")
 
 
+def read_csv(path: Path, label_column: str | None = None) -> Dataset:
+    """Read a CSV file with a header row; all columns but `label_column` must be numeric."""
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DatasetFormatError(f"{path}: not a readable CSV file ({error}).") from error
+    return frame_dataset(frame, path, label_column)
+
+
 def open_csv(path: Path) -> BatchSource:
+    """The CSV's columns from its header and its row count from one streaming pass."""
     if path.stat().st_size == 0:
         raise DatasetFormatError(f"{path}: empty file (expected a header line).")
     names, data_start = csv_header(path)
@@ -102,6 +121,17 @@ def csv_row_offsets(source: BatchSource, data_start: int, stops: Sequence[int]) 
     )
 
 
+def csv_partitions(source: BatchSource, ranges: list[tuple[int, int]]) -> list[Partition]:
+    """Partitions of the row ranges with their byte ranges, found in one streaming pass."""
+    data_start = csv_header(source.path)[1]
+    ends = csv_row_offsets(source, data_start, [hi for _, hi in ranges])
+    starts = [data_start, *ends[:-1]]
+    return [
+        Partition(i, lo, hi, byte_lo, byte_hi)
+        for i, ((lo, hi), byte_lo, byte_hi) in enumerate(zip(ranges, starts, ends, strict=True))
+    ]
+
+
 class _ByteRange(io.RawIOBase):
     """Read-only view of `prefix`, then bytes [start, stop) of a file (stop None: to the end)."""
 
@@ -134,7 +164,7 @@ class _ByteRange(io.RawIOBase):
 
 
 def csv_chunks(
-    source: BatchSource, partition: Partition | None, stop: int, chunk_rows: int, names: list[str]
+    source: BatchSource, partition: Partition | None, chunk_rows: int, names: list[str]
 ) -> Iterator[Chunk]:
     """Chunks of the selected columns as float64. Non-numeric cells and lines with more fields
     than the header come back in `Chunk.rejected` (the policy step raises or drops them).
@@ -143,7 +173,7 @@ def csv_chunks(
     would silently truncate every line up to its length), so the stream starts with a
     synthetic line of exactly the header's field count, dropped after parsing.
     """
-    start = 0 if partition is None else partition.start
+    start, stop = source.span(partition)
     if start == stop:
         return
     data_start = csv_header(source.path)[1]
@@ -282,3 +312,14 @@ def _frame_X(
 def _non_numeric(value: object) -> str:
     text = f"non-numeric value {value!r}"
     return text + " (bytes that are not UTF-8 show as \ufffd)" if "\ufffd" in str(value) else text
+
+
+CSV = InputFormat(
+    "csv",
+    "CSV",
+    open_csv,
+    csv_chunks,
+    read_csv,
+    has_column_names=True,
+    partitions=csv_partitions,
+)

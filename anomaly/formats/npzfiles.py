@@ -1,4 +1,5 @@
-"""npz inputs: the X.npy member streamed through the zip decompressor, chunk by chunk."""
+"""npz inputs: the X.npy member streamed through the zip decompressor, chunk by chunk, and
+whole-file reads of X and its labels."""
 
 from __future__ import annotations
 
@@ -14,8 +15,28 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from anomaly.batchio.base import BatchSource, Chunk, read_exact, row_ids, skip
-from anomaly.data.readers import DatasetFormatError
+from anomaly.formats.base import BatchSource, Chunk, InputFormat, Partition, row_ids
+from anomaly.formats.dataset import Dataset, DatasetFormatError, labels, stem
+
+
+def read_npz(path: Path, label_column: str | None = None) -> Dataset:
+    """Read an npz file with array X and optional labels (key `label_column`, default "y")."""
+    label_key = label_column or "y"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        raise DatasetFormatError(f"{path}: not a valid .npz file ({error}).") from error
+    if "X" not in arrays:
+        raise DatasetFormatError(f"{path}: no array 'X' in the npz file (keys: {sorted(arrays)}).")
+    if label_column is not None and label_key not in arrays:
+        raise DatasetFormatError(f"{path}: no label array {label_key!r} (keys: {sorted(arrays)}).")
+    X = arrays["X"]
+    X = X[:, np.newaxis] if X.ndim == 3 else X
+    y = labels(arrays[label_key]) if label_key in arrays else None
+    if X.ndim == 4:
+        return Dataset(X, y, stem(path), kind="image")
+    return Dataset(X.astype(np.float64), y, stem(path))
 
 
 def _open_npz_member(path: Path) -> tuple[zipfile.ZipFile, zipfile.ZipInfo]:
@@ -62,6 +83,7 @@ def _npy_header(member: Any, path: Path) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def open_npz(path: Path) -> BatchSource:
+    """X's row count and row shape (3-D X gains a channel axis) from the .npy header."""
     archive, info = _open_npz_member(path)
     with archive, archive.open(info) as member:
         shape, _, _ = _npy_header(member, path)
@@ -69,7 +91,12 @@ def open_npz(path: Path) -> BatchSource:
     return BatchSource(path, "npz", shape[0], None, row_shape)
 
 
-def npz_chunks(source: BatchSource, start: int, stop: int, chunk_rows: int) -> Iterator[Chunk]:
+def npz_chunks(
+    source: BatchSource, partition: Partition | None, chunk_rows: int, columns: list[str]
+) -> Iterator[Chunk]:
+    """Rows of X as read from the member stream: 2-D X as float64, 3-D/4-D X in its own dtype
+    (native byte order). `columns` is unused: npz rows have no column names."""
+    start, stop = source.span(partition)
     archive, info = _open_npz_member(source.path)
     with archive, archive.open(info) as member:
         shape, dtype, fortran = _npy_header(member, source.path)
@@ -130,3 +157,23 @@ def _npz_data(
         return raw
     skip(member, position - member.tell(), path)
     return contextlib.nullcontext(member)
+
+
+def read_exact(stream: Any, size: int, path: Path) -> bytes:
+    """Exactly `size` bytes of X.npy; corrupt or missing data is a DatasetFormatError."""
+    try:
+        data = stream.read(size)
+    except (zlib.error, zipfile.BadZipFile, EOFError, OSError) as error:
+        raise DatasetFormatError(f"{path}: corrupt X.npy data ({error}).") from error
+    if len(data) < size:
+        raise DatasetFormatError(f"{path}: X.npy is truncated.")
+    return data
+
+
+def skip(stream: Any, size: int, path: Path) -> None:
+    """Read and discard `size` bytes of X.npy, 1 MiB at a time."""
+    while size > 0:
+        size -= len(read_exact(stream, min(size, 1 << 20), path))
+
+
+NPZ = InputFormat("npz", "npz", open_npz, npz_chunks, read_npz, holds_images=True)
