@@ -27,6 +27,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from anomaly.detector_files import read_state, write_state
+from anomaly.errors import ConfigError
 from anomaly.thresholds import FLAG_RULES, conformal_offset, conformal_p_values
 from anomaly.validation import check_input
 from generative.registry import atomic_directory
@@ -169,13 +170,13 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         for name, high in (("contamination", 0.5), ("target_fpr", 0.5), ("alpha", 1.0)):
             value = getattr(self, name)
             if value is not None and not 0.0 < value < high:
-                raise ValueError(f"{name} must be in (0, {high:g}), got {value!r}")
+                raise ConfigError(f"{name} must be in (0, {high:g}), got {value!r}")
         if not 0.0 <= self.validation_fraction < 0.5:
-            raise ValueError(
+            raise ConfigError(
                 f"validation_fraction must be in [0, 0.5), got {self.validation_fraction!r}"
             )
         if not 0.0 < self.calibration_fraction < 0.5:
-            raise ValueError(
+            raise ConfigError(
                 f"calibration_fraction must be in (0, 0.5), got {self.calibration_fraction!r}: "
                 "the threshold needs held-out rows"
             )
@@ -187,7 +188,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         if n - n_cal - n_val < 2:
             n_val = 0
         if n - n_cal < 1 or n < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__} needs at least 2 samples (training plus calibration), "
                 f"got {n} sample(s)"
             )
@@ -338,10 +339,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 def check_flag_rule(rule: str) -> None:
     """ValueError unless `rule` names a flag rule."""
     if rule not in FLAG_RULES:
-        raise ValueError(f"flag_rule must be one of {sorted(FLAG_RULES)}, got {rule!r}")
+        raise ConfigError(f"flag_rule must be one of {sorted(FLAG_RULES)}, got {rule!r}")
 
 
 def check_flag_level(level: float) -> None:
     """ValueError unless `level` (of the "alpha" and "fdr" rules) is in (0, 1)."""
     if not 0.0 < level < 1.0:
-        raise ValueError(f"the flag level must be in (0, 1), got {level}")
+        raise ConfigError(f"the flag level must be in (0, 1), got {level}")

@@ -39,7 +39,7 @@ from anomaly.batchio import (
     with_columns,
 )
 from anomaly.data.readers import DatasetFormatError
-from anomaly.scoring import ScoringModel, load_bundle
+from anomaly.packaged.scoring import ScoringModel, load_bundle
 from anomaly.thresholds import benjamini_hochberg
 from anomaly.typicality import TypicalityTest
 

@@ -3,7 +3,7 @@ under a fixed invertible transform T (domain B), with A and B drawn from disjoin
 training split so that no pair is ever seen.
 
 For each T (default: "invert_rot90", the issue's colour inversion then a quarter turn, and
-"invert"): the data are `pipelines.cyclegan_data.load_cycle_data` (a seeded permutation of the
+"invert"): the data are `anomaly.data.cyclegan_data.load_cycle_data` (a seeded permutation of the
 60,000 training digits cut in halves: A = first half, B = T(second half)); a CycleGAN with
 the default `CycleGANConfig` (ResNet generator k = 16 with 6 residual blocks, 2-layer
 PatchGAN, LSGAN, lambda_cycle 10, lambda_identity 0.5, history 50) and the paper's Adam
@@ -40,6 +40,7 @@ from bench_common import base_parser, header_lines, log, run_benchmark
 from gan_common import use_data_dir
 from PIL import Image
 
+from anomaly.data.cyclegan_data import CycleData, CycleDataSpec, load_cycle_data
 from generative.cyclegan import (
     TRANSFORMS,
     CycleGAN,
@@ -50,7 +51,6 @@ from generative.cyclegan import (
 )
 from generative.cyclegan.evaluation import mean_abs, translation_metrics
 from generative.metrics import FeatureNet, FeatureNetConfig, accuracy, train_feature_net
-from pipelines.cyclegan_data import CycleData, CycleDataSpec, load_cycle_data
 
 FIGURE_COLUMNS = 10
 

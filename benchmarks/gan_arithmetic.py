@@ -22,9 +22,8 @@ from gan_common import IMAGE_SHAPE, fashion, paper_trainer_config
 from PIL import Image
 
 from generative.gan import GAN, GANConfig, GANTrainer
-from generative.gan.latent import attribute_analogy_groups
+from generative.gan.latent import attribute_analogy_groups, brightness_analogy
 from generative.metrics import FeatureNetConfig, accuracy, train_feature_net
-from pipelines.gan_quality import brightness_analogy
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -54,7 +54,7 @@ import pyarrow.parquet as pq
 import torch
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-from anomaly.scoring import ScoringModel, load_bundle
+from anomaly.packaged.scoring import ScoringModel, load_bundle
 from pipelines import tracking
 from pipelines.promote import evaluate_and_promote_flow
 from pipelines.score import batch_score_flow

@@ -34,6 +34,8 @@ from provenance import command_line, git_commit  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TABULAR = "adbench/4_breastw"
 IMAGES = "fashion-mnist"
+PROGRESSIVE = ["--fade-images", "128", "--stable-images", "128", "--final-images", "128",
+               "--batch-size", "32"]  # fmt: skip
 
 
 def array_digest(*arrays: np.ndarray) -> str:
@@ -90,26 +92,8 @@ def generator_rows(work: Path, env: dict[str, str]) -> dict[str, str]:
     common = ["--dataset", IMAGES, "--seed", "0", "--max-rows", "256", "--reference-rows", "64"]
     runs = {
         "gan": ["--epochs", "1", "--batch-size", "64", "--base-channels", "8"],
-        "progan": [
-            "--fade-images",
-            "128",
-            "--stable-images",
-            "128",
-            "--final-images",
-            "128",
-            "--batch-size",
-            "32",
-        ],  # fmt: skip
-        "stylegan": [
-            "--fade-images",
-            "128",
-            "--stable-images",
-            "128",
-            "--final-images",
-            "128",
-            "--batch-size",
-            "32",
-        ],  # fmt: skip
+        "progan": PROGRESSIVE,
+        "stylegan": PROGRESSIVE,
     }
     rows = {}
     for kind, extra in runs.items():

@@ -2,8 +2,8 @@
 
 The model: `train_vae_flow` + `evaluate_and_promote_flow` on adbench/donors (10 features) into a
 bench-only MLflow store (.state/bench-serving), reused unless --retrain or unless the champion
-ships pyfunc code that differs from anomaly/pyfunc.py. The server: `mlflow models serve -m
-models:/bench-serving@champion --env-manager local -h 127.0.0.1 -p PORT -w WORKERS` with
+ships pyfunc code that differs from anomaly/packaged/detector_pyfunc.py. The server: `mlflow models
+serve -m models:/bench-serving@champion --env-manager local -h 127.0.0.1 -p PORT -w WORKERS` with
 OMP_NUM_THREADS pinned. The client: stdlib `http.client`, one keep-alive connection per thread,
 a fixed number of requests per (rows per request, concurrency) cell, after a warm-up. The
 reference: in-process `mlflow.pyfunc.load_model(uri).predict(frame)` on the same rows, one call
@@ -52,7 +52,7 @@ import torch
 from servers import VENV_BIN, child_env, free_port, running
 
 from anomaly.data import load_dataset
-from anomaly.pyfunc import served_row_limit
+from anomaly.packaged.detector_pyfunc import served_row_limit
 from pipelines import tracking
 from pipelines.promote import evaluate_and_promote_flow
 from pipelines.train import train_vae_flow
@@ -115,7 +115,8 @@ def ensure_champion(args: argparse.Namespace) -> str:
 
 
 def ships_current_code(model_uri: str) -> bool:
-    """Whether the model's shipped anomaly/pyfunc.py is the repository's (its input checks)."""
+    """Whether the model's shipped anomaly/packaged/detector_pyfunc.py is the repository's (its
+    input checks)."""
     with tempfile.TemporaryDirectory() as scratch:
         resolved = tracking.resolve_model(model_uri, dst=scratch)
         shipped = resolved.local_dir / "code" / "anomaly" / "pyfunc.py"

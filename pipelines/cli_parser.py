@@ -10,6 +10,8 @@ from typing import Any
 
 from pipelines import cli_train
 
+RESUMABLE_HELP = "checkpoint every epoch here; rerun with the same folder to resume a killed run"
+
 
 def _data_arguments(
     parser: argparse.ArgumentParser, dataset_flag: str, *, novelty: bool = True
@@ -163,10 +165,7 @@ def _add_train_gan(train: Any) -> None:
         help="rows held out for the quality metrics when the data have no test split",
     )  # fmt: skip
     gan.add_argument("--reference-rows", type=int, default=2000, help="real rows for the metrics")
-    gan.add_argument(
-        "--checkpoint-dir", default=None,
-        help="checkpoint every epoch here; rerun with the same folder to resume a killed run",
-    )  # fmt: skip
+    gan.add_argument("--checkpoint-dir", default=None, help=RESUMABLE_HELP)
     gan.add_argument("--gan-config", help="GANConfig fields as JSON text or a .json file")
     gan.add_argument("--trainer-config", help="GANTrainerConfig fields as JSON text or a file")
     gan.add_argument("--conditional", action="store_true", help="one class per label value")
@@ -229,6 +228,7 @@ def _add_train_cyclegan(train: Any) -> None:
     _name_and_rows(cyc, "cyclegan", "training images per domain")
     cyc.add_argument("--seed", type=int, default=0)
     cyc.add_argument("--test-rows", type=int, default=500, help="test images for the metrics")
+    cyc.add_argument("--checkpoint-dir", default=None, help=RESUMABLE_HELP)
     cyc.add_argument(
         "--classifier-epochs", type=int, default=2,
         help="epochs of the domain-B classifier for the accuracy metrics (0 = none)",

@@ -30,7 +30,7 @@ VAE_OPTIONS = ("model_name", "split", "label_column", "validation_fraction", "se
 GAN_OPTIONS = ("model_name", "split", "label_column", "max_rows", "holdout_fraction",
                "reference_rows", "seed", "checkpoint_dir")  # fmt: skip
 CYCLEGAN_OPTIONS = ("domain_a", "domain_b", "model_name", "max_rows", "test_rows",
-                    "classifier_epochs", "seed")  # fmt: skip
+                    "classifier_epochs", "seed", "checkpoint_dir")  # fmt: skip
 PROGRESSIVE_OPTIONS = ("model_name", "split", "max_rows", "reference_rows", "seed",
                        "checkpoint_dir", "resume_from", "log_checkpoints")  # fmt: skip
 

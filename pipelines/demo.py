@@ -21,6 +21,7 @@ import pandas as pd
 from anomaly.atomic import atomic_file
 from anomaly.data import load_dataset
 from anomaly.data.catalog import IMAGE_SETS
+from anomaly.errors import ConfigError
 from anomaly.evaluation import DataSpec, ranking_metrics
 from anomaly.plots import plot_score_comparison
 from pipelines import tracking
@@ -74,7 +75,7 @@ def novelty_classes(dataset: str, normal_class: int) -> list[int]:
     """Every class but `normal_class`: the ten of an image set, else labels 0/1."""
     classes = range(10) if dataset in IMAGE_SETS else range(2)
     if normal_class not in classes:
-        raise ValueError(f"--normal-class {normal_class} is not a class of {dataset}")
+        raise ConfigError(f"--normal-class {normal_class} is not a class of {dataset}")
     return [label for label in classes if label != normal_class]
 
 

@@ -13,7 +13,7 @@ from prefect.cache_policies import NONE
 
 from anomaly.errors import UserInputError
 from anomaly.evaluation import DataSpec, ranking_metrics
-from anomaly.scoring import load_bundle
+from anomaly.packaged.scoring import load_bundle
 from pipelines import tracking
 from pipelines.retries import io_task_options
 from pipelines.train import load_data

@@ -10,6 +10,24 @@ Partitions are scored into part files in a work folder beside the output (`anoma
 each recorded with its checksum once complete: a killed run, re-run with the same model version,
 input and partitioning, scores only the partitions not yet recorded. The folder is removed when
 the outputs are in place, or at once when the input turns out to be bad.
+
+The output and summary (default `<output>.summary.json`) are written to temp paths renamed into
+place: a failure while reading or scoring leaves any previous output untouched and no partial
+file, and re-running on the same input gives the same output. The flow's options:
+
+- `flag_rule` ("threshold", "alpha" or "fdr") and `flag_level` override the model's own; "fdr"
+  applies Benjamini-Hochberg over the whole input (a second pass over the scores).
+- `typicality_group_size` = M also tests consecutive groups of M rows, and the whole input, for
+  typicality (`anomaly.typicality`): a group whose mean score is far from the normal mean in
+  either direction (too likely counts too) gets p <= `typicality_level`. The group table is
+  written to `<output>.typicality.parquet` and summarised under "typicality".
+- `bad_rows="fail"` (default) stops at the first bad row (a non-numeric, missing, infinite or
+  too large value, a ragged CSV line, an unreadable image), naming the file, row and column;
+  "skip" scores the other rows (keeping their row ids) and lists each bad one in
+  `<output>.rejected.csv` (row_id, column, reason). Problems of the whole file fail either way.
+- The folders of `output` and `summary` must exist: a missing one (a mistyped path) is refused
+  with an `OutputFolderError` naming it before any work, and nothing is written, unless
+  `create_dirs`, which creates them.
 """
 
 from __future__ import annotations
@@ -43,8 +61,9 @@ from anomaly.batch import (
 )
 from anomaly.batchio import Partition, check_policy, input_format
 from anomaly.data.readers import DatasetFormatError
+from anomaly.errors import ConfigError
 from anomaly.manifest import PartManifest, input_identity, work_folder
-from anomaly.scoring import ScoringModel
+from anomaly.packaged.scoring import ScoringModel
 from pipelines import reports, tracking
 from pipelines.retries import io_task_options
 
@@ -193,9 +212,9 @@ def log_scoring_run(summary: dict[str, Any], summary_path: str) -> str:
 def check_typicality_options(group_size: int | None, level: float) -> None:
     """Fail before scoring on a bad group size or level."""
     if group_size is not None and group_size < 1:
-        raise ValueError(f"typicality_group_size must be >= 1, got {group_size}")
+        raise ConfigError(f"typicality_group_size must be >= 1, got {group_size}")
     if not 0.0 < level < 1.0:
-        raise ValueError(f"typicality_level must be in (0, 1), got {level}")
+        raise ConfigError(f"typicality_level must be in (0, 1), got {level}")
 
 
 def run_typicality(
@@ -278,63 +297,27 @@ def batch_score_flow(
     bad_rows: str = "fail",
     create_dirs: bool = False,
 ) -> dict[str, Any]:
-    """Score `input` (CSV, Parquet, npz or an image folder) with `model_uri`
-    (e.g. models:/genad-fashion-mnist@champion) into Parquet at `output`.
-
-    Reads in chunks of `chunk_rows` (memory does not grow with the file), scores partitions of
-    `rows_per_partition` rows (submitted concurrently when `parallel`, e.g. to Dask workers),
-    then writes the output and `summary` (default: `<output>.summary.json`), each to a temp
-    path renamed into place: a failure while reading or scoring leaves any previous output
-    untouched and no partial file, and re-running on the same input gives the same output.
-
-    `flag_rule` ("threshold", "alpha" or "fdr") and `flag_level` override the model's own;
-    "fdr" applies Benjamini-Hochberg over the whole input (a second pass over the scores).
-
-    `typicality_group_size` = M also tests consecutive groups of M rows, and the whole input,
-    for typicality (`anomaly.typicality`): a group whose mean score is far from the normal mean
-    in either direction (too likely counts too) gets p <= `typicality_level`. The group table
-    is written to `<output>.typicality.parquet` and summarised under "typicality".
-
-    `bad_rows="fail"` (default) stops at the first bad row (a non-numeric, missing, infinite or
-    too large value, a ragged CSV line, an unreadable image), naming the file, row and column;
-    "skip" scores the other rows (keeping their row ids) and lists each bad one in
-    `<output>.rejected.csv` (row_id, column, reason). Problems of the whole file fail either way.
-
-    The folders of `output` and `summary` must exist: a missing one (a mistyped path) is refused
-    with an `OutputFolderError` naming it before any work, and nothing is written, unless
-    `create_dirs`, which creates them.
-    """
+    """Score `input` (CSV, Parquet, npz or an image folder) with `model_uri` (e.g.
+    models:/genad-fashion-mnist@champion) into Parquet at `output`; the summary. Reads chunks of
+    `chunk_rows`, scores partitions of `rows_per_partition` rows (concurrently when `parallel`,
+    e.g. on Dask); the other options: see the module docstring."""
     check_typicality_options(typicality_group_size, typicality_level)
     check_policy(bad_rows)
-    logger = get_run_logger()
     target = Path(output).expanduser().resolve()
     check_output_folder(target, create=create_dirs)
     if summary:
         check_output_folder(summary, create=create_dirs)
     source = resolved_input(input)
+    job = dict(
+        rows_per_partition=rows_per_partition, chunk_rows=chunk_rows, parallel=parallel,
+        torch_threads=torch_threads, top_k=top_k, flag_rule=flag_rule, flag_level=flag_level,
+        typicality_group_size=typicality_group_size, typicality_level=typicality_level,
+        bad_rows=bad_rows,
+    )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
-        model = resolve(model_uri, os.path.join(scratch, "model"))
-        batch = plan(model, str(source), rows_per_partition, bad_rows)
-        model = with_flag_rule(model, flag_rule, flag_level)
-        threshold = cached_bundle(str(model.bundle_dir)).detector.offset_
-        logger.info(
-            "scoring %d rows of %s in %d partitions with %s version %s",
-            batch.source.n_rows, source, len(batch.partitions), model.name, model.version,
-        )  # fmt: skip
-        manifest, _ = PartManifest.open(
-            work_folder(target), job_fingerprint(model, batch, rows_per_partition)
+        model, batch, manifest, result, threshold = run_job(
+            model_uri, source, target, scratch, **job
         )
-        options = (chunk_rows, torch_threads, top_k)
-        try:
-            result = score_and_flag(model, batch, manifest, target, options, parallel)
-        except INPUT_ERRORS:
-            manifest.discard()  # bad input: re-running would fail again; leave nothing
-            raise
-        logger.info("scored %d rows, %d flagged", result["rows"], result["anomalies"])
-        if typicality_group_size:  # inside: the model files live in `scratch`
-            result["typicality"] = run_typicality(
-                model, target, typicality_group_size, typicality_level
-            )
     result.update(
         model_uri=model_uri, model_name=model.name, model_version=model.version,
         input=str(source), output=str(target), rule=model.flag_rule, level=model.flag_level,
@@ -344,6 +327,37 @@ def batch_score_flow(
     result = publish(result, Path(summary) if summary else default_summary)
     manifest.discard()  # last: a crash before here re-runs on the finished parts
     return result
+
+
+def run_job(
+    model_uri: str, source: Path, target: Path, scratch: str, **job: Any
+) -> tuple[tracking.ResolvedModel, BatchPlan, PartManifest, dict[str, Any], float]:
+    """Resolve the model into `scratch`, plan, score and flag (resuming finished parts), and
+    run the typicality test; the model, plan, manifest, result and threshold."""
+    logger = get_run_logger()
+    model = resolve(model_uri, os.path.join(scratch, "model"))
+    batch = plan(model, str(source), job["rows_per_partition"], job["bad_rows"])
+    model = with_flag_rule(model, job["flag_rule"], job["flag_level"])
+    threshold = cached_bundle(str(model.bundle_dir)).detector.offset_
+    logger.info(
+        "scoring %d rows of %s in %d partitions with %s version %s",
+        batch.source.n_rows, source, len(batch.partitions), model.name, model.version,
+    )  # fmt: skip
+    manifest, _ = PartManifest.open(
+        work_folder(target), job_fingerprint(model, batch, job["rows_per_partition"])
+    )
+    options = (job["chunk_rows"], job["torch_threads"], job["top_k"])
+    try:
+        result = score_and_flag(model, batch, manifest, target, options, job["parallel"])
+    except INPUT_ERRORS:
+        manifest.discard()  # bad input: re-running would fail again; leave nothing
+        raise
+    logger.info("scored %d rows, %d flagged", result["rows"], result["anomalies"])
+    if job["typicality_group_size"]:  # here: the model files live in `scratch`
+        result["typicality"] = run_typicality(
+            model, target, job["typicality_group_size"], job["typicality_level"]
+        )
+    return model, batch, manifest, result, threshold
 
 
 def resolved_input(path: str) -> Path:

@@ -2,8 +2,8 @@
 own flavor.
 
 Servable kinds (`SERVABLES`): a detector, a generator and a translator, each a folder of
-state_dict + JSON logged as "models from code" (its entry file under `anomaly/`) with genad's
-code shipped inside, a signature, an input example and pinned requirements. `log_model` logs
+state_dict + JSON logged as "models from code" (its entry file under `anomaly/packaged/`) with
+genad's code shipped inside, a signature, an input example and pinned requirements. `log_model` logs
 any of them into the active run; `publish` logs one into a run and registers it as
 `challenger`.
 
@@ -30,17 +30,17 @@ from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from anomaly.generation import SAMPLE_COLUMNS, GeneratorBundle, load_generator
-from anomaly.generator_pyfunc import GENERATOR_ARTIFACT
-from anomaly.pyfunc import DETECTOR_ARTIFACT
-from anomaly.scoring import ScoringModel, load_bundle
-from anomaly.translation import (
+from anomaly.packaged.detector_pyfunc import DETECTOR_ARTIFACT
+from anomaly.packaged.generation import SAMPLE_COLUMNS, GeneratorBundle, load_generator
+from anomaly.packaged.generator_pyfunc import GENERATOR_ARTIFACT
+from anomaly.packaged.scoring import ScoringModel, load_bundle
+from anomaly.packaged.translation import (
     DEFAULT_DIRECTION,
     DIRECTION_COLUMN,
     TranslatorBundle,
     load_translator,
 )
-from anomaly.translator_pyfunc import TRANSLATOR_ARTIFACT
+from anomaly.packaged.translator_pyfunc import TRANSLATOR_ARTIFACT
 from generative import registry
 from generative.metrics import FeatureNet
 from generative.registry import read_model_files, write_model_files
@@ -136,7 +136,7 @@ def translator_signature(bundle: TranslatorBundle, example: pd.DataFrame) -> Mod
 # --- the table --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Servable:
-    """How one kind of model is logged: its models-from-code entry file (under anomaly/), the
+    """How one kind of model is logged: its models-from-code entry file (in anomaly/packaged/), the
     artifact holding its folder, the folder's loader, the input example and signature builders
     (`example(bundle, example_rows)`, `signature(bundle, example)`) and its requirements (a key
     of MODEL_PACKAGES)."""
@@ -148,9 +148,14 @@ class Servable:
     signature: Callable[[Any, pd.DataFrame], ModelSignature]
     requirements: str
 
+    @property
+    def entry_path(self) -> Path:
+        """The entry file's path in this checkout."""
+        return tracking.PROJECT_ROOT / "anomaly" / "packaged" / self.entry
+
 
 SERVABLES: dict[str, Servable] = {
-    "detector": Servable("pyfunc_entry.py", DETECTOR_ARTIFACT, load_bundle,
+    "detector": Servable("detector_pyfunc_entry.py", DETECTOR_ARTIFACT, load_bundle,
                          detector_example, detector_signature, "detector"),
     "generator": Servable("generator_pyfunc_entry.py", GENERATOR_ARTIFACT, load_generator,
                           generator_example, generator_signature, "generator"),
@@ -175,7 +180,7 @@ def log_model(
     example = servable.example(bundle, example_rows)
     return mlflow.pyfunc.log_model(
         name=name,
-        python_model=str(tracking.PROJECT_ROOT / "anomaly" / servable.entry),
+        python_model=str(servable.entry_path),
         artifacts={servable.artifact: str(folder)},
         code_paths=[str(tracking.PROJECT_ROOT / package) for package in CODE_PACKAGES],
         model_config={"model_name": model_name},

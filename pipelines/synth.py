@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from anomaly.atomic import atomic_file, check_output_folder
 from anomaly.errors import UserInputError
-from anomaly.generation import GeneratorBundle, Request, check_request, load_generator
-from anomaly.generator_pyfunc import GENERATOR_ARTIFACT
+from anomaly.packaged.generation import GeneratorBundle, Request, check_request, load_generator
+from anomaly.packaged.generator_pyfunc import GENERATOR_ARTIFACT
 from generative.registry import atomic_directory
 from pipelines import tracking
 from pipelines.retries import io_task_options

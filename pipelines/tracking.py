@@ -40,7 +40,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from anomaly.errors import UserInputError
-from anomaly.pyfunc import DETECTOR_ARTIFACT
+from anomaly.packaged.detector_pyfunc import DETECTOR_ARTIFACT
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORE = PROJECT_ROOT / "mlflow"
@@ -126,6 +126,14 @@ class Run:
     def log_dict(self, document: dict[str, Any], artifact: str) -> None:
         """A JSON (or YAML, by suffix) artifact."""
         self.client.log_dict(self.run_id, document, artifact)
+
+    def log_configs(self, configs: dict[str, Any], resolved: dict[str, Any] | None = None) -> None:
+        """Each config's fields as `<prefix>.<field>` params (`configs`: prefix -> a config with
+        `to_dict`), then `resolved` as the artifact config/resolved.json."""
+        for prefix, config in configs.items():
+            self.log_params({f"{prefix}.{k}": v for k, v in config.to_dict().items()})
+        if resolved is not None:
+            self.log_dict(resolved, "config/resolved.json")
 
     def log_text(self, text: str, artifact: str) -> None:
         """A text artifact."""

@@ -24,7 +24,8 @@ from anomaly.atomic import atomic_file
 from anomaly.corrections import check_applicable
 from anomaly.errors import UserInputError, user_settings
 from anomaly.evaluation import DataSpec, LabelledData, NoveltySplit
-from anomaly.scoring import default_feature_names, save_bundle
+from anomaly.packaged.scoring import default_feature_names, save_bundle
+from generative.loop import TrainingDivergedError
 from generative.training import Callback, Trainer
 from generative.vae import LIKELIHOODS
 from pipelines import reports, servables, tracking
@@ -241,3 +242,14 @@ def default_model_name(dataset: str) -> str:
     """`genad-<dataset>` with path parts and odd characters removed."""
     stem = Path(dataset).name.split(".")[0] if "/" in dataset or "." in dataset else dataset
     return "genad-" + "".join(c if c.isalnum() or c == "-" else "-" for c in stem.lower())
+
+
+def fit_tracked(trainer: Any, run_id: str, *data: Any) -> list[dict[str, float]]:
+    """`trainer.fit(*data)`, whose history it returns. On divergence the run is tagged and
+    marked FAILED, with the message as `divergence.txt` and the epochs run, and the error raised
+    again."""
+    try:
+        return trainer.fit(*data)
+    except TrainingDivergedError as error:
+        tracking.Run(run_id).mark_diverged(str(error), {"epochs_run": len(trainer.history)})
+        raise

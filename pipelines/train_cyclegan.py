@@ -13,6 +13,11 @@ classifier (a `FeatureNet` trained inside the flow on B's training images and la
 knows what a digit looks like *in domain B*) reports the share of G_AB(test A) it labels as
 the digit it came from (`accuracy_ab`), its ceiling on T(test A) (`accuracy_target`) and the
 untrained baseline. A diverged run keeps what it logged, is marked FAILED, and fails the flow.
+
+With a `checkpoint_dir` the flow records its MLflow run id there (`run.json`) and the trainer
+checkpoints every epoch in its `trainer/` subfolder: a run of the flow with the same folder
+after a crash (even kill -9) resumes training from the latest checkpoint and logs into the same
+MLflow run.
 """
 
 from __future__ import annotations
@@ -28,19 +33,25 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from anomaly.data.cyclegan_data import CycleData, CycleDataSpec, load_cycle_data
 from anomaly.errors import UserInputError, user_settings
-from anomaly.translation import save_translator
+from anomaly.packaged.translation import save_translator
 from generative.cyclegan import CycleGAN, CycleGANConfig, CycleGANTrainer, CycleGANTrainerConfig
 from generative.cyclegan.evaluation import translation_metrics
 from generative.cyclegan.transforms import get_transform
-from generative.gan import TrainingDivergedError
 from generative.gan.latent import image_grid
 from generative.metrics import FeatureNet, FeatureNetConfig, train_feature_net
 from generative.training import Callback, ProgressBar
 from pipelines import servables, tracking
-from pipelines.cyclegan_data import CycleData, CycleDataSpec, load_cycle_data
 from pipelines.retries import io_task_options
-from pipelines.train import TRAIN_EXPERIMENT, MlflowEpochLogger, default_model_name
+from pipelines.train import (
+    TRAIN_EXPERIMENT,
+    TRAINER_FOLDER,
+    MlflowEpochLogger,
+    default_model_name,
+    fit_tracked,
+    resumed_or_new_run,
+)
 
 GRID_COLUMNS = 8
 DATA_FIELDS = ("image_shape",)  # set by the data, not by the caller
@@ -125,9 +136,10 @@ def start_run(
             {"data.rows_a": len(data.train_a), "data.rows_b": len(data.train_b),
              "data.digest": data.digest, "data.test": data.test_source}
         )  # fmt: skip
-        run.log_params({f"cyclegan.{k}": v for k, v in model_config.to_dict().items()})
-        run.log_params({f"trainer.{k}": v for k, v in train_config.to_dict().items()})
-        run.log_dict(resolved_config(configs, data, spec), "config/resolved.json")
+        run.log_configs(
+            {"cyclegan": model_config, "trainer": train_config},
+            resolved_config(configs, data, spec),
+        )
     return run.run_id
 
 
@@ -137,9 +149,11 @@ def fit_cyclegan(
     configs: tuple[CycleGANConfig, CycleGANTrainerConfig],
     run_id: str,
     progress: bool,
+    checkpoint_dir: str | None = None,
 ) -> tuple[CycleGAN, CycleGAN, list[dict[str, float]]]:
     """Train (initial weights drawn from the trainer's seed), logging every epoch's losses and
-    translation grid; returns (trained, untrained copy, history)."""
+    translation grid, resuming from the latest checkpoint in `checkpoint_dir`/trainer when
+    there is one; returns (trained, untrained copy, history)."""
     model_config, train_config = configs
     torch.manual_seed(train_config.seed)
     model = CycleGAN(model_config)
@@ -151,12 +165,9 @@ def fit_cyclegan(
     ]
     if progress:
         callbacks.append(ProgressBar("training CycleGAN"))
-    trainer = CycleGANTrainer(model, train_config, callbacks)
-    try:
-        history = trainer.fit(data.tensors("train_a"), data.tensors("train_b"))
-    except TrainingDivergedError as error:
-        tracking.Run(run_id).mark_diverged(str(error), {"epochs_run": len(trainer.history)})
-        raise
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir) / TRAINER_FOLDER
+    trainer = CycleGANTrainer(model, train_config, callbacks, checkpoint_dir=folder)
+    history = fit_tracked(trainer, run_id, data.tensors("train_a"), data.tensors("train_b"))
     return model.cpu(), untrained, history
 
 
@@ -247,6 +258,7 @@ def train_cyclegan_flow(
     classifier_rows: int | None = 10_000,
     seed: int = 0,
     progress: bool = False,
+    checkpoint_dir: str | None = None,
 ) -> dict[str, Any]:
     """Train a CycleGAN between two image domains, log it and register it as `challenger`.
 
@@ -256,7 +268,8 @@ def train_cyclegan_flow(
     CycleGANConfig fields, `trainer` CycleGANTrainerConfig fields. `max_rows` caps the
     training images per domain; `test_rows` the test images. `classifier_epochs` (0 = none)
     and `classifier_rows` set the domain-B classifier. Returns the run id, the registered
-    version, the epochs run and the final metrics.
+    version, the epochs run and the final metrics. `checkpoint_dir`: checkpoint every epoch
+    there; a run with the same folder (same data and settings) resumes training and its run.
     """
     logger = get_run_logger()
     with user_settings():
@@ -266,8 +279,11 @@ def train_cyclegan_flow(
     trainer_config(trainer, seed)  # fail before reading any data
     data = load_data(spec, seed)
     configs = resolve_configs(cyclegan, trainer, data, seed)  # fail before any run is created
-    run_id = start_run(spec, data, configs, name)
-    trained, untrained, history = fit_cyclegan(data, configs, run_id, progress)
+    identity = {"model_name": name, "seed": seed, **resolved_config(configs, data, spec)}
+    run_id = resumed_or_new_run(
+        checkpoint_dir, identity, lambda: start_run(spec, data, configs, name)
+    )
+    trained, untrained, history = fit_cyclegan(data, configs, run_id, progress, checkpoint_dir)
     tracking.Run(run_id).log_metrics({"epochs_run": len(history)})
     options = {"epochs": classifier_epochs, "rows": classifier_rows, "seed": seed}
     result = evaluate_and_log((trained, untrained), data, run_id, name, options)

@@ -110,17 +110,15 @@ def train_vae(args: argparse.Namespace, world: World) -> dict[str, Any] | None:
 
 def train_gan(args: argparse.Namespace, world: World) -> dict[str, Any] | None:
     """Train a GAN on every rank (G and D each in DDP); rank 0 logs, registers and saves it."""
+    from anomaly.data.gan_data import GanDataSpec
     from generative.gan import GAN, GANTrainer
-    from pipelines.gan_data import GanDataSpec
     from pipelines.train import MlflowEpochLogger, default_model_name
     from pipelines.train_gan import load_data, resolve_configs, start_run
 
     spec = GanDataSpec(args.dataset, args.split, args.label_column, args.max_rows)
     name = args.model_name or default_model_name(args.dataset).replace("genad-", "genad-gan-", 1)
     data = load_data.fn(spec, args.seed)
-    gan_options = json_object(args.gan_config, "--gan-config")
-    trainer_options = json_object(args.trainer_config, "--trainer-config")
-    configs = resolve_configs(gan_options, trainer_options, data, args.seed)
+    configs = resolve_configs(*config_options(args), data, args.seed)
     run_id = open_run(args, world, lambda: start_run.fn(spec, data, configs, name))
     torch.manual_seed(configs[1].seed)  # the same initial weights on every rank
     gan = GAN(configs[0])
@@ -135,9 +133,9 @@ def train_gan(args: argparse.Namespace, world: World) -> dict[str, Any] | None:
 
 def train_progressive(args: argparse.Namespace, world: World) -> dict[str, Any] | None:
     """Grow a ProGAN or StyleGAN on every rank; rank 0 logs, registers and saves it."""
+    from anomaly.data.gan_data import GanDataSpec
     from generative.progressive.trainer import ProgressiveTrainer
     from generative.registry import build_model
-    from pipelines.gan_data import GanDataSpec
     from pipelines.train import MlflowEpochLogger, default_model_name
     from pipelines.train_gan import load_data
     from pipelines.train_progressive import pad_to_power_of_two, resolve_configs, start_run
@@ -147,9 +145,7 @@ def train_progressive(args: argparse.Namespace, world: World) -> dict[str, Any] 
     stem = default_model_name(args.dataset)
     name = args.model_name or stem.replace("genad-", f"genad-{family}-", 1)
     data = pad_to_power_of_two(load_data.fn(spec, args.seed))
-    model_options = json_object(args.gan_config, "--gan-config")
-    trainer_options = json_object(args.trainer_config, "--trainer-config")
-    configs = resolve_configs(family, model_options, trainer_options, data, args.seed)
+    configs = resolve_configs(family, *config_options(args), data, args.seed)
     run_id = open_run(args, world, lambda: start_run.fn(spec, data, family, configs, name))
     torch.manual_seed(configs[1].seed)  # the same initial weights on every rank
     model = build_model(family, configs[0])
@@ -163,9 +159,9 @@ def train_progressive(args: argparse.Namespace, world: World) -> dict[str, Any] 
 
 def train_cyclegan(args: argparse.Namespace, world: World) -> dict[str, Any] | None:
     """Train a CycleGAN on every rank; rank 0 logs, registers and saves it."""
+    from anomaly.data.cyclegan_data import CycleDataSpec
     from generative.cyclegan import CycleGAN, CycleGANTrainer
     from generative.registry import save_model
-    from pipelines.cyclegan_data import CycleDataSpec
     from pipelines.train import MlflowEpochLogger
     from pipelines.train_cyclegan import (
         default_name,
@@ -179,9 +175,7 @@ def train_cyclegan(args: argparse.Namespace, world: World) -> dict[str, Any] | N
                          args.max_rows)  # fmt: skip
     name = args.model_name or default_name(spec)
     data = load_data.fn(spec, args.seed)
-    model_options = json_object(args.gan_config, "--gan-config")
-    trainer_options = json_object(args.trainer_config, "--trainer-config")
-    configs = resolve_configs(model_options, trainer_options, data, args.seed)
+    configs = resolve_configs(*config_options(args), data, args.seed)
     run_id = open_run(args, world, lambda: start_run.fn(spec, data, configs, name))
     torch.manual_seed(configs[1].seed)  # the same initial weights on every rank
     model = CycleGAN(configs[0])
@@ -222,14 +216,21 @@ def publish_generator(
     return {"model_name": name, "run_id": run_id, "history": history, **result}
 
 
+def config_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's and the trainer's settings (--gan-config, --trainer-config) as dicts."""
+    return (
+        json_object(args.gan_config, "--gan-config"),
+        json_object(args.trainer_config, "--trainer-config"),
+    )
+
+
 def tag_run(run_id: str, world: World) -> None:
     """Mark the run as data-parallel, with the number of processes and the device type."""
-    from mlflow import MlflowClient
+    from pipelines.tracking import Run
 
-    client = MlflowClient()
-    client.set_tag(run_id, "genad.flow", DDP_FLOW_TAG)
-    client.log_param(run_id, "ddp.world_size", world.size)
-    client.log_param(run_id, "ddp.device", world.device.type)
+    run = Run(run_id)
+    run.set_tags({"genad.flow": DDP_FLOW_TAG})
+    run.log_params({"ddp.world_size": world.size, "ddp.device": world.device.type})
 
 
 def write_result(folder: Path, result: dict[str, Any]) -> None:

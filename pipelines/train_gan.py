@@ -24,14 +24,14 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from anomaly.data.gan_data import GanData, GanDataSpec, load_gan_data
 from anomaly.errors import UserInputError, user_settings
-from anomaly.generation import GeneratorBundle, load_generator, save_generator
-from generative.gan import GAN, GANConfig, GANTrainer, GANTrainerConfig, TrainingDivergedError
+from anomaly.packaged.generation import GeneratorBundle, load_generator, save_generator
+from generative.gan import GAN, GANConfig, GANTrainer, GANTrainerConfig
 from generative.gan.latent import image_grid, interpolation_grid
 from generative.stylegan.latent import z_and_w_interpolation_grid
 from generative.training import Callback, ProgressBar
 from pipelines import servables, tracking
-from pipelines.gan_data import GanData, GanDataSpec, load_gan_data
 from pipelines.gan_quality import quality_metrics
 from pipelines.retries import io_task_options
 from pipelines.train import (
@@ -39,6 +39,7 @@ from pipelines.train import (
     TRAINER_FOLDER,
     MlflowEpochLogger,
     default_model_name,
+    fit_tracked,
     resumed_or_new_run,
 )
 
@@ -120,9 +121,8 @@ def start_run(
             {"data.rows": len(data.train), "data.digest": data.digest,
              "data.reference": data.reference_source, "data.classes": data.classes}
         )  # fmt: skip
-        run.log_params({f"gan.{k}": v for k, v in gan_config.to_dict().items()})
-        run.log_params({f"trainer.{k}": v for k, v in train_config.to_dict().items()})
-        run.log_dict(resolved_config(configs, data), "config/resolved.json")
+        resolved = resolved_config(configs, data)
+        run.log_configs({"gan": gan_config, "trainer": train_config}, resolved)
     return run.run_id
 
 
@@ -150,11 +150,7 @@ def fit_gan(
         gan, train_config, [*callbacks, bar] if progress else callbacks, checkpoint_dir=folder
     )
     labels = torch.from_numpy(data.train_labels) if gan_config.num_classes else None
-    try:
-        history = trainer.fit(torch.from_numpy(data.train), labels)
-    except TrainingDivergedError as error:
-        tracking.Run(run_id).mark_diverged(str(error), {"epochs_run": len(trainer.history)})
-        raise
+    history = fit_tracked(trainer, run_id, torch.from_numpy(data.train), labels)
     return gan.cpu(), history
 
 

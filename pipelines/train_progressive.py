@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from anomaly.data.gan_data import GanData, GanDataSpec
 from anomaly.errors import UserInputError, user_settings
-from anomaly.scoring import default_feature_names
+from anomaly.packaged.scoring import default_feature_names
 from generative.gan import TrainingDivergedError
 from generative.gan.latent import image_grid
 from generative.progressive.config import START_RESOLUTION
@@ -32,7 +33,6 @@ from generative.progressive.trainer import ProgressiveTrainer, ProgressiveTraine
 from generative.registry import MODEL_FAMILIES, build_model
 from generative.training import Callback, ProgressBar
 from pipelines import tracking
-from pipelines.gan_data import GanData, GanDataSpec
 from pipelines.train import TRAIN_EXPERIMENT, MlflowEpochLogger, default_model_name
 from pipelines.train_gan import GRID_COLUMNS, evaluate_and_log, load_data
 
@@ -112,8 +112,7 @@ def start_run(spec: GanDataSpec, data: GanData, family: str, configs: tuple, nam
         run.log_params({f"data.{k}": v for k, v in dataclasses.asdict(spec).items()})
         run.log_params({"data.rows": len(data.train), "data.digest": data.digest,
                         "data.reference": data.reference_source, "family": family})  # fmt: skip
-        run.log_params({f"model.{k}": v for k, v in model_config.to_dict().items()})
-        run.log_params({f"trainer.{k}": v for k, v in train_config.to_dict().items()})
+        run.log_configs({"model": model_config, "trainer": train_config})
         run.log_dict(
             {"family": family, "model": model_config.to_dict(), "trainer": train_config.to_dict(),
              "data": {"name": data.name, "digest": data.digest, "rows": len(data.train),

@@ -25,14 +25,14 @@ from anomaly.data import load_dataset
 from anomaly.errors import InputNotFoundError, UserInputError
 from anomaly.evaluation import digest
 from anomaly.formats import format_for
-from anomaly.translation import (
+from anomaly.packaged.translation import (
     TranslationInputError,
     TranslatorBundle,
     as_unit_images,
     check_direction,
     load_translator,
 )
-from anomaly.translator_pyfunc import TRANSLATOR_ARTIFACT
+from anomaly.packaged.translator_pyfunc import TRANSLATOR_ARTIFACT
 from pipelines import tracking
 from pipelines.retries import io_task_options
 from pipelines.synth import (
@@ -66,7 +66,7 @@ def read_images(source: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise InputNotFoundError(f"input not found: {source}")
     fmt = format_for(source)
     if fmt is None or not fmt.holds_images:
-        raise ValueError(f"input must be an .npz file or a folder of PNG/JPEG images: {source}")
+        raise UserInputError(f"input must be an .npz file or a folder of PNG/JPEG images: {source}")
     data = load_dataset(str(source))
     return data.X, data.y
 

@@ -3,6 +3,7 @@ crash, weight equality, damaged checkpoints, and a training run killed with SIGK
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from servers import REPO_ROOT, VENV_BIN, Server
+from servers import REPO_ROOT, VENV_BIN, Server, child_env
 
 from generative.checkpoints import TRAINER_STATE_FILE, checkpoint_folders
 from generative.checksums import CHECKSUM_FILE
@@ -57,6 +58,20 @@ def kill_after_checkpoint(
     number of the latest epoch checkpointed at the kill."""
     args = [VENV_BIN / "python", "-m", "pipelines.cli", *cli_args]
     return kill_after_epochs(args, folder / "trainer", env, log, epochs_done)
+
+
+def killed_cli_run(
+    cli_args: Sequence[object], folder: Path, stores: tuple[str, str], log: Path, epochs: int
+) -> str:
+    """Run `genad *cli_args` (a training of `epochs` epochs checkpointing into `folder`) on one
+    thread against `stores` (the MLflow store and the Prefect API URL), SIGKILL it once two
+    epochs are checkpointed, check it was killed mid-run; the MLflow run id it recorded."""
+    mlflow_store, prefect_api_url = stores
+    env = child_env({"MLFLOW_TRACKING_URI": mlflow_store, "PREFECT_API_URL": prefect_api_url,
+                     "OMP_NUM_THREADS": "1"})  # fmt: skip
+    at_kill = kill_after_checkpoint(cli_args, folder, env, log, epochs_done=2)
+    assert at_kill < epochs, "the child finished training before it was killed"
+    return json.loads((folder / "run.json").read_text())["run_id"]
 
 
 def kill_after_epochs(

@@ -8,6 +8,7 @@ Output goes to a log file, whose tail is shown when a server fails to come up.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -198,3 +199,17 @@ def dask_cluster(
         with Client(address, timeout=timeout) as client:
             client.wait_for_workers(n_workers, timeout=timeout)
         yield address
+
+
+def run_consumer_script(script: str, args: Sequence[str], cwd: Path, **env: str) -> dict:
+    """Run `script` in an isolated Python (`-I`: the repository is not importable, no
+    PYTHONPATH) with `env` added, and return the JSON it prints after "RESULT"."""
+    child = {**os.environ, **env}
+    child.pop("PYTHONPATH", None)
+    completed = subprocess.run(
+        [sys.executable, "-I", "-c", script, *args],
+        cwd=cwd, env=child, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT"))
+    return json.loads(line[len("RESULT") :])

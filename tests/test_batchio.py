@@ -187,7 +187,7 @@ PIXELS = [f"pixel{i}" for i in range(784)]
 def test_respelled_columns_are_summarised_with_the_likely_cause(tmp_path):
     """pixel_0..pixel_783 for a model of pixel0..pixel783: the count, a few names of each side
     and the spelling hint, in a bounded line; the same words for a file and for a frame."""
-    from anomaly.scoring import InputColumnsError, select_features
+    from anomaly.packaged.scoring import InputColumnsError, select_features
 
     frame = pd.DataFrame(np.zeros((2, 785)), columns=["label", *(f"pixel_{i}" for i in range(784))])
     path = tmp_path / "pixels.csv"

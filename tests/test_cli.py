@@ -257,9 +257,9 @@ def test_user_errors_are_marked_as_such():
     from anomaly.data import DatasetFormatError, DatasetNotFoundError, UnknownDatasetError
     from anomaly.detector_params import RenamedParameterError
     from anomaly.errors import UserInputError
-    from anomaly.generation import RequestError
-    from anomaly.scoring import InputColumnsError
-    from anomaly.translation import TranslationInputError
+    from anomaly.packaged.generation import RequestError
+    from anomaly.packaged.scoring import InputColumnsError
+    from anomaly.packaged.translation import TranslationInputError
     from pipelines.tracking import ModelNotFoundError
 
     marked = (OutputFolderError, DatasetFormatError, DatasetNotFoundError, UnknownDatasetError,

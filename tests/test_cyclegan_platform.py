@@ -19,10 +19,10 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from anomaly.data import load_dataset
-from anomaly.translation import TranslationInputError, load_translator
+from anomaly.data.cyclegan_data import CycleDataSpec, load_cycle_data
+from anomaly.packaged.translation import TranslationInputError, load_translator
 from pipelines import tracking
 from pipelines.cli import main
-from pipelines.cyclegan_data import CycleDataSpec, load_cycle_data
 from pipelines.synth import to_uint8
 from pipelines.train_cyclegan import train_cyclegan_flow
 from pipelines.translate import translate_flow

@@ -9,15 +9,24 @@ uninterrupted one, also after the training process was killed with SIGKILL.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from resumes import Crash, assert_same_weights, damage, kill_after_epochs
+from resumes import (
+    Crash,
+    assert_same_weights,
+    damage,
+    epoch_metrics,
+    kill_after_epochs,
+    killed_cli_run,
+)
 from servers import child_env
 
-from generative.checkpoints import checkpoint_folders
+from generative.checkpoints import TRAINER_STATE_FILE, checkpoint_folders
 from generative.checksums import CorruptFileError
 from generative.cyclegan import CycleGAN, CycleGANConfig, CycleGANTrainer, CycleGANTrainerConfig
 
@@ -138,3 +147,58 @@ def test_a_run_killed_mid_training_resumes_bitwise(tmp_path):
     assert trainer.resumed_from == folder / f"epoch_{at_kill:04d}"
     assert history == expected
     assert_same_weights(resumed, reference)
+
+
+# --- the CLI, killed with SIGKILL in a child process, then the flow run again -----------------
+CLI_EPOCHS = 4
+CLI_MODEL = {"base_channels": 4, "residual_blocks": 1, "discriminator_layers": 1}
+CLI_TRAINER = {"epochs": CLI_EPOCHS, "batch_size": 8}
+CLI_OPTIONS = {"model_name": "cyclegan-resume-test", "max_rows": 300, "test_rows": 16,
+               "classifier_epochs": 0}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def image_npz(tmp_path_factory) -> Path:
+    """800 random 28 x 28 8-bit images: 300 per domain take about a second per epoch on one
+    thread, so a kill right after the second checkpoint lands mid-run."""
+    images = np.random.default_rng(0).integers(0, 256, size=(800, 1, 28, 28), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("cyclegan-resume") / "images.npz"
+    np.savez(path, X=images)
+    return path
+
+
+def final_cli_state(folder: Path) -> dict:
+    path = folder / "trainer" / f"epoch_{CLI_EPOCHS:04d}" / TRAINER_STATE_FILE
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.usefixtures("no_heartbeats")
+def test_cli_killed_mid_training_resumes_into_the_same_run(
+    tmp_path, image_npz, mlflow_store, prefect_api_url
+):
+    from pipelines.train_cyclegan import train_cyclegan_flow
+
+    folder = tmp_path / "checkpoints"
+    command = [
+        "train", "cyclegan", "--dataset", image_npz, "--transform", "vflip",
+        "--checkpoint-dir", folder, "--model-name", CLI_OPTIONS["model_name"],
+        "--max-rows", "300", "--test-rows", "16", "--classifier-epochs", "0",
+        "--cyclegan-config", json.dumps(CLI_MODEL), "--trainer-config", json.dumps(CLI_TRAINER),
+    ]  # fmt: skip
+    stores = (mlflow_store, prefect_api_url)
+    killed_run = killed_cli_run(command, folder, stores, tmp_path / "child.log", CLI_EPOCHS)
+
+    def train(checkpoints: Path) -> dict:
+        return train_cyclegan_flow(str(image_npz), "vflip", CLI_MODEL, CLI_TRAINER,
+                                   checkpoint_dir=str(checkpoints), **CLI_OPTIONS)  # fmt: skip
+
+    resumed, reference = train(folder), train(tmp_path / "uninterrupted")
+    assert resumed["run_id"] == killed_run != reference["run_id"]
+    assert resumed["epochs_run"] == reference["epochs_run"] == CLI_EPOCHS
+    logged = epoch_metrics(resumed["run_id"], "epoch_cycle")
+    assert [step for step, _ in logged] == list(range(CLI_EPOCHS))  # each epoch logged once
+    assert logged == epoch_metrics(reference["run_id"], "epoch_cycle")
+    resumed_state = final_cli_state(folder)
+    reference_state = final_cli_state(tmp_path / "uninterrupted")
+    for name, tensor in reference_state["model"].items():  # all four nets
+        assert torch.equal(resumed_state["model"][name], tensor), name

@@ -16,7 +16,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from anomaly import VAEDetector
 from anomaly.base import DETECTOR_FAMILIES, BaseDetector, load_detector, register_detector
 from anomaly.batch import cached_bundle
-from anomaly.scoring import load_bundle, save_bundle
+from anomaly.packaged.scoring import load_bundle, save_bundle
 from anomaly.thresholds import conformal_offset
 
 
@@ -138,3 +138,21 @@ def test_a_view_refuses_a_bad_rule_or_level(bundle_dir):
     with pytest.raises(ValueError, match=r"the flag level must be in \(0, 1\)"):
         detector.with_flag_rule("alpha", 1.5)
     assert detector.with_flag_rule("alpha").alpha == detector.alpha
+
+
+def test_a_second_family_packages_and_scores_through_the_bundle(tmp_path):
+    """save_bundle / load_bundle / score_frame know only the contract: the Gaussian family's
+    log p(x) comes back as its closed form, and its flags as the base class sets them."""
+    import pandas as pd
+
+    X = blob(400)
+    detector = GaussianDetector(target_fpr=0.1).fit(X)
+    bundle = load_bundle(
+        save_bundle(detector, tmp_path / "gaussian", feature_names=["a", "b", "c"])
+    )
+    new = blob(50, seed=1)
+    scored = bundle.score_frame(pd.DataFrame(new, columns=["a", "b", "c"]))
+    mean, var = detector.mean_, detector.var_
+    closed_form = (-0.5 * ((new - mean) ** 2 / var + np.log(2 * np.pi * var))).sum(axis=1)
+    np.testing.assert_allclose(scored["log_px"], closed_form, rtol=1e-6)
+    np.testing.assert_array_equal(scored["is_anomaly"], detector.predict(new) == -1)

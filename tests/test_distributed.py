@@ -165,9 +165,9 @@ def test_two_process_vae_matches_one_process_and_only_rank_0_tracks(
 
 
 def test_two_process_gan_matches_one_process(rows_csv, tmp_path, mlflow_store):
+    from anomaly.data.gan_data import GanDataSpec, load_gan_data
     from generative.gan import GAN, GANTrainer
     from generative.registry import load_model
-    from pipelines.gan_data import GanDataSpec, load_gan_data
     from pipelines.train_gan import resolve_configs
 
     args = ["gan", "--dataset", rows_csv, "--label-column", "label", "--no-mlflow",

@@ -19,7 +19,7 @@ from anomaly.atomic import OutputFolderError
 from anomaly.batch import cached_bundle
 from anomaly.data import DatasetFormatError
 from anomaly.manifest import PartManifest
-from anomaly.scoring import load_bundle
+from anomaly.packaged.scoring import load_bundle
 from pipelines import score as score_module
 from pipelines import tracking
 from pipelines.promote import evaluate_and_promote_flow

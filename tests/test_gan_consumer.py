@@ -9,13 +9,11 @@ shipped in the model (and nothing may import prefect or pipelines).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import mlflow
 import pandas as pd
 import pytest
+from servers import run_consumer_script
 
 from pipelines import tracking
 from pipelines.feature_net import ensure_feature_net
@@ -66,19 +64,10 @@ def run_consumer(uri: str, requests: dict, tmp_path) -> dict:
     """The CONSUMER script in an isolated child; returns its parsed result."""
     # One torch thread like the test process (conftest): a conv's float sums then run in the
     # same order, so samples are bit-identical (other thread counts differ in the last bit).
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(), "OMP_NUM_THREADS": "1"}
-    env.pop("PYTHONPATH", None)
-    completed = subprocess.run(
-        [sys.executable, "-I", "-c", CONSUMER, uri, json.dumps(requests)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT"))
-    return json.loads(line[len("RESULT") :])
+    return run_consumer_script(
+        CONSUMER, [uri, json.dumps(requests)], tmp_path,
+        MLFLOW_TRACKING_URI=tracking.tracking_uri(), OMP_NUM_THREADS="1",
+    )  # fmt: skip
 
 
 def test_consumer_without_genad_draws_the_same_samples(generator, tmp_path):

@@ -14,11 +14,11 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from anomaly.generation import MAX_SAMPLES_PER_CALL, Request, RequestError, load_generator
+from anomaly.data.gan_data import GanDataSpec, load_gan_data
+from anomaly.packaged.generation import MAX_SAMPLES_PER_CALL, Request, RequestError, load_generator
 from generative.gan import TrainingDivergedError
 from generative.registry import load_model
 from pipelines import tracking
-from pipelines.gan_data import GanDataSpec, load_gan_data
 from pipelines.synth import synthesize_flow, to_uint8
 from pipelines.train_gan import train_gan_flow
 
@@ -306,7 +306,7 @@ def test_brightness_analogy_relates_two_classes_and_renders_the_grid():
     numbers again for the same seed, and a clear refusal when only one class is seen. Whether
     the analogy works on a trained GAN is measured in benchmarks/gan_quality.py."""
     from generative.gan import GAN, GANConfig
-    from pipelines.gan_quality import brightness_analogy
+    from generative.gan.latent import brightness_analogy
 
     torch.manual_seed(0)
     gan = GAN(GANConfig((1, 28, 28), architecture="dcgan", base_channels=8, latent_dim=16))

@@ -9,15 +9,13 @@ computes bit for bit what the uninterrupted run computes: equal, not merely clos
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from resumes import Crash, assert_same_weights, damage, epoch_metrics, kill_after_checkpoint
-from servers import child_env
+from resumes import Crash, assert_same_weights, damage, epoch_metrics, killed_cli_run
 
 from generative.checkpoints import TRAINER_STATE_FILE, checkpoint_folders
 from generative.checksums import CorruptFileError
@@ -146,13 +144,10 @@ def test_cli_killed_mid_training_resumes_into_the_same_run(
     from pipelines.train_gan import train_gan_flow
 
     folder = tmp_path / "checkpoints"
-    env = child_env({"MLFLOW_TRACKING_URI": mlflow_store, "PREFECT_API_URL": prefect_api_url,
-                     "OMP_NUM_THREADS": "1"})  # fmt: skip
     command = ["train", "gan", "--dataset", big_csv, "--model-name", MODEL,
                "--checkpoint-dir", folder, *FLAGS]  # fmt: skip
-    at_kill = kill_after_checkpoint(command, folder, env, tmp_path / "child.log", epochs_done=2)
-    assert at_kill < EPOCHS, "the child finished training before it was killed"
-    killed_run = json.loads((folder / "run.json").read_text())["run_id"]
+    stores = (mlflow_store, prefect_api_url)
+    killed_run = killed_cli_run(command, folder, stores, tmp_path / "child.log", EPOCHS)
 
     options = {"model_name": MODEL, "reference_rows": 200}
     resumed = train_gan_flow(str(big_csv), GAN_SETTINGS, TRAINER_SETTINGS,

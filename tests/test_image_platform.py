@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
-from anomaly.scoring import load_bundle
+from anomaly.packaged.scoring import load_bundle
 from anomaly.typicality import TypicalityTest
 from pipelines import tracking
 from pipelines.promote import evaluate_and_promote_flow

@@ -62,7 +62,6 @@ def use_server(mlflow_store: str, mlflow_server: str):
 def test_flows_log_register_and_promote_through_the_server(
     prefect_harness, use_server: str, tabular_csv: Path, tmp_path: Path
 ):
-    from anomaly.evaluation import DataSpec
     from pipelines.promote import evaluate_and_promote_flow
     from pipelines.train import train_vae_flow
 
@@ -78,7 +77,14 @@ def test_flows_log_register_and_promote_through_the_server(
     for alias in ("challenger", "champion"):
         assert client.get_model_version_by_alias(MODEL_NAME, alias).version == "1"
 
-    run_id = trained["run_id"]
+    check_training_run(client, trained["run_id"], tabular_csv, tmp_path)
+    check_served_champion(tabular_csv)
+
+
+def check_training_run(client: MlflowClient, run_id: str, csv: Path, tmp_path: Path) -> None:
+    """The run's artifacts live on the server; its config, epochs, plots and data digest."""
+    from anomaly.evaluation import DataSpec
+
     run = client.get_run(run_id)
     assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
     resolved = mlflow.artifacts.load_dict(f"runs:/{run_id}/config/resolved.json")
@@ -95,23 +101,20 @@ def test_flows_log_register_and_promote_through_the_server(
     roc = Path(client.download_artifacts(run_id, "plots/roc.png", str(tmp_path)))
     assert roc.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    expected_digest = DataSpec(str(tabular_csv), label_column="label").load().digest
+    expected_digest = DataSpec(str(csv), label_column="label").load().digest
     inputs = run.inputs.dataset_inputs
     assert [i.dataset.digest for i in inputs] == [expected_digest]
     assert run.data.params["data.digest"] == expected_digest
 
-    frame = pd.read_csv(tabular_csv).head(20)
+
+def check_served_champion(csv: Path) -> None:
+    """The champion, loaded through the server by its alias, scores 20 rows."""
+    frame = pd.read_csv(csv).head(20)
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
     predicted = model.predict(frame[FEATURES])
     expected_columns = {
-        "log_px",
-        "normality",
-        "score",
-        "p_value",
-        "is_anomaly",
-        "model_name",
-        "model_version",
-    }
+        "log_px", "normality", "score", "p_value", "is_anomaly", "model_name", "model_version",
+    }  # fmt: skip
     assert expected_columns <= set(predicted.columns), predicted.columns
     assert len(predicted) == len(frame)
     assert (predicted["model_version"] == "1").all()

@@ -34,12 +34,12 @@ from servers import child_env, free_port, running
 from test_serving import post, split_payload
 
 from anomaly import VAEDetector
-from anomaly.generation import save_generator
+from anomaly.packaged.generation import save_generator
+from anomaly.packaged.scoring import save_bundle
+from anomaly.packaged.translation import save_translator
 from anomaly.preprocessing import Standardizer
-from anomaly.scoring import save_bundle
-from anomaly.translation import save_translator
 from generative.registry import build_model
-from pipelines import tracking
+from pipelines import servables, tracking
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("detector", "generator", "translator")
@@ -57,10 +57,10 @@ def public_version(name: str) -> str:
     return importlib.metadata.version(name).split("+", 1)[0]
 
 
-def register(log, folder: Path, name: str) -> str:
-    """Log `folder` with `log` (a tracking.log_*_model) in a run, register it; its URI."""
+def register(kind: str, folder: Path, name: str) -> str:
+    """Log `folder` as a servable `kind` in a run, register it; its URI."""
     with mlflow.start_run(experiment_id=tracking.ensure_experiment("model-env")) as run:
-        info = log(folder, name)
+        info = servables.log_model(kind, folder, name)
     tracking.register(info.model_uri, name, run_id=run.info.run_id, reason="test_model_env")
     return f"models:/{name}@challenger"
 
@@ -92,12 +92,14 @@ def models(champion, mlflow_store, tmp_path_factory) -> dict[str, str]:
     detector = VAEDetector(correction="complexity", epochs=1, n_samples=2, patience=0)
     complexity = save_bundle(detector.fit(stripes), folder / "complexity")
     with mlflow.start_run(experiment_id=tracking.ensure_experiment("model-env")) as run:
-        info = tracking.log_pyfunc_model(complexity, "env-complexity", stripes[:3])
+        info = servables.log_model(
+            "detector", complexity, "env-complexity", example_rows=stripes[:3]
+        )
     tracking.register(info.model_uri, "env-complexity", run_id=run.info.run_id, reason="test")
     return {
         "detector": champion["uri"],
-        "generator": register(tracking.log_generator_model, generator, "env-generator"),
-        "translator": register(tracking.log_translator_model, translator, "env-translator"),
+        "generator": register("generator", generator, "env-generator"),
+        "translator": register("translator", translator, "env-translator"),
         "complexity": "models:/env-complexity@challenger",
     }
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from anomaly.generation import Request, RequestError, load_generator
+from anomaly.packaged.generation import Request, RequestError, load_generator
 from pipelines import tracking
 from pipelines.synth import synthesize_flow
 from pipelines.train_progressive import train_progressive_flow

@@ -7,15 +7,11 @@ importable, so `anomaly` and `generative` can only come from the code shipped in
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
+from servers import run_consumer_script
 
-from anomaly.scoring import load_bundle
+from anomaly.packaged.scoring import load_bundle
 from pipelines import tracking
 
 CONSUMER = """
@@ -32,19 +28,10 @@ print("RESULT" + json.dumps({"anomaly_file": anomaly.__file__, "output": output.
 
 
 def test_consumer_without_genad_scores_through_the_registry(champion, tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri()}
-    env.pop("PYTHONPATH", None)
-    completed = subprocess.run(
-        [sys.executable, "-I", "-c", CONSUMER, champion["uri"], str(champion["csv"])],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT"))
-    result = json.loads(line[len("RESULT") :])
+    result = run_consumer_script(
+        CONSUMER, [champion["uri"], str(champion["csv"])], tmp_path,
+        MLFLOW_TRACKING_URI=tracking.tracking_uri(),
+    )  # fmt: skip
     assert str(tracking.PROJECT_ROOT) not in result["anomaly_file"]  # shipped code, not the repo
     assert "/code/anomaly/" in result["anomaly_file"]
     output = pd.DataFrame(result["output"])

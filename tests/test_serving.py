@@ -69,7 +69,7 @@ def rows(champion) -> pd.DataFrame:
 
 
 def test_served_champion_scores_like_in_process(served, champion, rows, tmp_path: Path):
-    from anomaly.scoring import load_bundle
+    from anomaly.packaged.scoring import load_bundle
     from pipelines.tracking import resolve_model
 
     for health in ("/ping", "/health"):

@@ -19,7 +19,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from test_serving import FEATURES, serving, split_payload
 
-from anomaly.pyfunc import MAX_ROWS_ENV, served_row_limit
+from anomaly.packaged.detector_pyfunc import MAX_ROWS_ENV, served_row_limit
 
 ROW_LIMIT = 300  # the served row limit of this module's server (GENAD_SERVING_MAX_ROWS)
 THREADS, REQUESTS_PER_THREAD = 4, 60

@@ -116,12 +116,12 @@ def test_mlflow_folder_holds_no_python_package():
 @pytest.mark.parametrize("kind", sorted(servables.SERVABLES))
 def test_each_servable_kind_has_an_entry_file_that_leaves_mlflow_to_the_base(kind):
     servable = servables.SERVABLES[kind]
-    entry = tracking.PROJECT_ROOT / "anomaly" / servable.entry
+    entry = servable.entry_path
     imported = {
         node.module
         for node in ast.walk(ast.parse(entry.read_text()))
         if isinstance(node, ast.ImportFrom)
     }
-    assert "anomaly.pyfunc_base" in imported and not any("mlflow" in m for m in imported)
+    assert "anomaly.packaged.pyfunc_base" in imported and not any("mlflow" in m for m in imported)
     assert not any(isinstance(n, ast.Import) for n in ast.walk(ast.parse(entry.read_text())))
     assert servables.model_requirements(servable.requirements)  # a key of MODEL_PACKAGES

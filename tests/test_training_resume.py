@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from resumes import Crash, assert_same_weights, damage, epoch_metrics, kill_after_checkpoint
-from servers import child_env
+from resumes import Crash, assert_same_weights, damage, epoch_metrics, killed_cli_run
 
 from generative.checkpoints import TRAINER_STATE_FILE, checkpoint_folders, write_checkpoint
 from generative.checksums import CorruptFileError
@@ -191,14 +190,11 @@ def test_flow_killed_mid_training_resumes_into_the_same_run(
     from pipelines.train import train_vae_flow
 
     folder = tmp_path / "checkpoints"
-    env = child_env({"MLFLOW_TRACKING_URI": mlflow_store, "PREFECT_API_URL": prefect_api_url,
-                     "OMP_NUM_THREADS": "1"})  # fmt: skip
     command = ["train", "vae", "--dataset", big_csv, "--label-column", "label",
                "--model-name", "resume-test", "--checkpoint-dir", folder,
                "--config", json.dumps(FLOW_CONFIG)]  # fmt: skip
-    at_kill = kill_after_checkpoint(command, folder, env, tmp_path / "child.log", epochs_done=2)
-    assert at_kill < 5, "the child finished training before it was killed"
-    killed_run = json.loads((folder / "run.json").read_text())["run_id"]
+    stores = (mlflow_store, prefect_api_url)
+    killed_run = killed_cli_run(command, folder, stores, tmp_path / "child.log", 5)
 
     options = {"model_name": "resume-test", "label_column": "label"}
     config = {**CLI_DEFAULTS, **FLOW_CONFIG}

@@ -43,6 +43,7 @@ from collections.abc import Iterator, Sequence
 
 from anomaly.batchio.badrows import BAD_ROW_POLICIES, apply_policy, check_policy
 from anomaly.batchio.writer import AtomicParquetWriter
+from anomaly.errors import ConfigError, UserInputError
 from anomaly.formats import FILE_FORMATS, column_format_labels, format_for, input_format
 from anomaly.formats.base import BadRow, BatchSource, Chunk, InputFormat, Partition
 from anomaly.formats.dataset import DatasetFormatError, DatasetNotFoundError, to_path
@@ -108,7 +109,7 @@ def plan_partitions(source: BatchSource, rows_per_partition: int) -> list[Partit
     `DatasetFormatError`.
     """
     if rows_per_partition < 1:
-        raise ValueError(f"rows_per_partition must be at least 1, got {rows_per_partition}")
+        raise ConfigError(f"rows_per_partition must be at least 1, got {rows_per_partition}")
     if source.n_rows == 0:
         raise DatasetFormatError(f"{source.path}: no data rows (0 rows); nothing to score.")
     ranges = [
@@ -135,7 +136,7 @@ def iter_chunks(
     its `rejected` (a chunk may then hold fewer rows, even none, and gaps in its row ids).
     """
     if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+        raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}")
     check_policy(bad_rows)
     fmt = input_format(source)
     _reject_columns(fmt, columns, source.path)
@@ -163,7 +164,7 @@ def _reject_columns(fmt: InputFormat, columns: Sequence[str] | None, path: os.Pa
 def _check_columns(source: BatchSource, columns: Sequence[str]) -> list[str]:
     selected = list(columns)
     if not selected:
-        raise ValueError(f"{source.path}: no columns selected")
+        raise UserInputError(f"{source.path}: no columns selected")
     have = source.columns or []
     if not set(selected) <= set(have):
         message = missing_columns_message(selected, have, source="file")

@@ -4,11 +4,20 @@ returned as image grids (uint8 arrays; writing files is the caller's business)."
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from generative.gan.model import GAN
+
+ANALOGY_LATENTS = 2000
+
+
+class Classifier(Protocol):
+    """Anything with a FeatureNet's `predict`: images in [0, 1] -> class per image."""
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 def lerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -153,3 +162,34 @@ def _require_images(gan: GAN) -> None:
 
 def _device(gan: GAN) -> torch.device:
     return next(gan.parameters()).device
+
+
+def brightness_analogy(
+    gan: GAN, net: Classifier, *, seed: int, n: int = ANALOGY_LATENTS
+) -> tuple[dict[str, float], np.ndarray]:
+    """Latent arithmetic "bright A" - "A" + "B" on an unconditional image GAN, where A and B
+    are the two classes the feature net sees most among n samples and "bright" is the top
+    quarter of A's mean pixel value. Returns the grid (see `arithmetic_grid`) and how the
+    result's samples came out: `arithmetic.class_b_share` (share the net calls B) and
+    `arithmetic.brightness_gain` (their mean pixel value minus that of the B samples)."""
+    generator = torch.Generator(device=next(gan.parameters()).device).manual_seed(seed)
+    z = gan.sample_latent(n, generator=generator)
+    images = gan.generate(z)
+    labels, brightness = net.predict(images), images.flatten(1).mean(1).cpu()
+    counts = torch.bincount(labels, minlength=2)
+    class_a, class_b = counts.argsort(descending=True)[:2].tolist()
+    if counts[class_b] == 0:
+        raise ValueError(f"the feature net calls all {n} samples class {class_a}: no analogy")
+    groups = attribute_analogy_groups(z.cpu(), labels, brightness, class_a, class_b)
+    grid = arithmetic_grid(gan, *groups, seed=seed)
+    noise = torch.randn(64, z.shape[1], generator=torch.Generator().manual_seed(seed))
+    results = gan.generate(latent_arithmetic(*groups) + 0.25 * noise)
+    metrics = {
+        "arithmetic.class_a": float(class_a),
+        "arithmetic.class_b": float(class_b),
+        "arithmetic.class_b_share": float((net.predict(results) == class_b).float().mean()),
+        "arithmetic.brightness_gain": float(
+            results.flatten(1).mean(1).mean() - brightness[labels == class_b].mean()
+        ),
+    }
+    return metrics, grid

@@ -20,10 +20,11 @@ import pandas as pd
 import torch
 
 from anomaly.errors import UserInputError
-from anomaly.scoring import default_feature_names
+from anomaly.packaged.files import read_packaged
+from anomaly.packaged.scoring import default_feature_names
 from anomaly.validation import missing_columns_message
 from generative.cyclegan.model import DIRECTIONS, CycleGAN
-from generative.registry import atomic_directory, read_model_files, write_model_files
+from generative.registry import atomic_directory, write_model_files
 
 TRANSLATOR_INFO_FILE = "translator_info.json"
 DIRECTION_COLUMN = "direction"
@@ -158,8 +159,5 @@ def save_translator(
 def load_translator(path: str | os.PathLike) -> TranslatorBundle:
     """Load a folder written by `save_translator` (on the CPU, in eval mode)."""
     folder = Path(path)
-    model = read_model_files(folder, map_location="cpu").eval()
-    if not isinstance(model, CycleGAN):
-        raise ValueError(f"{folder} holds a {type(model).__name__}, not a CycleGAN translator")
-    payload = json.loads((folder / TRANSLATOR_INFO_FILE).read_text())
+    model, payload = read_packaged(folder, CycleGAN, "a CycleGAN translator", TRANSLATOR_INFO_FILE)
     return TranslatorBundle(model, list(payload["feature_names"]), dict(payload.get("info", {})))

@@ -24,9 +24,10 @@ import torch
 
 from anomaly.data import load_dataset
 from anomaly.data.catalog import IMAGE_SETS
+from anomaly.data.gan_data import to_data_scale
+from anomaly.errors import ConfigError, UserInputError
 from anomaly.evaluation import digest
 from generative.cyclegan.transforms import get_transform
-from pipelines.gan_data import to_data_scale
 
 
 @dataclass(frozen=True)
@@ -46,22 +47,22 @@ class CycleDataSpec:
     def __post_init__(self) -> None:
         domains = (self.domain_a is not None, self.domain_b is not None)
         if self.dataset is not None and any(domains):
-            raise ValueError("give either dataset (with transform) or domain_a and domain_b")
+            raise ConfigError("give either dataset (with transform) or domain_a and domain_b")
         if self.dataset is None and not all(domains):
-            raise ValueError(
+            raise ConfigError(
                 "give a dataset and a transform (B = T of a disjoint half), or both domain_a "
                 "and domain_b"
             )
         if self.dataset is not None and self.transform is None:
-            raise ValueError(f"dataset {self.dataset!r} needs a transform to make domain B")
+            raise ConfigError(f"dataset {self.dataset!r} needs a transform to make domain B")
         if self.transform is not None:
             get_transform(self.transform)
         if self.max_rows is not None and self.max_rows < 1:
-            raise ValueError(f"max_rows must be >= 1, got {self.max_rows}")
+            raise ConfigError(f"max_rows must be >= 1, got {self.max_rows}")
         if self.test_rows < 1:
-            raise ValueError(f"test_rows must be >= 1, got {self.test_rows}")
+            raise ConfigError(f"test_rows must be >= 1, got {self.test_rows}")
         if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+            raise ConfigError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 
     @property
     def name(self) -> str:
@@ -108,7 +109,7 @@ def _images(source: str, split: str | None = None) -> tuple[np.ndarray, np.ndarr
     """(images in [0, 1], labels, digest) of an image data set; refuses tables."""
     data = load_dataset(source, split=split)
     if data.X.ndim != 4:
-        raise ValueError(f"{source!r} holds table rows, not images (n, C, H, W)")
+        raise UserInputError(f"{source!r} holds table rows, not images (n, C, H, W)")
     return to_data_scale(data.X), data.y, digest(data.X)
 
 
@@ -129,7 +130,7 @@ def _from_one_set(spec: CycleDataSpec, seed: int) -> CycleData:
         test_X, test_y = X[order[:cut]], None if y is None else y[order[:cut]]
         order, source = order[cut:], f"held-out {spec.holdout_fraction:g} of the images"
     if len(order) < 2:
-        raise ValueError(f"{spec.dataset!r} has too few images to make two domains")
+        raise UserInputError(f"{spec.dataset!r} has too few images to make two domains")
     half = len(order) // 2
     rows_a, rows_b = np.sort(order[:half][: spec.max_rows]), np.sort(order[half:][: spec.max_rows])
     test = np.sort(rng.permutation(len(test_X))[: spec.test_rows])
@@ -149,7 +150,7 @@ def _split(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """(train, train labels, test, test labels): a held-out fraction (>= 1 image) for test."""
     if len(X) < 2:
-        raise ValueError(f"a domain needs at least 2 images (training and test), got {len(X)}")
+        raise UserInputError(f"a domain needs at least 2 images (training and test), got {len(X)}")
     order = rng.permutation(len(X))
     cut = min(max(1, int(round(spec.holdout_fraction * len(X)))), len(X) - 1)
     train, test = np.sort(order[cut:][: spec.max_rows]), np.sort(order[:cut][: spec.test_rows])
@@ -161,7 +162,7 @@ def _from_two_sets(spec: CycleDataSpec, seed: int) -> CycleData:
     X_a, y_a, digest_a = _images(spec.domain_a)
     X_b, y_b, digest_b = _images(spec.domain_b)
     if X_a.shape[1:] != X_b.shape[1:]:
-        raise ValueError(
+        raise UserInputError(
             f"domains A and B must share the image shape (C, H, W): A {spec.domain_a!r} has "
             f"{X_a.shape[1:]}, B {spec.domain_b!r} has {X_b.shape[1:]}"
         )

@@ -1,10 +1,11 @@
 """What genad's MLflow pyfunc models share: the `PythonModel` base and the MLflow calls they make.
 
-The detector (`anomaly.pyfunc`), the generator (`anomaly.generator_pyfunc`) and the translator
-(`anomaly.translator_pyfunc`) are logged as "models from code": MLflow runs an entry file
-(`anomaly/*_entry.py`) that calls `serve(ModelClass())`. Each model is a folder of state_dict +
-JSON logged as one artifact; `GenadPythonModel.load_context` finds that folder and hands it to
-the subclass's `load`. This module alone of the shipped code imports mlflow.
+The detector (`anomaly.packaged.detector_pyfunc`), the generator
+(`anomaly.packaged.generator_pyfunc`) and the translator (`anomaly.packaged.translator_pyfunc`) are
+logged as "models from code": MLflow runs an entry file (`anomaly/packaged/*_entry.py`) that calls
+`serve(ModelClass())`. Each model is a folder of state_dict + JSON logged as one artifact;
+`GenadPythonModel.load_context` finds that folder and hands it to the subclass's `load`. This module
+alone of the shipped code imports mlflow.
 """
 
 from __future__ import annotations

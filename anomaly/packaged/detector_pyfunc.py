@@ -1,12 +1,13 @@
 """The MLflow pyfunc model: a genad detector that any MLflow user can load and score.
 
-It is logged as "models from code" (`anomaly/pyfunc_entry.py`) with genad's `anomaly` and
-`generative` packages shipped as `code_paths`, and the detector folder (state_dict + JSON,
-see `anomaly.scoring.save_bundle`) as the artifact "detector": nothing is pickled. A consumer
-needs the model's `requirements.txt` (pinned; `pipelines.servables.MODEL_PACKAGES`), not genad.
+It is logged as "models from code" (`anomaly/packaged/detector_pyfunc_entry.py`) with genad's
+`anomaly` and `generative` packages shipped as `code_paths`, and the detector folder (state_dict +
+JSON, see `anomaly.packaged.scoring.save_bundle`) as the artifact "detector": nothing is pickled. A
+consumer needs the model's `requirements.txt` (pinned; `pipelines.servables.MODEL_PACKAGES`), not
+genad.
 
-Input the model cannot score raises `InvalidInputError` (`anomaly.pyfunc_base`): `mlflow models
-serve` answers it with HTTP 400 and its message. Served (MLflow's serving environment flag is
+Input the model cannot score raises `InvalidInputError` (`anomaly.packaged.pyfunc_base`): `mlflow
+models serve` answers it with HTTP 400 and its message. Served (MLflow's serving environment flag is
 set), a request must hold 1 to `GENAD_SERVING_MAX_ROWS` rows (default: a million values, 100,000
 rows of 10 columns or 1,275 Fashion-MNIST images); in process, any number of rows is scored.
 """
@@ -20,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from anomaly.pyfunc_base import GenadPythonModel, InvalidInputError, serving
-from anomaly.scoring import (
+from anomaly.packaged.pyfunc_base import GenadPythonModel, InvalidInputError, serving
+from anomaly.packaged.scoring import (
     UNREGISTERED,
     InputColumnsError,
     ScoringModel,
@@ -38,7 +39,7 @@ DEFAULT_MAX_SERVED_VALUES = 1_000_000  # rows x feature columns per served reque
 
 class GenadVAEModel(GenadPythonModel):
     """predict(frame) -> one row per input: log_px, normality, score, p_value, is_anomaly,
-    model_name, model_version (see `anomaly.scoring.ScoringModel`).
+    model_name, model_version (see `anomaly.packaged.scoring.ScoringModel`).
 
     The input frame must hold the model's feature columns (see the model signature) with
     finite numbers; extra columns are ignored. Through `mlflow.pyfunc.load_model` or

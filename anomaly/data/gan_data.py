@@ -16,9 +16,10 @@ import numpy as np
 
 from anomaly.data import load_dataset
 from anomaly.data.catalog import IMAGE_SETS
+from anomaly.errors import ConfigError, UserInputError
 from anomaly.evaluation import digest
+from anomaly.packaged.scoring import default_feature_names
 from anomaly.preprocessing import Standardizer
-from anomaly.scoring import default_feature_names
 
 MIN_REFERENCE_ROWS = 10  # the C2ST's 5 folds, KID and precision/recall need a few rows
 
@@ -38,11 +39,11 @@ class GanDataSpec:
 
     def __post_init__(self) -> None:
         if self.max_rows is not None and self.max_rows < 1:
-            raise ValueError(f"max_rows must be >= 1, got {self.max_rows}")
+            raise ConfigError(f"max_rows must be >= 1, got {self.max_rows}")
         if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+            raise ConfigError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         if self.reference_rows < 2:
-            raise ValueError(f"reference_rows must be >= 2, got {self.reference_rows}")
+            raise ConfigError(f"reference_rows must be >= 2, got {self.reference_rows}")
 
     @property
     def feature_set(self) -> str | None:
@@ -95,7 +96,7 @@ def load_gan_data(spec: GanDataSpec, *, seed: int) -> GanData:
     train_rows = np.sort(train_rows[: spec.max_rows])
     keep = np.sort(rng.permutation(len(reference))[: spec.reference_rows])
     if len(keep) < MIN_REFERENCE_ROWS:
-        raise ValueError(
+        raise UserInputError(
             f"only {len(keep)} reference rows for the quality metrics (>= {MIN_REFERENCE_ROWS} "
             "needed): give more rows or a larger holdout_fraction"
         )
@@ -135,7 +136,7 @@ def to_data_scale(X: np.ndarray) -> np.ndarray:
         scaled = np.asarray(X, dtype=np.float64)
     bad = int((~np.isfinite(scaled)).sum())
     if bad:
-        raise ValueError(f"the data hold {bad} NaN or infinite values; clean them first")
+        raise UserInputError(f"the data hold {bad} NaN or infinite values; clean them first")
     if X.ndim == 4 and (scaled.min(initial=0.0) < 0.0 or scaled.max(initial=0.0) > 1.0):
-        raise ValueError("image values must be 8-bit (0..255) or in [0, 1]")
+        raise UserInputError("image values must be 8-bit (0..255) or in [0, 1]")
     return scaled

@@ -1,8 +1,8 @@
 """The MLflow pyfunc generator: a trained GAN that any MLflow user can load and sample from.
 
-Logged as "models from code" (`anomaly/generator_pyfunc_entry.py`) with genad's `anomaly` and
-`generative` packages shipped as `code_paths` and the generator folder (state_dict + JSON, plus
-the scaler JSON for tables; see `anomaly.generation.save_generator`) as the artifact
+Logged as "models from code" (`anomaly/packaged/generator_pyfunc_entry.py`) with genad's `anomaly`
+and `generative` packages shipped as `code_paths` and the generator folder (state_dict + JSON, plus
+the scaler JSON for tables; see `anomaly.packaged.generation.save_generator`) as the artifact
 "generator": nothing is pickled. A consumer needs the model's pinned `requirements.txt`, not
 genad.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from anomaly.generation import GeneratorBundle, load_generator
-from anomaly.pyfunc_base import GenadPythonModel
+from anomaly.packaged.generation import GeneratorBundle, load_generator
+from anomaly.packaged.pyfunc_base import GenadPythonModel
 
 GENERATOR_ARTIFACT = "generator"
 

@@ -1,10 +1,10 @@
 """The MLflow pyfunc translator: a trained CycleGAN that any MLflow user can load and use to
 translate images between its two domains.
 
-Logged as "models from code" (`anomaly/translator_pyfunc_entry.py`) with genad's `anomaly` and
-`generative` packages shipped as `code_paths` and the translator folder (state_dict + JSON;
-see `anomaly.translation.save_translator`) as the artifact "translator": nothing is pickled.
-A consumer needs the model's pinned `requirements.txt`, not genad.
+Logged as "models from code" (`anomaly/packaged/translator_pyfunc_entry.py`) with genad's `anomaly`
+and `generative` packages shipped as `code_paths` and the translator folder (state_dict + JSON;
+see `anomaly.packaged.translation.save_translator`) as the artifact "translator": nothing is
+pickled. A consumer needs the model's pinned `requirements.txt`, not genad.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from anomaly.pyfunc_base import GenadPythonModel
-from anomaly.translation import TranslatorBundle, load_translator
+from anomaly.packaged.pyfunc_base import GenadPythonModel
+from anomaly.packaged.translation import TranslatorBundle, load_translator
 
 TRANSLATOR_ARTIFACT = "translator"
 

@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 
 from anomaly.errors import UserInputError
+from anomaly.packaged.files import read_packaged
 from anomaly.preprocessing import Standardizer
 from generative.gan.model import AdversarialModel
-from generative.registry import atomic_directory, read_model_files, write_model_files
+from generative.registry import atomic_directory, write_model_files
 
 GENERATOR_INFO_FILE = "generator_info.json"
 SCALER_FILE = "scaler.json"
@@ -279,10 +280,7 @@ def save_generator(
 def load_generator(path: str | os.PathLike) -> GeneratorBundle:
     """Load a folder written by `save_generator` (on the CPU, in eval mode)."""
     folder = Path(path)
-    gan = read_model_files(folder, map_location="cpu").eval()
-    if not isinstance(gan, AdversarialModel):
-        raise ValueError(f"{folder} holds a {type(gan).__name__}, not a generator")
-    payload = json.loads((folder / GENERATOR_INFO_FILE).read_text())
+    gan, payload = read_packaged(folder, AdversarialModel, "a generator", GENERATOR_INFO_FILE)
     scaler_path = folder / SCALER_FILE
     scaler = (
         Standardizer.from_dict(json.loads(scaler_path.read_text()))

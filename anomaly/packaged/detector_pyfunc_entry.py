@@ -1,6 +1,6 @@
 """Models-from-code entry point: MLflow runs this file to build the detector pyfunc model."""
 
-from anomaly.pyfunc import GenadVAEModel
-from anomaly.pyfunc_base import serve
+from anomaly.packaged.detector_pyfunc import GenadVAEModel
+from anomaly.packaged.pyfunc_base import serve
 
 serve(GenadVAEModel())
