@@ -130,6 +130,7 @@ def fit_progressive(
     """Grow the model, logging phases and stage grids; on divergence the run is marked
     FAILED with the message as `divergence.txt` and the error raised again."""
     model_config, train_config = configs
+    torch.manual_seed(train_config.seed)  # seeded initial weights: a rerun is the same run
     model = build_model(family, model_config)
     callbacks: list[Callback] = [
         MlflowEpochLogger(run_id),

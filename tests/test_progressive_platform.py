@@ -128,6 +128,25 @@ def test_progan_flow_resumes_from_a_stage_checkpoint(
         )
 
 
+def test_progressive_flow_with_one_seed_trains_the_same_weights(
+    prefect_harness, mlflow_store, feature_net, tmp_path
+) -> None:
+    """The seed covers the initial weights too (they were drawn unseeded before): two runs of
+    the flow end in the same stage-0 weights, bit for bit on one thread."""
+    folders = [tmp_path / "first", tmp_path / "second"]
+    for folder in folders:
+        train_progressive_flow(
+            "progan", "fashion-mnist", TINY, {**SCHEDULE, "stop_after_stage": 0},
+            model_name=PROGAN_MODEL, max_rows=64, reference_rows=200, checkpoint_dir=str(folder),
+        )  # fmt: skip
+    first, second = (
+        torch.load(folder / "stage_0_4x4" / "model.pt", weights_only=True) for folder in folders
+    )
+    assert first.keys() == second.keys()
+    for name, tensor in first.items():
+        assert torch.equal(tensor, second[name]), name
+
+
 def test_progressive_flow_refuses_bad_settings(prefect_harness, mlflow_store, catalog_env) -> None:
     with pytest.raises(ValueError, match="family must be one of"):
         train_progressive_flow("dcgan", "fashion-mnist")
