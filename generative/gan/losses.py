@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from generative.distributed import draw_rows
+
 
 @dataclass(frozen=True)
 class GANLoss:
@@ -92,9 +94,14 @@ def gradient_penalty(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """E (||grad critic(x_hat)||_2 - 1)^2 at x_hat = e x + (1 - e) G(z), e ~ U[0, 1] per sample
-    (Gulrajani et al. 2017). The graph is kept so the penalty trains the critic."""
+    (Gulrajani et al. 2017). The graph is kept so the penalty trains the critic. Inside a
+    `generative.distributed.global_batch` block e is drawn for the whole global batch and this
+    rank takes its rows (`draw_rows`), so a row's e does not depend on the split."""
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    mix = torch.rand(shape, generator=generator, device=real.device, dtype=real.dtype)
+    mix = draw_rows(
+        lambda size: torch.rand(size, generator=generator, device=real.device, dtype=real.dtype),
+        shape,
+    )
     interpolates = (mix * real.detach() + (1.0 - mix) * fake.detach()).requires_grad_(True)
     values = critic(interpolates)
     (grads,) = torch.autograd.grad(values.sum(), interpolates, create_graph=True)

@@ -31,7 +31,7 @@ writes the checkpoints. A time budget (`max_seconds`) is single-process only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,8 @@ from torch import nn
 
 from generative.checkpoints import TRAINER_STATE_FILE, run_fingerprint, write_checkpoint
 from generative.configs import JsonConfig
-from generative.distributed import World, draw_rows, global_batch
-from generative.gan.losses import clip_weights
+from generative.distributed import World, global_batch
+from generative.gan.losses import clip_weights, gradient_penalty
 from generative.loop import CLOCKS, Callback, LoopTrainer, autocast, check_runtime
 from generative.progressive.layers import downsample, upsample
 from generative.progressive.model import ProgressiveModel
@@ -272,7 +272,7 @@ class ProgressiveTrainer(LoopTrainer):
             penalty = torch.zeros((), device=self.device)
             if loss.penalty_weight > 0:
                 critic = lambda x: model.critic(x, stage, alpha).float()  # noqa: E731
-                penalty = gradient_penalty(critic, real, fake, self.rng)
+                penalty = gradient_penalty(critic, real, fake, generator=self.rng)
                 value = value + loss.penalty_weight * penalty
         self.opt_d.zero_grad(set_to_none=True)
         self._backward(value, len(real), rows, model.discriminator)
@@ -303,24 +303,6 @@ class ProgressiveTrainer(LoopTrainer):
         `rows` of its `global_rows` rows (weighted here, averaged over the ranks)."""
         (loss * self.ranks.loss_weight(rows, global_rows)).backward()
         self.ranks.average_gradients(net.parameters())
-
-
-def gradient_penalty(
-    critic: Callable[[torch.Tensor], torch.Tensor],
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    rng: torch.Generator,
-) -> torch.Tensor:
-    """`generative.gan.losses.gradient_penalty` on this rank's rows, its mixing weights e drawn
-    for the whole global batch (`generative.distributed.draw_rows`): the mean over these rows
-    of (||grad critic(x_hat)||_2 - 1)^2 at x_hat = e x + (1 - e) G(z)."""
-    sample = lambda shape: torch.rand(  # noqa: E731
-        shape, generator=rng, device=real.device, dtype=real.dtype
-    )
-    mix = draw_rows(sample, (real.shape[0],) + (1,) * (real.dim() - 1))
-    interpolates = (mix * real.detach() + (1.0 - mix) * fake.detach()).requires_grad_(True)
-    (grads,) = torch.autograd.grad(critic(interpolates).sum(), interpolates, create_graph=True)
-    return (grads.flatten(1).float().norm(dim=1) - 1.0).pow(2).mean()
 
 
 def ema_decay(target: float, steps: int) -> float:
