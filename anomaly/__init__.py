@@ -1,5 +1,6 @@
 """Scores, thresholds and detectors built on generative models."""
 
 from anomaly.detector import VAEDetector
+from anomaly.ensemble import VAEEnsembleDetector
 
-__all__ = ["VAEDetector"]
+__all__ = ["VAEDetector", "VAEEnsembleDetector"]

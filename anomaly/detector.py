@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,10 +21,17 @@ from anomaly.detector_params import (
     refuse_renamed,
     refusing_renamed,
     trainer_config,
+    trim_fraction,
     upgrade_params,
     vae_config,
 )
-from anomaly.preprocessing import ImageScaler, Standardizer, preprocessor_from_dict
+from anomaly.errors import ConfigError
+from anomaly.preprocessing import (
+    ImageScaler,
+    RobustScaler,
+    Standardizer,
+    preprocessor_from_dict,
+)
 from generative.distributed import World
 from generative.training import Callback, EarlyStopping, ProgressBar, Trainer
 from generative.vae import VAE, estimate_log_px
@@ -64,6 +72,15 @@ class VAEDetector(BaseDetector):
     the `compressor`'s code length (needs a discrete likelihood). `score_terms(X)` returns the
     raw terms. Thresholds, p-values and flags always use the corrected score.
 
+    Training rows may hold unlabelled anomalies (history nobody cleaned). By default the VAE
+    trains with a trimmed ELBO: after `trim_warmup_epochs`, each batch leaves out its
+    `trim_fraction` of rows with the highest loss ("contamination": the `contamination` share),
+    so probable anomalies get no gradient; with `refit` a second VAE then trains from scratch on
+    the training rows whose ELBO under the first is above its `trim_fraction` quantile (the
+    first model's scores pick the rows; the second model's are the scores). `trim_fraction=0`
+    and `refit=False` train on every row as given. `scaling` ("standard" or "robust": median
+    and IQR) scales tabular features. docs/detector.md shows what each part measured.
+
     Architecture options left at "auto"/None are resolved in `fit`: MLP with Gaussian (learned
     variance) likelihood for tabular data; conv net with an 8-bit discretised logistic likelihood
     for images (`image_mode="scale"`), or Bernoulli on binarised pixels (`image_mode="binarize"`).
@@ -87,11 +104,15 @@ class VAEDetector(BaseDetector):
         backbone: str = "auto",
         likelihood: str = "auto",
         image_mode: str = "scale",
-        epochs: int = 100,
+        epochs: int = 30,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
         kl_warmup_steps: int = 0,
         free_bits: float = 0.0,
+        scaling: str = "standard",
+        trim_fraction: float | str = "contamination",
+        trim_warmup_epochs: int = 1,
+        refit: bool = True,
         patience: int = 10,
         validation_fraction: float = 0.1,
         calibration_fraction: float = 0.2,
@@ -151,20 +172,14 @@ class VAEDetector(BaseDetector):
         training rows; every row of X, preprocessed, as a float32 tensor."""
         self.preprocessor_ = self._make_preprocessor(X).fit(X[train_idx])
         data = self._to_tensor(self.preprocessor_.transform(X))
-        torch.manual_seed(self.random_state)  # the weight initialisation, for repeatable fits
-        self.model_ = VAE(vae_config(self, tuple(data.shape[1:])))
-        discrete = self.model_.likelihood.discrete
-        check_applicable(self.correction, tuple(data.shape[1:]), discrete, self.compressor)
-        callbacks = [*self._callbacks(len(val_idx)), *callbacks]
-        trainer = Trainer(
-            self.model_,
-            trainer_config(self),
-            callbacks,
-            checkpoint_dir=checkpoint_dir,
-            world=world,
-        )
-        self.history_ = trainer.fit(data[train_idx], data[val_idx] if len(val_idx) else None)
-        self.active_units_ = self.model_.active_units(data[train_idx].to(trainer.device))
+        options = {"callbacks": callbacks, "checkpoint_dir": checkpoint_dir, "world": world}
+        device = self._train_vae(data, train_idx, val_idx, **options)
+        if self.refit:
+            train_idx = self._kept_for_refit(data, train_idx, device)
+            if checkpoint_dir is not None:
+                options["checkpoint_dir"] = Path(checkpoint_dir) / "refit"
+            device = self._train_vae(data, train_idx, val_idx, **options)
+        self.active_units_ = self.model_.active_units(data[train_idx].to(device))
         self.background_ = None
         if CORRECTIONS[self.correction].needs_background:
             self.background_ = train_background(
@@ -176,13 +191,61 @@ class VAEDetector(BaseDetector):
             )
         return data
 
+    def _train_vae(
+        self,
+        data: torch.Tensor,
+        train_idx: np.ndarray,
+        val_idx: np.ndarray,
+        *,
+        callbacks: Sequence[Callback],
+        checkpoint_dir: str | os.PathLike | None,
+        world: World | None,
+    ) -> torch.device:
+        """A fresh `model_` trained on the rows `train_idx` of `data` (early stopping on
+        `val_idx`); sets `history_` and returns the device it trained on."""
+        if world is not None and world.size > 1 and trim_fraction(self) > 0:
+            raise ConfigError(
+                "trim_fraction ranks the rows of a whole batch, which is split across the "
+                f"{world.size} processes: pass trim_fraction=0 to train data-parallel"
+            )
+        torch.manual_seed(self.random_state)  # the weight initialisation, for repeatable fits
+        self.model_ = VAE(vae_config(self, tuple(data.shape[1:]), len(train_idx)))
+        discrete = self.model_.likelihood.discrete
+        check_applicable(self.correction, tuple(data.shape[1:]), discrete, self.compressor)
+        callbacks = [*self._callbacks(len(val_idx)), *callbacks]
+        trainer = Trainer(
+            self.model_,
+            trainer_config(self),
+            callbacks,
+            checkpoint_dir=checkpoint_dir,
+            world=world,
+        )
+        self.history_ = trainer.fit(data[train_idx], data[val_idx] if len(val_idx) else None)
+        return trainer.device
+
+    @torch.no_grad()
+    def _kept_for_refit(
+        self, data: torch.Tensor, train_idx: np.ndarray, device: torch.device
+    ) -> np.ndarray:
+        """The training rows whose ELBO under the first model is above its `trim_fraction`
+        quantile (the rows a refit trains on)."""
+        self.model_.eval()
+        elbo = estimate_log_px(
+            self.model_, data[train_idx].to(device), method="elbo", seed=self.random_state
+        )
+        n_keep = len(train_idx) - math.floor(trim_fraction(self) * len(train_idx))
+        order = np.argsort(-elbo.double().cpu().numpy(), kind="stable")
+        return np.sort(train_idx[order[:n_keep]])
+
     def _check_params(self) -> None:
         """ValueError naming a parameter out of its range (see `anomaly.detector_params`)."""
         check_params(self)
         super()._check_params()
 
     def _make_preprocessor(self, X: np.ndarray) -> Standardizer | ImageScaler:
-        return ImageScaler(mode=self.image_mode) if X.ndim == 4 else Standardizer()
+        if X.ndim == 4:
+            return ImageScaler(mode=self.image_mode)
+        return RobustScaler() if self.scaling == "robust" else Standardizer()
 
     def _callbacks(self, n_val: int) -> list:
         callbacks: list = [ProgressBar("VAEDetector.fit")] if self.verbose else []

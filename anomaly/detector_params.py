@@ -39,6 +39,11 @@ class VAEParams(Protocol):
     learning_rate: float
     kl_warmup_steps: int
     free_bits: float
+    scaling: str
+    trim_fraction: float | str
+    trim_warmup_epochs: int
+    refit: bool
+    contamination: float
     correction: str
     compressor: str
     background_radius: int
@@ -47,6 +52,8 @@ class VAEParams(Protocol):
     random_state: int
     device: str
 
+
+SCALINGS = ("standard", "robust")
 
 # Parameters renamed since an earlier release: old name -> new name. `score` shadowed the `score`
 # method that scikit-learn's tooling and pipelines call on estimators.
@@ -101,11 +108,37 @@ def check_params(detector: VAEParams) -> None:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {detector.precision!r}")
     if detector.image_mode not in ("scale", "binarize"):
         raise ValueError(f"image_mode must be 'scale' or 'binarize', got {detector.image_mode!r}")
+    if detector.scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {SCALINGS}, got {detector.scaling!r}")
+    trim_fraction(detector)  # raises on a bad trim_fraction
+    if not (
+        isinstance(detector.trim_warmup_epochs, int | np.integer)
+        and detector.trim_warmup_epochs >= 0
+    ):
+        raise ValueError(
+            f"trim_warmup_epochs must be an integer >= 0, got {detector.trim_warmup_epochs!r}"
+        )
+    if not isinstance(detector.refit, bool | np.bool_):
+        raise ValueError(f"refit must be True or False, got {detector.refit!r}")
     check_correction(detector.correction, detector.compressor)
     background_settings(detector)  # raises on a bad background setting, before training
 
 
-def vae_config(detector: VAEParams, input_shape: tuple[int, ...]) -> VAEConfig:
+def trim_fraction(detector: VAEParams) -> float:
+    """The share of each batch the trimmed ELBO leaves out: `trim_fraction`, or the detector's
+    `contamination` for "contamination"; ValueError outside [0, 0.5)."""
+    value = detector.trim_fraction
+    if value == "contamination":
+        value = detector.contamination
+    if isinstance(value, str) or not 0.0 <= float(value) < 0.5:
+        raise ValueError(
+            f"trim_fraction must be a number in [0, 0.5) or 'contamination', got "
+            f"{detector.trim_fraction!r}"
+        )
+    return float(value)
+
+
+def vae_config(detector: VAEParams, input_shape: tuple[int, ...], n_train: int = 0) -> VAEConfig:
     """The VAE for inputs of `input_shape` (without the batch axis): options left at "auto"/None
     resolve to an MLP with a learned-variance Gaussian for tabular rows, a conv net with an 8-bit
     discretised logistic (or, for `image_mode="binarize"`, Bernoulli) likelihood for images."""
@@ -132,6 +165,8 @@ def vae_config(detector: VAEParams, input_shape: tuple[int, ...]) -> VAEConfig:
         likelihood=likelihood,
         kl_warmup_steps=detector.kl_warmup_steps,
         free_bits=detector.free_bits,
+        trim_fraction=trim_fraction(detector),
+        trim_warmup_steps=detector.trim_warmup_epochs * math.ceil(n_train / detector.batch_size),
     )
 
 

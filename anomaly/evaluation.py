@@ -10,12 +10,15 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 @dataclass(frozen=True)
 class NoveltySplit:
-    """Training rows (normal only) and a labelled test set (1 = anomaly)."""
+    """Training rows and a labelled test set (1 = anomaly). The training rows are normal only
+    (`novelty_split`) or carry the data set's anomaly rate (`unsupervised_split`); their labels
+    `y_train` are for stratified subsampling and reports, never for the detector."""
 
     X_train: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
     test_index: np.ndarray
+    y_train: np.ndarray | None = None
 
 
 def novelty_split(
@@ -39,6 +42,21 @@ def novelty_split(
     is_test[test_index] = True
     train_index = np.flatnonzero(~is_test & (y == 0))
     return NoveltySplit(X[train_index], X[test_index], y[test_index], test_index)
+
+
+def unsupervised_split(
+    X: np.ndarray, y: np.ndarray, *, test_fraction: float = 0.3, seed: int = 0
+) -> NoveltySplit:
+    """The same stratified split as `novelty_split`, but the detector trains on every row of
+    the training part, anomalies included (unlabelled: as history arrives, nobody cleaned it).
+
+    `X_train` keeps the data set's anomaly rate; the test part is identical to
+    `novelty_split`'s for the same seed."""
+    y = np.asarray(y).astype(int)
+    clean = novelty_split(X, y, test_fraction=test_fraction, seed=seed)
+    is_test = np.zeros(len(y), dtype=bool)
+    is_test[clean.test_index] = True
+    return NoveltySplit(X[~is_test], clean.X_test, clean.y_test, clean.test_index, y[~is_test])
 
 
 def ranking_metrics(y_true: np.ndarray, anomaly_score: np.ndarray) -> dict[str, float]:

@@ -67,6 +67,29 @@ class Standardizer:
         return standardizer
 
 
+class RobustScaler(Standardizer):
+    """Per-feature (x - median) / (IQR / 1.349) for tabular data with outliers or heavy tails.
+
+    The median and the interquartile range move little when a share of the rows are anomalies,
+    unlike the mean and the standard deviation. IQR / 1.349 is the standard deviation of a
+    normal feature. A feature whose IQR is below `min_std` (a binary or mostly constant one) is
+    scaled by its standard deviation instead, and by 1 when that is below `min_std` too.
+    """
+
+    kind: ClassVar[str] = "robust"
+
+    def fit(self, X: Any) -> Self:
+        """Learn `mean_` (the medians) and `scale_` from the training rows X (n, d)."""
+        data = _tabular(check_input(X))
+        low, median, high = np.percentile(data, [25.0, 50.0, 75.0], axis=0)
+        spread = (high - low) / 1.349
+        std = data.std(axis=0, dtype=np.float64)
+        fallback = np.where(std < self.min_std, 1.0, std)
+        self.mean_ = median.astype(np.float64)
+        self.scale_ = np.where(spread < self.min_std, fallback, spread).astype(np.float64)
+        return self
+
+
 class ImageScaler:
     """Map 8-bit images (n, c, h, w) or (n, h, w) to [0, 1].
 
@@ -114,6 +137,7 @@ class ImageScaler:
 
 PREPROCESSORS: dict[str, type[Standardizer] | type[ImageScaler]] = {
     Standardizer.kind: Standardizer,
+    RobustScaler.kind: RobustScaler,
     ImageScaler.kind: ImageScaler,
 }
 

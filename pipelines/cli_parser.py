@@ -62,6 +62,35 @@ def _detector_arguments(parser: argparse.ArgumentParser) -> None:
         "--correction", choices=list(CORRECTIONS),
         help="score by a likelihood ratio or a complexity-corrected likelihood (images only)",
     )  # fmt: skip
+    _robust_arguments(parser)
+
+
+def _robust_arguments(parser: argparse.ArgumentParser) -> None:
+    """The contamination-robust training options of VAEDetector (tabular history with
+    unlabelled anomalies in it)."""
+    from anomaly.detector_params import SCALINGS
+
+    parser.add_argument(
+        "--trim-fraction", type=_trim_fraction,
+        help="share of each batch (highest loss) left out of the ELBO, or 'contamination'",
+    )  # fmt: skip
+    parser.add_argument(
+        "--refit", action=argparse.BooleanOptionalAction, default=None,
+        help="train again on the rows the first model keeps (drops the trim fraction)",
+    )  # fmt: skip
+    parser.add_argument("--scaling", choices=SCALINGS, help="tabular scaling of the features")
+
+
+def _trim_fraction(text: str) -> float | str:
+    """--trim-fraction's value: a number, or the word 'contamination'."""
+    if text == "contamination":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [0, 0.5) or 'contamination', got {text!r}"
+        ) from None
 
 
 def _score_arguments(parser: argparse.ArgumentParser) -> None:

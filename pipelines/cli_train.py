@@ -70,6 +70,19 @@ def printed(result: dict[str, Any]) -> int:
     return 0
 
 
+DETECTOR_FLAGS = (
+    "epochs",
+    "score_method",
+    "n_samples",
+    "target_fpr",
+    "contamination",
+    "correction",
+    "trim_fraction",
+    "refit",
+    "scaling",
+)
+
+
 def detector_config(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
     """VAEDetector parameters: defaults, then --config JSON, then the explicit flags. The
     --contamination flag without --target-fpr chooses the contamination rule, so it drops a
@@ -80,7 +93,7 @@ def detector_config(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[
     refuse_renamed("--config", config)
     if getattr(args, "contamination", None) is not None and args.target_fpr is None:
         config.pop("target_fpr", None)
-    for key in ("epochs", "score_method", "n_samples", "target_fpr", "contamination", "correction"):
+    for key in DETECTOR_FLAGS:
         value = getattr(args, key, None)
         if value is not None:
             config[key] = value

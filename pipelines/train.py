@@ -169,10 +169,11 @@ def train_vae_flow(
     with user_settings():  # before any run is created
         check_correction_fits(params, tuple(data.X.shape[1:]))
     holdout = data.holdout(validation_fraction, seed)
-    logged_params = {**params, "validation_fraction": validation_fraction}
-    identity = {"model_name": name, "data": spec.__dict__, "digest": data.digest, **logged_params}
+    given = {**params, "validation_fraction": validation_fraction}
+    identity = {"model_name": name, "data": spec.__dict__, "digest": data.digest, **given}
+    logged = {**VAEDetector(**params).get_params(), **given}  # the defaults too
     run_id = resumed_or_new_run(
-        checkpoint_dir, identity, lambda: start_run(spec, data, logged_params, name)
+        checkpoint_dir, identity, lambda: start_run(spec, data, logged, name)
     )
     detector = fit_detector(holdout, params, run_id, checkpoint_dir)
     metrics = evaluate_and_log(detector, holdout, data, run_id, name)

@@ -92,6 +92,7 @@ def train_vae(args: argparse.Namespace, world: World) -> dict[str, Any] | None:
     params = detector_params(json_object(args.config, "--config"), args.seed)
     if params.get("free_bits", 0) > 0:
         raise ValueError("free_bits clamps a batch mean: it does not split across processes")
+    params.setdefault("trim_fraction", 0.0)  # a trimmed ELBO ranks a whole batch's rows
     data = spec.load()
     holdout = data.holdout(args.validation_fraction, args.seed)
     run_id = None

@@ -236,6 +236,32 @@ def test_the_contamination_flag_chooses_its_rule_over_a_default_target_fpr():
     assert config() == {"epochs": 8, "target_fpr": 0.05}
 
 
+def test_the_robust_training_flags_reach_the_detector_config():
+    from pipelines import cli
+    from pipelines.cli import detector_config
+    from pipelines.cli_parser import build_parser
+
+    def config(*flags: str) -> dict:
+        args = build_parser(cli).parse_args(["train", "vae", "--dataset", "x.csv", *flags])
+        return detector_config(args, {})
+
+    assert config() == {}
+    flags = ("--trim-fraction", "0.05", "--no-refit", "--scaling", "robust")
+    assert config(*flags) == {"trim_fraction": 0.05, "refit": False, "scaling": "robust"}
+    assert config("--trim-fraction", "contamination", "--refit") == {
+        "trim_fraction": "contamination",
+        "refit": True,
+    }
+
+
+def test_a_bad_trim_fraction_flag_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "vae", "--dataset", "x.csv", "--trim-fraction", "lots"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "--trim-fraction" in err and "'contamination'" in err
+
+
 def test_an_internal_error_exits_1_saying_so_and_where_the_traceback_is(capsys, monkeypatch):
     from pipelines import cli
 

@@ -53,6 +53,9 @@ def test_training_run_logs_config_metrics_dataset_plots_and_model(champion):
     assert len(client.get_metric_history(run.info.run_id, "epoch_loss")) == epochs
     assert len(client.get_metric_history(run.info.run_id, "epoch_val_score")) == epochs
     assert run.data.params["detector.epochs"] == str(TINY_CONFIG["epochs"])
+    # the defaults are logged too: the robust training a run used is on record
+    assert run.data.params["detector.trim_fraction"] == "contamination"
+    assert run.data.params["detector.refit"] == "True"
     assert len(run.data.params["data.digest"]) == 16
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.digest == run.data.params["data.digest"]

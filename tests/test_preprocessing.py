@@ -11,6 +11,7 @@ from sklearn.exceptions import NotFittedError
 from anomaly.preprocessing import (
     PREPROCESSORS,
     ImageScaler,
+    RobustScaler,
     Standardizer,
     preprocessor_from_dict,
 )
@@ -99,6 +100,7 @@ def test_image_scaler_round_trip() -> None:
 
 
 def test_registry_and_unknown_type() -> None:
-    assert {"standardize": Standardizer, "image": ImageScaler} == PREPROCESSORS
-    with pytest.raises(ValueError, match=r"'pca'.*\['image', 'standardize'\]"):
+    expected = {"standardize": Standardizer, "robust": RobustScaler, "image": ImageScaler}
+    assert expected == PREPROCESSORS
+    with pytest.raises(ValueError, match=r"'pca'.*\['image', 'robust', 'standardize'\]"):
         preprocessor_from_dict({"type": "pca"})

@@ -20,6 +20,9 @@ class VAEConfig(JsonConfig):
     gaussian_std: fixed (or initial, for "gaussian_learned") decoder standard deviation.
     kl_warmup_steps: the KL weight at step t is min(1, (t + 1) / kl_warmup_steps) (0 = off).
     free_bits: nats per latent dimension below which the KL is not penalised (0 = off).
+    trim_fraction: share of each training batch, the rows with the highest loss, left out of
+        the loss (a trimmed ELBO: rows that are probably anomalies get no gradient; 0 = off).
+    trim_warmup_steps: optimisation steps trained on whole batches before trimming starts.
     """
 
     input_shape: tuple[int, ...]
@@ -32,6 +35,8 @@ class VAEConfig(JsonConfig):
     gaussian_std: float = 1.0
     kl_warmup_steps: int = 0
     free_bits: float = 0.0
+    trim_fraction: float = 0.0
+    trim_warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
@@ -45,6 +50,11 @@ class VAEConfig(JsonConfig):
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
         if self.free_bits < 0 or self.kl_warmup_steps < 0:
             raise ValueError("free_bits and kl_warmup_steps must be >= 0")
+        if not 0.0 <= self.trim_fraction < 0.5 or self.trim_warmup_steps < 0:
+            raise ValueError(
+                f"trim_fraction must be in [0, 0.5) and trim_warmup_steps >= 0, got "
+                f"{self.trim_fraction!r} and {self.trim_warmup_steps!r}"
+            )
 
     @property
     def data_dim(self) -> int:

@@ -86,17 +86,29 @@ class VAE(nn.Module):
         return min(1.0, (step + 1) / self.config.kl_warmup_steps)
 
     def training_loss(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Negative ELBO (one reparameterised sample) with KL warm-up and free bits."""
+        """Negative ELBO (one reparameterised sample) with KL warm-up and free bits, over the
+        rows `kept_rows` keeps (all of them unless the config trims)."""
         mu, logvar = self.encode(x)
         log_px_z = self.log_likelihood(self.decode(self.reparameterize(mu, logvar, self.noise)), x)
         kl_dims = self.kl_per_dim(mu.float(), logvar.float())
+        beta = self.kl_weight(step)
+        elbo = (log_px_z - kl_dims.sum(dim=-1)).mean()
+        kept = self.kept_rows(beta * kl_dims.sum(dim=-1) - log_px_z, step)
+        log_px_z, kl_dims = log_px_z[kept], kl_dims[kept]
         penalised = kl_dims.mean(dim=0)
         if self.config.free_bits > 0:
             penalised = penalised.clamp(min=self.config.free_bits)
-        beta = self.kl_weight(step)
         loss = -log_px_z.mean() + beta * penalised.sum()
-        elbo = (log_px_z - kl_dims.sum(dim=-1)).mean()
-        return loss, {"elbo": elbo.item(), "kl": kl_dims.sum(-1).mean().item(), "kl_weight": beta}
+        metrics = {"elbo": elbo.item(), "kl": kl_dims.sum(-1).mean().item(), "kl_weight": beta}
+        return loss, {**metrics, "kept": len(log_px_z) / len(x)}
+
+    def kept_rows(self, row_loss: torch.Tensor, step: int) -> torch.Tensor:
+        """Indices of the rows a trimmed ELBO trains on: all but the floor(trim_fraction * n)
+        rows of highest `row_loss` (after `trim_warmup_steps`; before, every row)."""
+        n_drop = math.floor(self.config.trim_fraction * len(row_loss))
+        if n_drop == 0 or step < self.config.trim_warmup_steps:
+            return torch.arange(len(row_loss), device=row_loss.device)
+        return torch.topk(row_loss.detach(), len(row_loss) - n_drop, largest=False).indices
 
     def validation_score(self, x: torch.Tensor) -> torch.Tensor:
         """Single-sample ELBO per row, the quantity early stopping watches (higher is better)."""

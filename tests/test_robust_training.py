@@ -1,0 +1,143 @@
+"""Contamination-robust training: the trimmed ELBO, the refit, robust scaling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly.detector import VAEDetector
+from anomaly.preprocessing import RobustScaler, preprocessor_from_dict
+from generative.vae import VAE, VAEConfig
+
+
+def trimmed_vae(trim_fraction: float, warmup: int = 0) -> VAE:
+    torch.manual_seed(0)
+    config = VAEConfig(
+        input_shape=(3,),
+        latent_dim=2,
+        hidden_dims=(8,),
+        trim_fraction=trim_fraction,
+        trim_warmup_steps=warmup,
+    )
+    return VAE(config)
+
+
+def row_losses(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """The per-row negative ELBO (one sample, noise `eps`), computed independently."""
+    mu, logvar = model.encode(x)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    return model.kl_divergence(mu, logvar) - model.log_likelihood(model.decode(z), x)
+
+
+@pytest.mark.parametrize(("n_rows", "fraction"), [(8, 0.25), (7, 0.25), (40, 0.1), (9, 0.0)])
+def test_trimmed_elbo_drops_the_highest_loss_rows_with_exactly_zero_gradient(
+    n_rows: int, fraction: float
+) -> None:
+    model = trimmed_vae(fraction)
+    x = torch.randn(n_rows, 3, generator=torch.Generator().manual_seed(n_rows))
+    x[0] += 6.0  # one far row: it must be among the dropped
+    eps = torch.randn(n_rows, 2, generator=torch.Generator().manual_seed(1))
+    model.noise = lambda like: eps  # the same noise for the loss and the check
+    x.requires_grad_(True)
+    loss, metrics = model.training_loss(x, step=0)
+    loss.backward()
+    n_drop = math.floor(fraction * n_rows)
+    expected_dropped = set(torch.topk(row_losses(model, x, eps).detach(), n_drop).indices.tolist())
+    zero_rows = {i for i in range(n_rows) if torch.all(x.grad[i] == 0)}
+    assert zero_rows == expected_dropped
+    assert metrics["kept"] == (n_rows - n_drop) / n_rows
+    if n_drop:
+        assert 0 in zero_rows
+
+
+def test_trimming_waits_for_its_warmup_steps() -> None:
+    model = trimmed_vae(0.25, warmup=5)
+    x = torch.randn(8, 3)
+    assert model.training_loss(x, step=4)[1]["kept"] == 1.0
+    assert model.training_loss(x, step=5)[1]["kept"] == 0.75
+
+
+def test_trimmed_loss_is_the_mean_over_the_kept_rows() -> None:
+    model = trimmed_vae(0.25)
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(3))
+    eps = torch.randn(8, 2, generator=torch.Generator().manual_seed(4))
+    model.noise = lambda like: eps
+    loss, _ = model.training_loss(x, step=0)
+    kept = torch.sort(row_losses(model, x, eps)).values[:6]
+    assert loss.item() == pytest.approx(kept.mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"trim_fraction": 0.5}, "trim_fraction"),
+        ({"trim_fraction": -0.1}, "trim_fraction"),
+        ({"trim_fraction": "half"}, "trim_fraction"),
+        ({"trim_warmup_epochs": -1}, "trim_warmup_epochs"),
+        ({"scaling": "minmax"}, "scaling"),
+        ({"refit": "yes"}, "refit"),
+    ],
+)
+def test_bad_robust_parameters_are_refused_by_name(params: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        VAEDetector(**params).fit(np.random.default_rng(0).normal(size=(50, 2)))
+
+
+def test_robust_scaler_ignores_a_tenth_of_huge_values() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10_000, 3)) * [1.0, 2.0, 0.5] + [0.0, 5.0, -1.0]
+    X[:1000, 0] = 1e6  # 10 % of the first feature is enormous
+    binary = (rng.random(10_000) < 0.05).astype(float)  # IQR 0: scaled by its std instead
+    scaler = RobustScaler().fit(np.column_stack([X, binary]))
+    # the median of the first feature moves to the 0.5/0.9 quantile of N(0,1): 0.14
+    assert scaler.mean_[1:3] == pytest.approx([5.0, -1.0], abs=0.05)
+    assert scaler.scale_[1:3] == pytest.approx([2.0, 0.5], rel=0.05)
+    assert scaler.mean_[0] == pytest.approx(0.14, abs=0.05)
+    assert scaler.scale_[3] == pytest.approx(binary.std())
+    again = preprocessor_from_dict(scaler.to_dict())
+    assert isinstance(again, RobustScaler)
+    assert np.array_equal(
+        again.transform(np.column_stack([X, binary])[:5]),
+        scaler.transform(np.column_stack([X, binary])[:5]),
+    )
+
+
+def gaussian_with_far_outliers(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """1,800 rows of N(0, I_4), the same with 200 planted outliers N(6, 0.25 I) (10 %), and
+    the planted outliers alone."""
+    rng = np.random.default_rng(seed)
+    clean = rng.normal(size=(1800, 4))
+    outliers = rng.normal(size=(200, 4)) * 0.5 + 6.0
+    return clean, np.vstack([clean, outliers])[rng.permutation(2000)], outliers
+
+
+def data_log_density(detector: VAEDetector, X: np.ndarray) -> np.ndarray:
+    """log p(x) in the data's units: the model's log-density of the scaled rows plus the
+    scaling's log-Jacobian (the fits scale by different statistics)."""
+    return detector.score_samples(X) - np.log(detector.preprocessor_.scale_).sum()
+
+
+def test_robust_fit_keeps_the_clean_density_that_an_untrimmed_fit_gives_away() -> None:
+    """Gibbs' inequality: a density that puts the planted 10 % of mass near the outliers has at
+    most 0.9 left for the clean region, so its mean log-density on clean rows is at least
+    log(1/0.9) = 0.105 nats below the true one. A fit that ignores the outliers need not lose
+    it: the robust fit must stay within that margin of the clean fit, the untrimmed one not."""
+    clean, mixed, outliers = gaussian_with_far_outliers()
+    test = np.random.default_rng(1).normal(size=(4000, 4))
+    plain = {"random_state": 0, "epochs": 100, "trim_fraction": 0.0, "refit": False}
+    fits = {
+        "clean": VAEDetector(**plain).fit(clean),
+        "untrimmed": VAEDetector(**plain).fit(mixed),
+        "robust": VAEDetector(**{**plain, "trim_fraction": "contamination", "refit": True}).fit(
+            mixed
+        ),
+    }
+    mean_log_p = {name: data_log_density(fit, test).mean() for name, fit in fits.items()}
+    margin = math.log(1 / 0.9)
+    assert mean_log_p["clean"] - mean_log_p["untrimmed"] > margin
+    assert abs(mean_log_p["clean"] - mean_log_p["robust"]) < margin / 2
+    clean_median = np.median(fits["robust"].score_samples(clean))
+    assert fits["robust"].score_samples(outliers).max() < clean_median
