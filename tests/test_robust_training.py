@@ -141,3 +141,28 @@ def test_robust_fit_keeps_the_clean_density_that_an_untrimmed_fit_gives_away() -
     assert abs(mean_log_p["clean"] - mean_log_p["robust"]) < margin / 2
     clean_median = np.median(fits["robust"].score_samples(clean))
     assert fits["robust"].score_samples(outliers).max() < clean_median
+
+
+def test_a_trimmed_fit_refuses_to_train_data_parallel() -> None:
+    from generative.distributed import World
+
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    with pytest.raises(ValueError, match="trim_fraction=0"):
+        VAEDetector(epochs=1).fit(X, world=World(rank=0, size=2))
+
+
+def test_unsupervised_split_trains_on_the_contaminated_part_and_tests_like_novelty() -> None:
+    from anomaly.evaluation import novelty_split, unsupervised_split
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(1000) < 0.2).astype(int)
+    X = np.column_stack([np.arange(1000.0), y])
+    clean, dirty = novelty_split(X, y, seed=3), unsupervised_split(X, y, seed=3)
+    assert np.array_equal(clean.test_index, dirty.test_index)
+    assert np.array_equal(clean.X_test, dirty.X_test)
+    # every row is in exactly one part; the training part keeps the anomalies, labelled
+    rows = np.concatenate([dirty.X_train[:, 0], dirty.X_test[:, 0]])
+    assert np.array_equal(np.sort(rows), np.arange(1000.0))
+    assert np.array_equal(dirty.y_train, dirty.X_train[:, 1])
+    assert abs(dirty.y_train.mean() - y.mean()) < 0.01  # stratified: the same anomaly rate
+    assert set(clean.X_train[:, 0]) == set(dirty.X_train[dirty.y_train == 0, 0])
