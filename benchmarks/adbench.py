@@ -63,9 +63,6 @@ import torch
 from adbench_report import atomic_write, markdown, results_json
 from bench_common import set_threads
 from provenance import command_line, git_commit
-from pyod.models.auto_encoder import AutoEncoder
-from pyod.models.ecod import ECOD
-from pyod.models.vae import VAE
 from sklearn.ensemble import IsolationForest
 
 from anomaly.data import list_datasets, load_dataset
@@ -215,16 +212,22 @@ def fit_iforest(X_train: np.ndarray, X_test: np.ndarray, seed: int, params: dict
 
 def fit_ecod(X_train: np.ndarray, X_test: np.ndarray, seed: int, params: dict) -> tuple:
     """PyOD's ECOD at its defaults (deterministic); anomaly score = decision_function."""
+    from pyod.models.ecod import ECOD  # PyOD only where a PyOD method runs (the bench extra)
+
     return ECOD().fit(X_train).decision_function(X_test), {}
 
 
 def fit_pyod_vae(X_train: np.ndarray, X_test: np.ndarray, seed: int, params: dict) -> tuple:
     """PyOD's VAE at its defaults (seeded, progress bar off); anomaly score = decision_function."""
+    from pyod.models.vae import VAE
+
     return VAE(random_state=seed, verbose=0).fit(X_train).decision_function(X_test), {}
 
 
 def fit_pyod_ae(X_train: np.ndarray, X_test: np.ndarray, seed: int, params: dict) -> tuple:
     """PyOD's AutoEncoder at its defaults (seeded, progress bar off); decision_function."""
+    from pyod.models.auto_encoder import AutoEncoder
+
     model = AutoEncoder(random_state=seed, verbose=0).fit(X_train)
     return model.decision_function(X_test), {}
 

@@ -8,6 +8,7 @@ with protocol, dataset, seed, method, sizes and result (auroc, auprc, seconds, .
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import math
 import os
 import platform
@@ -160,9 +161,16 @@ def cell(summary: Summary | None, key: str) -> str:
     return text
 
 
+def package_version(name: str) -> str:
+    """The installed version of `name`, or "not installed"."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def header_lines(args: argparse.Namespace, records: list[dict], wall: float) -> list[str]:
     """Command line, date, code, versions, threads, seeds, cache use and the run's wall time."""
-    import pyod
     import sklearn
     import torch
 
@@ -174,7 +182,7 @@ def header_lines(args: argparse.Namespace, records: list[dict], wall: float) -> 
         "",
         f"- date: {args.date}; code (git, at start of the run): {args.commit}",
         f"- torch {torch.__version__}, scikit-learn {sklearn.__version__}, pyod "
-        f"{pyod.__version__}, numpy {np.__version__}, Python {platform.python_version()}",
+        f"{package_version('pyod')}, numpy {np.__version__}, Python {platform.python_version()}",
         f"- torch threads per process: {args.threads}; worker processes (--jobs): {args.jobs}; "
         f"machine: {os.cpu_count()} CPUs, {platform.machine()}",
         f"- seeds: {', '.join(map(str, args.seeds))}; sets: {len(args.datasets)}; protocols: "

@@ -106,7 +106,6 @@ def test_markdown_has_every_protocol_goal_and_error(report) -> None:
 def test_cache_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """Baselines are keyed by protocol, set, method, seed and row limits; genad also by a hash
     of its parameters (any key order) and the cache tag."""
-    pytest.importorskip("pyod")
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     adbench = importlib.import_module("adbench")
     args = fake_args(cache=Path("cache"), genad_params={"a": 1, "b": 2}, cache_tag="v1/x")
@@ -120,7 +119,6 @@ def test_cache_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_stratified_rows_keep_the_anomaly_rate(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("pyod")
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     adbench = importlib.import_module("adbench")
     y = np.r_[np.zeros(900, int), np.ones(100, int)]
