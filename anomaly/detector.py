@@ -210,6 +210,7 @@ class VAEDetector(BaseDetector):
             )
         torch.manual_seed(self.random_state)  # the weight initialisation, for repeatable fits
         self.model_ = VAE(vae_config(self, tuple(data.shape[1:]), len(train_idx)))
+        self.model_.likelihood.fit_columns(data[train_idx])
         discrete = self.model_.likelihood.discrete
         check_applicable(self.correction, tuple(data.shape[1:]), discrete, self.compressor)
         callbacks = [*self._callbacks(len(val_idx)), *callbacks]

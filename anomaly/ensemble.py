@@ -194,10 +194,18 @@ class VAEEnsembleDetector(BaseDetector):
 
 
 def log_jacobian(member: VAEDetector) -> float:
-    """log |d(preprocessed)/d(raw)| of the member's preprocessor: -sum(log scale_) for a
-    tabular scaler; 0.0 for one without `scale_` (images: the same for every member)."""
+    """log |d(preprocessed)/d(raw)| of the member's preprocessor: -sum(log scale_) over the
+    columns its likelihood models with a density (a two-valued column of the
+    "gaussian_bernoulli" likelihood has a probability mass, which rescaling leaves alone);
+    0.0 for a preprocessor without `scale_` (images: the same for every member)."""
     scale = getattr(member.preprocessor_, "scale_", None)
-    return 0.0 if scale is None else -float(np.sum(np.log(scale)))
+    if scale is None:
+        return 0.0
+    log_scale = np.log(np.asarray(scale, np.float64)).ravel()
+    masses = getattr(member.model_.likelihood, "binary_mask", None)
+    if masses is not None:
+        log_scale = log_scale[~masses.cpu().numpy()]
+    return -float(np.sum(log_scale))
 
 
 def member_options(options: dict[str, Any], i: int) -> dict[str, Any]:

@@ -36,6 +36,11 @@ class Likelihood(nn.Module):
         """E[x|params], shape (..., D)."""
         return params[..., 0, :]
 
+    def fit_columns(self, x: torch.Tensor) -> int:
+        """Set per-column types from training rows `x`; a no-op returning 0 for likelihoods
+        that treat every column alike."""
+        return 0
+
 
 class GaussianFixed(Likelihood):
     """N(mu, s^2 I) with a fixed standard deviation s = `gaussian_std`."""
@@ -137,9 +142,55 @@ class Categorical256(Likelihood):
         return (torch.softmax(params, dim=-2) * levels[:, None]).sum(dim=-2)
 
 
+class GaussianBernoulli(GaussianLearned):
+    """Mixed rows: a Bernoulli on each two-valued column, `GaussianLearned` on the others.
+
+    A two-valued column (say a 0/1 flag, standardised to two numbers lo < hi) gets
+    p(x = hi) = sigmoid(logit), so a rare flag costs a bounded -log p nats instead of the
+    unbounded squared error of a Gaussian whose variance shrank to the flag's rarity. The
+    column types are buffers set by `fit_columns` from the training rows (saved with the
+    state_dict); before that every column is Gaussian. log p(x) is then a density in the
+    Gaussian columns times a probability mass in the flags.
+    """
+
+    def __init__(self, data_dim: int, *, gaussian_std: float = 1.0) -> None:
+        super().__init__(data_dim, gaussian_std=gaussian_std)
+        self.register_buffer("binary_mask", torch.zeros(data_dim, dtype=torch.bool))
+        self.register_buffer("binary_low", torch.zeros(data_dim))
+        self.register_buffer("binary_high", torch.ones(data_dim))
+
+    @torch.no_grad()
+    def fit_columns(self, x: torch.Tensor) -> int:
+        """Mark the columns of `x` (rows, D) that take exactly two values; returns how many."""
+        x = x.flatten(1).to(self.binary_low.device, torch.float32)
+        low, high = x.min(dim=0).values, x.max(dim=0).values
+        two_valued = (low < high) & ((x == low) | (x == high)).all(dim=0)
+        self.binary_mask.copy_(two_valued)
+        self.binary_low.copy_(torch.where(two_valued, low, torch.zeros_like(low)))
+        self.binary_high.copy_(torch.where(two_valued, high, torch.ones_like(high)))
+        return int(two_valued.sum())
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        location = params[..., 0, :]
+        log_std = self.log_std(params)
+        scaled = (x - location) * torch.exp(-log_std)
+        gaussian = -0.5 * scaled.square() - log_std - 0.5 * _LOG_2PI
+        is_high = (x > 0.5 * (self.binary_low + self.binary_high)).to(location.dtype)
+        bernoulli = -F.binary_cross_entropy_with_logits(
+            location, is_high.expand_as(location), reduction="none"
+        )
+        return torch.where(self.binary_mask, bernoulli, gaussian).sum(dim=-1)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        location = params[..., 0, :]
+        flag_mean = self.binary_low + (self.binary_high - self.binary_low) * torch.sigmoid(location)
+        return torch.where(self.binary_mask, flag_mean, location)
+
+
 LIKELIHOODS: dict[str, type[Likelihood]] = {
     "gaussian": GaussianFixed,
     "gaussian_learned": GaussianLearned,
+    "gaussian_bernoulli": GaussianBernoulli,
     "bernoulli": Bernoulli,
     "logistic256": DiscretizedLogistic,
     "categorical256": Categorical256,
