@@ -69,6 +69,7 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
     """The contamination-robust training options of VAEDetector (tabular history with
     unlabelled anomalies in it)."""
     from anomaly.detector_params import SCALINGS
+    from generative.vae import LIKELIHOODS
 
     parser.add_argument(
         "--trim-fraction", type=_trim_fraction,
@@ -79,6 +80,10 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
         help="train again on the rows the first model keeps (drops the trim fraction)",
     )  # fmt: skip
     parser.add_argument("--scaling", choices=SCALINGS, help="tabular scaling of the features")
+    parser.add_argument(
+        "--likelihood", choices=["auto", *sorted(LIKELIHOODS)],
+        help="the decoder's p(x|z); gaussian_bernoulli: a Bernoulli on two-valued columns",
+    )  # fmt: skip
 
 
 def _trim_fraction(text: str) -> float | str:

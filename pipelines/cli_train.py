@@ -80,6 +80,7 @@ DETECTOR_FLAGS = (
     "trim_fraction",
     "refit",
     "scaling",
+    "likelihood",
 )
 
 

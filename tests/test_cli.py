@@ -252,6 +252,9 @@ def test_the_robust_training_flags_reach_the_detector_config():
         "trim_fraction": "contamination",
         "refit": True,
     }
+    assert config("--likelihood", "gaussian_bernoulli") == {"likelihood": "gaussian_bernoulli"}
+    with pytest.raises(SystemExit):
+        config("--likelihood", "poisson")
 
 
 def test_a_bad_trim_fraction_flag_is_refused_by_name(capsys):
