@@ -18,6 +18,7 @@ from anomaly.detector_files import read_networks, write_networks
 from anomaly.detector_params import (
     background_settings,
     check_params,
+    estimated_outlier_share,
     refuse_renamed,
     refusing_renamed,
     trainer_config,
@@ -77,7 +78,9 @@ class VAEDetector(BaseDetector):
     `trim_fraction` of rows with the highest loss ("contamination": the `contamination` share),
     so probable anomalies get no gradient; with `refit` a second VAE then trains from scratch on
     the training rows whose ELBO under the first is above its `trim_fraction` quantile (the
-    first model's scores pick the rows; the second model's are the scores). `trim_fraction=0`
+    first model's scores pick the rows; the second model's are the scores). "estimate" trims
+    `contamination` in the first fit and, in the refit, the share of training rows whose loss
+    under the first model is beyond Tukey's upper fence (Q3 + 1.5 IQR). `trim_fraction=0`
     and `refit=False` train on every row as given. `scaling` ("standard" or "robust": median
     and IQR) scales tabular features. docs/detector.md shows what each part measured.
 
@@ -87,7 +90,8 @@ class VAEDetector(BaseDetector):
 
     Fitted attributes: `model_` (the VAE), `preprocessor_`, `offset_`, `calibration_scores_`,
     `threshold_` (alias of `offset_`, PyOD's name), `n_features_in_`, `input_shape_`,
-    `active_units_`, `history_`, `background_` (the background model, or None).
+    `active_units_`, `history_`, `background_` (the background model, or None),
+    `trim_fraction_` (the share the last fit trimmed).
     """
 
     _fitted_attributes = (*BASE_FITTED_ATTRIBUTES, "active_units_")
@@ -173,6 +177,7 @@ class VAEDetector(BaseDetector):
         self.preprocessor_ = self._make_preprocessor(X).fit(X[train_idx])
         data = self._to_tensor(self.preprocessor_.transform(X))
         options = {"callbacks": callbacks, "checkpoint_dir": checkpoint_dir, "world": world}
+        self.trim_fraction_ = trim_fraction(self)
         device = self._train_vae(data, train_idx, val_idx, **options)
         if self.refit:
             train_idx = self._kept_for_refit(data, train_idx, device)
@@ -203,13 +208,14 @@ class VAEDetector(BaseDetector):
     ) -> torch.device:
         """A fresh `model_` trained on the rows `train_idx` of `data` (early stopping on
         `val_idx`); sets `history_` and returns the device it trained on."""
-        if world is not None and world.size > 1 and trim_fraction(self) > 0:
+        if world is not None and world.size > 1 and self.trim_fraction_ > 0:
             raise ConfigError(
                 "trim_fraction ranks the rows of a whole batch, which is split across the "
                 f"{world.size} processes: pass trim_fraction=0 to train data-parallel"
             )
         torch.manual_seed(self.random_state)  # the weight initialisation, for repeatable fits
-        self.model_ = VAE(vae_config(self, tuple(data.shape[1:]), len(train_idx)))
+        shape = tuple(data.shape[1:])
+        self.model_ = VAE(vae_config(self, shape, len(train_idx), trim=self.trim_fraction_))
         self.model_.likelihood.fit_columns(data[train_idx])
         discrete = self.model_.likelihood.discrete
         check_applicable(self.correction, tuple(data.shape[1:]), discrete, self.compressor)
@@ -228,14 +234,18 @@ class VAEDetector(BaseDetector):
     def _kept_for_refit(
         self, data: torch.Tensor, train_idx: np.ndarray, device: torch.device
     ) -> np.ndarray:
-        """The training rows whose ELBO under the first model is above its `trim_fraction`
-        quantile (the rows a refit trains on)."""
+        """The training rows whose ELBO under the first model is above its `trim_fraction_`
+        quantile (the rows a refit trains on). With `trim_fraction="estimate"`, first sets
+        `trim_fraction_` to the share of rows beyond the loss's upper fence."""
         self.model_.eval()
         elbo = estimate_log_px(
             self.model_, data[train_idx].to(device), method="elbo", seed=self.random_state
         )
-        n_keep = len(train_idx) - math.floor(trim_fraction(self) * len(train_idx))
-        order = np.argsort(-elbo.double().cpu().numpy(), kind="stable")
+        elbo = elbo.double().cpu().numpy()
+        if self.trim_fraction == "estimate":
+            self.trim_fraction_ = estimated_outlier_share(-elbo)
+        n_keep = len(train_idx) - math.floor(self.trim_fraction_ * len(train_idx))
+        order = np.argsort(-elbo, kind="stable")
         return np.sort(train_idx[order[:n_keep]])
 
     def _check_params(self) -> None:

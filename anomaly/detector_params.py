@@ -125,20 +125,34 @@ def check_params(detector: VAEParams) -> None:
 
 
 def trim_fraction(detector: VAEParams) -> float:
-    """The share of each batch the trimmed ELBO leaves out: `trim_fraction`, or the detector's
-    `contamination` for "contamination"; ValueError outside [0, 0.5)."""
+    """The share of each batch the (first) trimmed fit leaves out: `trim_fraction`, or the
+    detector's `contamination` for "contamination" and for "estimate" (whose refit then trims
+    the share `estimated_outlier_share` finds); ValueError outside [0, 0.5)."""
     value = detector.trim_fraction
-    if value == "contamination":
+    if value in ("contamination", "estimate"):
         value = detector.contamination
     if isinstance(value, str) or not 0.0 <= float(value) < 0.5:
         raise ValueError(
-            f"trim_fraction must be a number in [0, 0.5) or 'contamination', got "
+            f"trim_fraction must be a number in [0, 0.5), 'contamination' or 'estimate', got "
             f"{detector.trim_fraction!r}"
         )
     return float(value)
 
 
-def vae_config(detector: VAEParams, input_shape: tuple[int, ...], n_train: int = 0) -> VAEConfig:
+def estimated_outlier_share(losses: np.ndarray, cap: float = 0.45) -> float:
+    """Share of `losses` (per-row -ELBO of the training rows) above Tukey's upper fence
+    Q3 + 1.5 IQR, at most `cap`: an estimate of the training rows' anomaly share that needs no
+    label and is near 0 for rows of one well-fitted population."""
+    q1, q3 = np.quantile(losses, [0.25, 0.75])
+    return float(min(cap, np.mean(losses > q3 + 1.5 * (q3 - q1))))
+
+
+def vae_config(
+    detector: VAEParams,
+    input_shape: tuple[int, ...],
+    n_train: int = 0,
+    trim: float | None = None,
+) -> VAEConfig:
     """The VAE for inputs of `input_shape` (without the batch axis): options left at "auto"/None
     resolve to an MLP with a learned-variance Gaussian for tabular rows, a conv net with an 8-bit
     discretised logistic (or, for `image_mode="binarize"`, Bernoulli) likelihood for images."""
@@ -165,7 +179,7 @@ def vae_config(detector: VAEParams, input_shape: tuple[int, ...], n_train: int =
         likelihood=likelihood,
         kl_warmup_steps=detector.kl_warmup_steps,
         free_bits=detector.free_bits,
-        trim_fraction=trim_fraction(detector),
+        trim_fraction=trim_fraction(detector) if trim is None else trim,
         trim_warmup_steps=detector.trim_warmup_epochs * math.ceil(n_train / detector.batch_size),
     )
 

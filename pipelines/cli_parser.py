@@ -73,7 +73,8 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--trim-fraction", type=_trim_fraction,
-        help="share of each batch (highest loss) left out of the ELBO, or 'contamination'",
+        help="share of each batch (highest loss) left out of the ELBO, 'contamination' or "
+        "'estimate' (the refit trims the share beyond the first model's loss fence)",
     )  # fmt: skip
     parser.add_argument(
         "--refit", action=argparse.BooleanOptionalAction, default=None,
@@ -87,14 +88,14 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _trim_fraction(text: str) -> float | str:
-    """--trim-fraction's value: a number, or the word 'contamination'."""
-    if text == "contamination":
+    """--trim-fraction's value: a number, or the word 'contamination' or 'estimate'."""
+    if text in ("contamination", "estimate"):
         return text
     try:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a number in [0, 0.5) or 'contamination', got {text!r}"
+            f"expected a number in [0, 0.5), 'contamination' or 'estimate', got {text!r}"
         ) from None
 
 

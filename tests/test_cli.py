@@ -253,6 +253,7 @@ def test_the_robust_training_flags_reach_the_detector_config():
         "refit": True,
     }
     assert config("--likelihood", "gaussian_bernoulli") == {"likelihood": "gaussian_bernoulli"}
+    assert config("--trim-fraction", "estimate") == {"trim_fraction": "estimate"}
     with pytest.raises(SystemExit):
         config("--likelihood", "poisson")
 

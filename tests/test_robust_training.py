@@ -166,3 +166,38 @@ def test_unsupervised_split_trains_on_the_contaminated_part_and_tests_like_novel
     assert np.array_equal(dirty.y_train, dirty.X_train[:, 1])
     assert abs(dirty.y_train.mean() - y.mean()) < 0.01  # stratified: the same anomaly rate
     assert set(clean.X_train[:, 0]) == set(dirty.X_train[dirty.y_train == 0, 0])
+
+
+def fence_share_tolerance(share: float, n: int) -> float:
+    """Four binomial standard deviations of a share estimated from n rows."""
+    return 4.0 * math.sqrt(share * (1.0 - share) / n)
+
+
+def test_estimated_outlier_share_matches_tukeys_fence_on_known_distributions() -> None:
+    """For N(0, 1) the upper fence Q3 + 1.5 IQR is 0.6745 + 1.5 * 1.349 = 2.698 and
+    P(Z > 2.698) = 0.00349. With 10 % of rows far away the quartiles are the 0.25/0.9 and
+    0.75/0.9 quantiles of the normal part (-0.589, 0.967), the fence 3.301, and the share
+    0.1 + 0.9 * P(Z > 3.301) = 0.10043."""
+    from anomaly.detector_params import estimated_outlier_share
+
+    rng = np.random.default_rng(0)
+    n = 200_000
+    normal = rng.normal(size=n)
+    assert abs(estimated_outlier_share(normal) - 0.00349) < fence_share_tolerance(0.00349, n)
+    planted = np.concatenate([rng.normal(size=int(0.9 * n)), np.full(n // 10, 20.0)])
+    assert abs(estimated_outlier_share(planted) - 0.10043) < fence_share_tolerance(0.1, n)
+    assert estimated_outlier_share(planted, cap=0.05) == 0.05
+
+
+def test_estimate_trims_the_planted_share_and_little_of_clean_rows() -> None:
+    """A well-fitted 4-d Gaussian's loss is a constant plus chi2_4 / 2; chi2_4's fence
+    (5.385 + 1.5 * 3.462 = 10.58) leaves e^-5.29 (1 + 5.29) = 3.2 % beyond it, so clean rows
+    get a trim near 3 %; with 10 % far outliers the estimate is near 10 %. (Slack: the ELBO is a
+    noisy bound, and the fit is not the true density.)"""
+    clean, mixed, outliers = gaussian_with_far_outliers()
+    params = {"random_state": 0, "epochs": 30, "trim_fraction": "estimate"}
+    on_clean = VAEDetector(**params).fit(clean)
+    on_mixed = VAEDetector(**params).fit(mixed)
+    assert 0.0 <= on_clean.trim_fraction_ < 0.07
+    assert 0.09 <= on_mixed.trim_fraction_ < 0.16
+    assert on_mixed.score_samples(outliers).max() < np.median(on_mixed.score_samples(clean))
