@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(abspath .state/prefect)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-model-env test-all lint format bench bench-gan bench-progressive clean
+.PHONY: install demo test test-slow test-model-env test-all lint format bench bench-gan bench-progressive clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ format: $(STAMP)
 
 test: lint | $(PREFECT_HOME)
 	$(PY) -m pytest -q
+
+# The long tests (marked slow) but the two with targets of their own (Spark needs the spark
+# extra; the model environment builds a venv): CI runs them after the default suite.
+test-slow: $(STAMP) | $(PREFECT_HOME)
+	$(PY) -m pytest -q -m slow --ignore=tests/test_spark.py --ignore=tests/test_model_env.py
 
 # A registered model's environment built from its requirements.txt alone (a fresh venv, ~3 min):
 # slow tests that CI runs after the default suite.

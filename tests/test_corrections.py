@@ -159,6 +159,7 @@ def auroc(normal: np.ndarray, novel: np.ndarray) -> float:
     return float(roc_auc_score(labels, -np.r_[normal, novel]))
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite
 def test_likelihood_fails_on_mnist_and_the_corrections_recover(data_env):
     """A small run of benchmarks/ood_likelihood.py: raw log p(x) ranks MNIST as more normal
     than Fashion-MNIST (AUROC far below 0.5); both corrections lift the AUROC above 0.5."""

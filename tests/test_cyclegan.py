@@ -312,6 +312,7 @@ def test_shapes_are_checked_before_training():
 
 
 # --- a real learning run ------------------------------------------------------------------------
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite
 def test_a_short_run_learns_colour_inversion_of_held_out_digits(data_env):
     """A = 300 MNIST training digits, B = 300 other training digits inverted (never paired);
     120 steps of 16 (about 9 s on one thread). An untrained generator outputs about grey (tanh

@@ -165,6 +165,7 @@ ENTRY_OPTIONS = {
 }  # fmt: skip
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite
 @pytest.mark.parametrize("family", sorted(ENTRY_OPTIONS))
 def test_train_ddp_entry_trains_an_image_family_on_two_processes(family, data_env, tmp_path):
     model_config, trainer_config, phases = ENTRY_OPTIONS[family]

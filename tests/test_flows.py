@@ -263,6 +263,7 @@ def test_task_bodies_run_without_a_flow(champion, scoring_inputs, tmp_path):
     np.testing.assert_array_equal(scored["score"], expected["score"])
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite
 def test_dask_workers_give_the_sequential_output(champion, scoring_inputs, tmp_path):
     sequential, parallel = tmp_path / "seq.parquet", tmp_path / "dask.parquet"
     batch_score_flow(

@@ -119,6 +119,7 @@ def test_mode_coverage_statistics_on_the_true_mixture():
     assert mode_coverage(one_mode, ring).modes_covered == 1
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite
 def test_trained_gan_covers_the_ring():
     """LSGAN-trained MLP GANs cover several of the 8 modes with most samples within 3 sigma; an
     untrained G covers none. Vanilla GANs do drop modes on this ring (Metz et al. 2017), so the

@@ -137,6 +137,7 @@ def final_state(folder: Path) -> dict:
     return torch.load(path, weights_only=True)
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite
 @pytest.mark.usefixtures("no_heartbeats")
 def test_cli_killed_mid_training_resumes_into_the_same_run(
     tmp_path, big_csv, mlflow_store, prefect_api_url

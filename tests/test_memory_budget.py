@@ -52,6 +52,7 @@ def peak_growth_mb(memory_mb: float, allocator: dict[str, str] | None = None) ->
 @pytest.mark.skipif(
     not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc high-water marks"
 )
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite
 def test_memory_budget_bounds_peak_memory():
     # 64 rows x 64 samples = 4096 decoder rows of 256 x 784 logits: 3.2 GB if done in one pass.
     # Measured here: 31.6 MB of growth at a 64 MB budget (107 MB with glibc's default

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow import MlflowClient
 
 from pipelines import tracking
@@ -61,6 +62,7 @@ def race(versions: tuple[str, str]) -> None:
         assert child.returncode == 0, stderr[-2000:]
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite
 def test_concurrent_promotions_leave_one_champion_and_a_consistent_history(mlflow_store):
     client = MlflowClient()
     client.create_registered_model(MODEL)

@@ -161,6 +161,7 @@ def test_bad_rows_found_while_scoring_leave_no_output_and_no_work_folder(champio
 
 
 # --- Dask --------------------------------------------------------------------------------------
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite
 def test_a_dask_scheduler_with_two_workers_gives_the_sequential_output(
     champion, big_input, prefect_api_url, mlflow_store, tmp_path
 ):

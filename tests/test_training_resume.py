@@ -183,6 +183,7 @@ def final_weights(folder: Path) -> dict[str, torch.Tensor]:
     return state["model"]
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite
 @pytest.mark.usefixtures("no_heartbeats")
 def test_flow_killed_mid_training_resumes_into_the_same_run(
     tmp_path, big_csv, mlflow_store, prefect_api_url
