@@ -218,7 +218,7 @@ class VAEDetector(BaseDetector):
         self.model_ = VAE(vae_config(self, shape, len(train_idx), trim=self.trim_fraction_))
         self.model_.likelihood.fit_columns(data[train_idx])
         discrete = self.model_.likelihood.discrete
-        check_applicable(self.correction, tuple(data.shape[1:]), discrete, self.compressor)
+        check_applicable(self.correction, shape, discrete, self.compressor)
         callbacks = [*self._callbacks(len(val_idx)), *callbacks]
         trainer = Trainer(
             self.model_,

@@ -124,12 +124,15 @@ def check_params(detector: VAEParams) -> None:
     background_settings(detector)  # raises on a bad background setting, before training
 
 
+TRIM_WORDS = ("contamination", "estimate")  # trim_fraction's values that are not numbers
+
+
 def trim_fraction(detector: VAEParams) -> float:
     """The share of each batch the (first) trimmed fit leaves out: `trim_fraction`, or the
     detector's `contamination` for "contamination" and for "estimate" (whose refit then trims
     the share `estimated_outlier_share` finds); ValueError outside [0, 0.5)."""
     value = detector.trim_fraction
-    if value in ("contamination", "estimate"):
+    if value in TRIM_WORDS:
         value = detector.contamination
     if isinstance(value, str) or not 0.0 <= float(value) < 0.5:
         raise ValueError(

@@ -89,7 +89,9 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _trim_fraction(text: str) -> float | str:
     """--trim-fraction's value: a number, or the word 'contamination' or 'estimate'."""
-    if text in ("contamination", "estimate"):
+    from anomaly.detector_params import TRIM_WORDS
+
+    if text in TRIM_WORDS:
         return text
     try:
         return float(text)
