@@ -205,14 +205,22 @@ def merge_parts(
     schema: pa.Schema,
     *,
     top_k: int = 20,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Concatenate part files in order into `output` (atomically); return the summary."""
+    """Concatenate part files in order into `output` (atomically); return the summary. With
+    `labels` (one per part), each row also gets its part's label in an `input_file` column."""
+    if labels is not None and len(labels) != len(part_paths):
+        raise ValueError(f"{len(labels)} labels for {len(part_paths)} parts")
     summary = _SummaryBuilder(top_k)
-    with AtomicParquetWriter(output, schema) as writer:
-        for part in part_paths:
+    merged = schema if labels is None else schema.append(pa.field("input_file", pa.string()))
+    with AtomicParquetWriter(output, merged) as writer:
+        for index, part in enumerate(part_paths):
             parquet = pq.ParquetFile(part)
             for batch in parquet.iter_batches(batch_size=65536):
                 table = pa.Table.from_batches([batch], schema=schema)
+                if labels is not None:
+                    label = pa.array([labels[index]] * table.num_rows, pa.string())
+                    table = table.append_column("input_file", label)
                 writer.write(table)
                 summary.add(table)
     return summary.result()
@@ -236,7 +244,7 @@ class _SummaryBuilder:
         self.scores.append(score.astype(np.float32))
         self.log_px.append(table["log_px"].to_numpy().astype(np.float32))
         self.flagged += int(pc.sum(table["is_anomaly"]).as_py() or 0)
-        columns = ("row_id", "file", "log_px", "normality", "score")
+        columns = ("input_file", "row_id", "file", "log_px", "normality", "score")
         keep = [c for c in columns if c in table.column_names]
         k = min(self.top_k, len(score))
         best = np.argpartition(-score, k - 1)[:k] if k else np.empty(0, np.int64)

@@ -1,5 +1,6 @@
 """The `genad` command line: demo, train vae/gan/progan/stylegan/cyclegan (`pipelines.cli_train`),
-promote, score, synth, translate, schedule score, models list.
+promote, score, synth, translate, models list; schedule score, backfill score and runs list
+(`pipelines.cli_schedule`).
 
 Every command runs the same Prefect flows and MLflow store as the Python API. Bad input
 (a missing file, wrong columns, an unknown model or alias: a `UserInputError`) and a tracking
@@ -188,27 +189,6 @@ def cmd_score(args: argparse.Namespace) -> int:
             f"(whole input p = {typicality['whole_input_p_value']:.4g}); "
             f"groups {typicality['groups_file']}"
         )
-    return 0
-
-
-def cmd_schedule_score(args: argparse.Namespace) -> int:
-    """Serve batch scoring as a Prefect deployment on a cron schedule (needs a Prefect server)."""
-    from prefect.client.schemas.schedules import CronSchedule
-    from prefect.settings import PREFECT_API_URL
-
-    from pipelines.schedule import serve_scoring
-
-    try:
-        CronSchedule(cron=args.cron, timezone=args.timezone)
-    except ValueError as error:
-        raise UserInputError(f"--cron {args.cron!r} is not a valid cron expression") from error
-    if not PREFECT_API_URL.value():
-        raise UserInputError(
-            "schedules run only on a real Prefect server: start one (prefect server start) "
-            "and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
-        )
-    refuse_missing_output_folder(args)
-    serve_scoring(args.name, args.cron, score_parameters(args), timezone=args.timezone)
     return 0
 
 

@@ -1,5 +1,6 @@
 """Argument parsing for the `genad` command line (handlers live in `pipelines.cli`, the training
-ones in `pipelines.cli_train`). Choices come from the registries that define them (corrections,
+ones in `pipelines.cli_train`, the scheduled-scoring ones and their parsers in
+`pipelines.cli_schedule`). Choices come from the registries that define them (corrections,
 flag rules, bad-row policies, output formats, directions, metrics, model families)."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import argparse
 from types import ModuleType
 from typing import Any
 
-from pipelines import cli_train
+from pipelines import cli_schedule, cli_train
 
 RESUMABLE_HELP = "checkpoint every epoch here; rerun with the same folder to resume a killed run"
 
@@ -356,12 +357,4 @@ def _add_score(commands: Any, handlers: ModuleType) -> None:
     score.add_argument("--workers", type=int, default=0, help="local Dask worker processes")
     score.add_argument("--dask-address", default=None, help="existing Dask scheduler address")
     score.set_defaults(handler=handlers.cmd_score)
-    schedule = commands.add_parser("schedule", help="scheduled jobs").add_subparsers(
-        dest="job", required=True
-    )
-    scheduled = schedule.add_parser("score", help=handlers.cmd_schedule_score.__doc__)
-    _score_arguments(scheduled)
-    scheduled.add_argument("--cron", required=True, help='e.g. "0 2 * * *"')
-    scheduled.add_argument("--timezone", default="UTC")
-    scheduled.add_argument("--name", default="nightly", help="deployment name")
-    scheduled.set_defaults(handler=handlers.cmd_schedule_score)
+    cli_schedule.add_parsers(commands)

@@ -109,3 +109,26 @@ def rejected_lines(summary: dict[str, Any]) -> list[str]:
         f"`{summary['rejected_report']}`.",
         "",
     ]
+
+
+def interval_markdown(summary: dict[str, Any]) -> str:
+    """The Prefect artifact of one scheduled interval: its figures, the alarm, the top rows."""
+    alarm = summary["alarm"]
+    verdict = "**ALARM**: " + "; ".join(alarm["reasons"]) if alarm["fired"] else "no alarm"
+    lines = [
+        f"# Interval {summary['interval']} of {summary['deployment']}",
+        f"Input `{summary['input']}` ({len(summary['inputs'])} file(s)); {verdict}.",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| rows | {summary['rows']} |",
+        f"| flagged (the run's rule) | {summary['anomalies']} ({summary['anomaly_rate']:.2%}) |",
+        f"| flagged at p <= {alarm['rate']:g} | {alarm['flagged']} "
+        f"(expected {alarm['expected_flagged']:.1f}) |",
+        f"| flag-count p-value (beta-binomial) | {alarm['count_p_value']:.3g} |",
+        f"| score-shift p-value (rank test) | {alarm['shift_p_value']:.3g} |",
+        f"| P(batch score > calibration score) | {alarm['rank_auc']:.3f} |",
+        f"| alarm level | {alarm['level']:g} |",
+        "",
+    ]
+    return "\n".join(lines) + "\n" + scoring_markdown(summary)

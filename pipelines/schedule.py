@@ -1,4 +1,4 @@
-"""Scheduled scoring: serve `batch_score_flow` as a Prefect deployment with a cron schedule.
+"""Scheduled scoring: serve `interval_score_flow` as a Prefect deployment with a cron schedule.
 
 Schedules run only against a real Prefect server (`prefect server start`, PREFECT_API_URL set):
 the ephemeral server of a plain Python process does not create scheduled runs.
@@ -10,20 +10,22 @@ from typing import Any
 
 from prefect.schedules import Cron
 
-from pipelines.score import batch_score_flow
+from pipelines.interval import interval_score_flow
 
-FLOW_NAME = "batch-score"
+FLOW_NAME = "interval-score"
 
 
 def serve_scoring(
-    name: str, cron: str, parameters: dict[str, Any], *, timezone: str = "UTC"
+    name: str, cron: str, parameters: dict[str, Any], *, timezone: str = "UTC", limit: int = 1
 ) -> None:
-    """Serve the deployment `batch-score/<name>` until interrupted; runs are created by the
-    server at each `cron` time (and on demand through the API or `prefect deployment run`)."""
-    batch_score_flow.serve(
+    """Serve the deployment `interval-score/<name>` until interrupted; runs are created by the
+    server at each `cron` time (and on demand through the API, `prefect deployment run` or
+    `genad backfill score`); at most `limit` run at once, the earliest scheduled first."""
+    interval_score_flow.serve(
         name=name,
         schedule=Cron(cron, timezone=timezone),
         parameters=parameters,
         description=f"score {parameters.get('input')} with {parameters.get('model_uri')}",
         tags=["genad", "scoring"],
+        limit=limit,
     )

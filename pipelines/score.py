@@ -296,11 +296,14 @@ def batch_score_flow(
     typicality_level: float = 0.05,
     bad_rows: str = "fail",
     create_dirs: bool = False,
+    track: bool = True,
 ) -> dict[str, Any]:
     """Score `input` (CSV, Parquet, npz or an image folder) with `model_uri` (e.g.
     models:/genad-fashion-mnist@champion) into Parquet at `output`; the summary. Reads chunks of
     `chunk_rows`, scores partitions of `rows_per_partition` rows (concurrently when `parallel`,
-    e.g. on Dask); the other options: see the module docstring."""
+    e.g. on Dask); `track=False` leaves out the MLflow run and the Prefect artifact (a caller
+    that logs its own, such as the scheduled flow); the other options: see the module
+    docstring."""
     check_typicality_options(typicality_group_size, typicality_level)
     check_policy(bad_rows)
     target = Path(output).expanduser().resolve()
@@ -324,7 +327,7 @@ def batch_score_flow(
         threshold=threshold, partitions=len(batch.partitions),
     )  # fmt: skip
     default_summary = target.with_name(target.name + ".summary.json")
-    result = publish(result, Path(summary) if summary else default_summary)
+    result = publish(result, Path(summary) if summary else default_summary, track=track)
     manifest.discard()  # last: a crash before here re-runs on the finished parts
     return result
 
@@ -368,10 +371,12 @@ def resolved_input(path: str) -> Path:
         raise DatasetFormatError(f"{path}: {error}") from error
 
 
-def publish(result: dict[str, Any], summary_path: Path) -> dict[str, Any]:
-    """Write the summary JSON (atomically), log the MLflow scoring run, post the Prefect
-    markdown artifact; return the summary with the MLflow run id."""
+def publish(result: dict[str, Any], summary_path: Path, *, track: bool = True) -> dict[str, Any]:
+    """Write the summary JSON (atomically); with `track`, log the MLflow scoring run and post
+    the Prefect markdown artifact; return the summary (with the MLflow run id when tracked)."""
     write_json_atomic(result, summary_path)
+    if not track:
+        return result
     result["mlflow_run_id"] = log_scoring_run(result, str(summary_path))
     create_markdown_artifact(
         markdown=reports.scoring_markdown(result),

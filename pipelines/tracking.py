@@ -112,9 +112,12 @@ class Run:
         items = [Param(key, str(value)) for key, value in params.items()]
         self.client.log_batch(self.run_id, params=items)
 
-    def log_metrics(self, metrics: dict[str, float], *, step: int = 0) -> None:
-        """Log metrics at `step`, stamped now."""
-        stamp = int(time.time() * 1000)
+    def log_metrics(
+        self, metrics: dict[str, float], *, step: int = 0, timestamp_ms: int | None = None
+    ) -> None:
+        """Log metrics at `step`, stamped `timestamp_ms` (milliseconds since the epoch; now by
+        default)."""
+        stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         items = [Metric(key, float(value), stamp, step) for key, value in metrics.items()]
         self.client.log_batch(self.run_id, metrics=items)
 
@@ -189,6 +192,26 @@ def new_run(experiment: str, run_name: str, tags: dict[str, Any]) -> Iterator[Ru
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.set_tags(tags)
         yield Run(run.info.run_id)
+
+
+def find_runs(experiment: str, filter_string: str, order_by: list[str], limit: int) -> list:
+    """At most `limit` runs of `experiment` matching `filter_string` (MLflow's search syntax),
+    sorted by `order_by`; [] when the experiment does not exist."""
+    configure()
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return MlflowClient().search_runs(
+        [found.experiment_id], filter_string, order_by=order_by, max_results=limit
+    )
+
+
+def finished_run(experiment: str, run_name: str, tags: dict[str, str]) -> Run:
+    """A new run of `experiment`, ended at once (FINISHED), for logging to later by its id."""
+    client = MlflowClient()
+    created = client.create_run(ensure_experiment(experiment), run_name=run_name, tags=tags)
+    client.set_terminated(created.info.run_id)
+    return Run(created.info.run_id)
 
 
 # --- the registry ------------------------------------------------------------------------------
