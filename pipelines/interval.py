@@ -69,6 +69,17 @@ def check_interval_options(
         raise ConfigError(str(error)) from error
 
 
+def interval_start(scheduled_time: str | None) -> dt.datetime:
+    """The interval's time: `scheduled_time` (ISO text) when given, else the run's scheduled
+    start time (the current time outside a flow run)."""
+    if scheduled_time is None:
+        return flow_run.scheduled_start_time
+    try:
+        return dt.datetime.fromisoformat(scheduled_time)
+    except ValueError as error:
+        raise ConfigError(f"scheduled_time {scheduled_time!r} is not an ISO time") from error
+
+
 def summary_path(output: Path) -> Path:
     """Where an interval's summary JSON goes: beside its output."""
     return output.with_name(output.name + ".summary.json")
@@ -82,7 +93,7 @@ def interval_score_flow(
     *,
     deployment: str | None = None,
     timezone: str = "UTC",
-    scheduled_time: dt.datetime | None = None,
+    scheduled_time: str | None = None,
     on_missing: str = "skip",
     alarm_level: float = 0.01,
     alarm_rate: float | None = None,
@@ -95,7 +106,7 @@ def interval_score_flow(
     """Score the interval's input (see the module docstring) into its output; the summary, or
     the Skipped / InputMissing state when the input is missing."""
     check_interval_options(input, output, timezone, on_missing, alarm_level)
-    when = local_time(scheduled_time or flow_run.scheduled_start_time, timezone)
+    when = local_time(interval_start(scheduled_time), timezone)
     base = {
         "deployment": deployment or runtime_deployment.name or MANUAL_DEPLOYMENT,
         "interval": when.isoformat(),

@@ -38,7 +38,7 @@ def run_interval(champion: dict, root: Path, when: dt.datetime, **options):
         str(root / "data" / "{date}" / "part-*.csv"),
         str(root / "scores" / "{%Y/%m}" / "{date}.parquet"),
         deployment="flow-test",
-        scheduled_time=when,
+        scheduled_time=when.isoformat(),
         **options,
     )
 
@@ -99,7 +99,7 @@ def test_history_lists_the_latest_run_of_each_interval(champion, tmp_path: Path)
         interval_score_flow(
             champion["uri"], str(tmp_path / "data" / "{date}" / "*.csv"),
             str(tmp_path / "scores" / "{date}.parquet"), deployment=deployment,
-            scheduled_time=day, return_state=True,
+            scheduled_time=day.isoformat(), return_state=True,
         )  # fmt: skip
     listed = list_intervals(deployment, last=10)
     assert [row["interval"][:10] for row in listed] == ["2026-12-03", "2026-12-02", "2026-12-01"]

@@ -1,9 +1,14 @@
-"""`genad schedule score` against a real Prefect server: the deployment and its cron schedule
-exist, the server creates the scheduled runs, and a run on demand scores the file."""
+"""`genad schedule score`, `genad backfill score` and `genad runs list` against a real Prefect
+server: the deployment and its cron schedule exist, the server creates the scheduled runs, a
+run on demand scores its interval's file, a backfill of three intervals creates three runs at
+the right scheduled times (oldest first) and three outputs, a second backfill skips them, the
+planted shift raises the alarm event, and the history lists the four intervals."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import subprocess
 import sys
 import time
 from datetime import UTC
@@ -11,9 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import make_tabular
 from servers import child_env, free_port, running
 
-DEPLOYMENT = "batch-score/test-nightly"
+DEPLOYMENT = "interval-score/test-nightly"
 CRON = "0 2 * * *"
 PREFECT_CHILD_SETTINGS = (  # never inherited: each child gets exactly the settings we give
     "PREFECT_API_URL",
@@ -72,12 +78,22 @@ def wait_for(what: str, probe, timeout: float, *, alive=None, interval: float = 
         time.sleep(interval)
 
 
-def schedule_command(champion: dict, csv: Path, output: Path) -> list:
+def schedule_command(champion: dict, root: Path) -> list:
     return [
         sys.executable, "-m", "pipelines.cli", "schedule", "score",
         "--cron", CRON, "--name", "test-nightly", "--model-uri", champion["uri"],
-        "--input", csv, "--output", output,
+        "--input", root / "data" / "{date}.csv", "--output", root / "scores" / "{date}.parquet",
+        "--create-dirs",
     ]  # fmt: skip
+
+
+def write_interval(root: Path, day: str, shift: float = 0.0) -> int:
+    """The input of one interval: 200 normal rows, feature f0 shifted by `shift`."""
+    frame = make_tabular(n=200, anomalies=0, seed=len(day) + int(day[-2:])).drop(columns="label")
+    frame["f0"] += shift
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    frame.to_csv(root / "data" / f"{day}.csv", index=False)
+    return len(frame)
 
 
 def serving_env(api_url: str, mlflow_store: str, home: Path) -> dict[str, str]:
@@ -114,7 +130,7 @@ def scheduled_runs(client, deployment_id) -> list:
     )
 
 
-def check_deployment(found, champion: dict, csv: Path) -> None:
+def check_deployment(found, champion: dict, root: Path) -> None:
     from prefect.client.schemas.schedules import CronSchedule
 
     assert [s.active for s in found.schedules] == [True]
@@ -122,32 +138,51 @@ def check_deployment(found, champion: dict, csv: Path) -> None:
     assert isinstance(schedule, CronSchedule) and schedule.cron == CRON
     assert schedule.timezone == "UTC"
     assert found.parameters["model_uri"] == champion["uri"]
-    assert found.parameters["input"] == str(csv.resolve())
+    assert found.parameters["input"] == str(root / "data" / "{date}.csv")
+    assert found.parameters["deployment"] == "test-nightly"
 
 
-def check_scored(output: Path, csv: Path, champion: dict) -> None:
+def check_scored(root: Path, day: str, rows: int, champion: dict) -> dict:
+    output = root / "scores" / f"{day}.parquet"
     scored = pd.read_parquet(output)
-    rows = len(pd.read_csv(csv))
     assert len(scored) == rows
     assert scored["row_id"].tolist() == list(range(rows))
     assert (scored["model_name"] == "tabular-test").all()
     summary = json.loads(output.with_name(output.name + ".summary.json").read_text())
     assert summary["rows"] == rows and summary["model_version"] == str(champion["version"])
+    assert summary["interval"] == f"{day}T02:00:00+00:00"
+    return summary
 
 
-def test_scheduled_scoring_deployment_runs_on_the_server(
+def genad(args: list, env: dict, log: Path) -> subprocess.CompletedProcess:
+    """Run the genad command line in a child with the serving environment."""
+    command = [sys.executable, "-m", "pipelines.cli", *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    log.write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def alarm_events(client) -> list:
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    wanted = EventFilter(event=EventNameFilter(name=["genad.scoring.alarm"]))
+    return client.read_events(wanted, limit=50).events  # the server refuses the default 100
+
+
+def test_scheduled_scoring_deployment_runs_and_backfills_on_the_server(
     champion, mlflow_store: str, api_settings: str, tmp_path: Path
 ):
     from prefect import get_client
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
-    csv = Path(champion["csv"])
-    output = tmp_path / "out.parquet"
-    args = schedule_command(champion, csv, output)
+    root = tmp_path / "site"
+    rows = {day: write_interval(root, day) for day in ("2026-10-15", "2026-11-01", "2026-11-02")}
+    rows["2026-11-03"] = write_interval(root, "2026-11-03", shift=3.0)
     env = serving_env(api_settings, mlflow_store, tmp_path / "client-home")
     with (
-        running(args, env=env, log=tmp_path / "serve.log") as serving,
+        running(schedule_command(champion, root), env=env, log=tmp_path / "serve.log") as serving,
         get_client(sync_client=True) as client,
     ):
 
@@ -162,7 +197,7 @@ def test_scheduled_scoring_deployment_runs_on_the_server(
                 return None
 
         found = wait_for("deployment " + DEPLOYMENT, deployment, 90, alive=serve_alive)
-        check_deployment(found, champion, csv)
+        check_deployment(found, champion, root)
         runs = wait_for(
             "scheduled runs", lambda: scheduled_runs(client, found.id), 30, alive=serve_alive
         )
@@ -170,10 +205,50 @@ def test_scheduled_scoring_deployment_runs_on_the_server(
             start = run.expected_start_time.astimezone(UTC)
             assert (start.hour, start.minute, start.second) == (2, 0, 0), start
 
-        flow_run = run_deployment(DEPLOYMENT, timeout=180, poll_interval=1)
-        assert flow_run.deployment_id == found.id
+        on_demand = dt.datetime(2026, 10, 15, 2, 0, tzinfo=UTC)
+        flow_run = run_deployment(
+            DEPLOYMENT, timeout=180, poll_interval=1, scheduled_time=on_demand
+        )
         assert flow_run.state is not None and flow_run.state.is_completed(), (
             flow_run.state,
             serving.log_tail(),
         )
-    check_scored(output, csv, champion)
+        check_scored(root, "2026-10-15", rows["2026-10-15"], champion)
+
+        backfill = ["backfill", "score", "--deployment", "test-nightly"]
+        backfill += ["--from", "2026-11-01", "--to", "2026-11-03"]
+        first = genad([*backfill, "--wait", "--timeout", "300"], env, tmp_path / "bf1.log")
+        assert "3 runs created, 0 intervals skipped" in first.stdout, first.stdout
+        check_backfilled_runs(client, found.id)
+        summaries = {day: check_scored(root, day, rows[day], champion) for day in rows}
+        assert [summaries[d]["alarm"]["fired"] for d in sorted(rows)] == [False] * 3 + [True]
+        second = genad(backfill, env, tmp_path / "bf2.log")
+        assert "0 runs created, 3 intervals skipped" in second.stdout, second.stdout
+        events = wait_for("the alarm event", lambda: alarm_events(client), 60)
+        assert [e.payload["interval"] for e in events] == ["2026-11-03T02:00:00+00:00"]
+        assert events[0].resource["prefect.resource.name"] == "test-nightly"
+    listed = genad(["runs", "list", "--deployment", "test-nightly", "--json"], env, tmp_path / "l")
+    intervals = json.loads(listed.stdout)
+    assert [row["interval"][:10] for row in intervals] == sorted(rows, reverse=True)
+    assert [row["alarm"] for row in intervals] == [True, False, False, False]
+
+
+def check_backfilled_runs(client, deployment_id) -> None:
+    """Three backfill runs, completed, at 02:00 of each day, started oldest first."""
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterTags,
+    )
+
+    runs = client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["backfill"])),
+    )
+    runs = sorted(runs, key=lambda run: run.expected_start_time)
+    expected = [dt.datetime(2026, 11, day, 2, 0, tzinfo=UTC) for day in (1, 2, 3)]
+    assert [run.expected_start_time for run in runs] == expected
+    assert all(run.state.is_completed() for run in runs)
+    starts = [run.start_time for run in runs]
+    assert starts == sorted(starts), starts
