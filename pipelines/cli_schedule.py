@@ -59,7 +59,7 @@ def _schedule_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="Parquet output path or template")
     parser.add_argument(
         "--create-dirs", action="store_true",
-        help="create the output's folder above its first placeholder if it does not exist",
+        help="let the runs create the output's folder if it does not exist (else refused now)",
     )  # fmt: skip
     parser.add_argument("--cron", required=True, help='e.g. "0 2 * * *"')
     parser.add_argument("--timezone", default="UTC", help="of the cron and the templates")
@@ -103,10 +103,8 @@ def schedule_parameters(args: argparse.Namespace) -> dict[str, Any]:
         if args.concurrency < 1:
             raise ValueError(f"--concurrency must be at least 1, got {args.concurrency}")
     output = str(Path(args.output).expanduser().absolute())
-    root = output_root(output)
-    if args.create_dirs:
-        root.mkdir(parents=True, exist_ok=True)
-    check_output_folder(root / "output")
+    if not args.create_dirs:  # a mistyped folder is refused now; the runs make the ones below
+        check_output_folder(output_root(output) / "output")
     return {
         "model_uri": args.model_uri,
         "input": str(Path(args.input).expanduser().absolute()),
@@ -132,6 +130,7 @@ def cmd_schedule_score(args: argparse.Namespace) -> int:
 
     from pipelines.schedule import serve_scoring
 
+    parameters = schedule_parameters(args)  # first: a bad time zone is named as such
     try:
         CronSchedule(cron=args.cron, timezone=args.timezone)
     except ValueError as error:
@@ -141,7 +140,6 @@ def cmd_schedule_score(args: argparse.Namespace) -> int:
             "schedules run only on a real Prefect server: start one (prefect server start) "
             "and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
         )
-    parameters = schedule_parameters(args)
     serve_scoring(args.name, args.cron, parameters, timezone=args.timezone, limit=args.concurrency)
     return 0
 

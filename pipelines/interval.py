@@ -118,17 +118,11 @@ def interval_score_flow(
     files = matching_inputs(pattern)
     if not files:
         return missing_input(base, pattern, on_missing)
-    target.parent.mkdir(parents=True, exist_ok=True)
     options = dict(
         rows_per_partition=rows_per_partition, chunk_rows=chunk_rows, flag_rule=flag_rule,
         flag_level=flag_level, bad_rows=bad_rows,
     )  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
-        model = resolve(model_uri, os.path.join(scratch, "model"))
-        pinned = f"models:/{model.name}/{model.version}"
-        result = score_files(pinned, files, target, options)
-        calibration = cached_bundle(str(model.bundle_dir)).detector.calibration_scores_
-    result["alarm"] = output_alarm(target, calibration, alarm_rate or result["level"], alarm_level)
+    result = score_interval(model_uri, files, target, options, (alarm_rate, alarm_level))
     summary = {
         **result, **base, "state": "scored", "input": pattern,
         "inputs": [str(f) for f in files], "output": str(target),
@@ -137,6 +131,26 @@ def interval_score_flow(
     summary["mlflow_run_id"] = history.log_interval(summary)
     announce(summary)
     return summary
+
+
+def score_interval(
+    model_uri: str,
+    files: list[Path],
+    target: Path,
+    options: dict[str, Any],
+    alarm: tuple[float | None, float],
+) -> dict[str, Any]:
+    """Resolve the model once (pinned to its version), score `files` into `target` and test
+    the output; `alarm` = (rate, or None for the run's flag level; level)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
+        model = resolve(model_uri, os.path.join(scratch, "model"))
+        pinned = f"models:/{model.name}/{model.version}"
+        result = score_files(pinned, files, target, options)
+        calibration = cached_bundle(str(model.bundle_dir)).detector.calibration_scores_
+    rate, level = alarm
+    result["alarm"] = output_alarm(target, calibration, rate or result["level"], level)
+    return result
 
 
 def missing_input(base: dict[str, Any], pattern: str, on_missing: str) -> State:

@@ -301,9 +301,8 @@ def batch_score_flow(
     """Score `input` (CSV, Parquet, npz or an image folder) with `model_uri` (e.g.
     models:/genad-fashion-mnist@champion) into Parquet at `output`; the summary. Reads chunks of
     `chunk_rows`, scores partitions of `rows_per_partition` rows (concurrently when `parallel`,
-    e.g. on Dask); `track=False` leaves out the MLflow run and the Prefect artifact (a caller
-    that logs its own, such as the scheduled flow); the other options: see the module
-    docstring."""
+    e.g. on Dask); `track=False`: no MLflow run or Prefect artifact (for callers that log their
+    own); the other options: see the module docstring."""
     check_typicality_options(typicality_group_size, typicality_level)
     check_policy(bad_rows)
     target = Path(output).expanduser().resolve()

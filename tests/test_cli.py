@@ -132,8 +132,39 @@ def test_schedule_refuses_a_missing_output_folder_and_passes_create_dirs(
         assert not served
         assert run(capsys, *argv, "--create-dirs")[0] == 0
     ((_, _, parameters),) = served
-    assert parameters["create_dirs"] is True and parameters["output"] == str(output)
+    assert parameters["output"] == str(output) and parameters["deployment"] == "nightly"
     assert not output.parent.exists()  # created by the scheduled runs, not at schedule time
+
+
+def test_schedule_refuses_bad_templates_and_alarm_settings(capsys, monkeypatch, tmp_path):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    argv = ["schedule", "score", "--cron", "0 2 * * *", "--model-uri", "models:/m@champion",
+            "--input", "in/{date}.csv", "--output", str(tmp_path / "{date}.parquet")]  # fmt: skip
+    bad = {
+        ("--input", "in/{day}.csv"): "unknown placeholder {day}",
+        ("--timezone", "Mars/Olympus"): "unknown time zone",
+        ("--alarm-level", "1.5"): "alarm level must be in (0, 1)",
+        ("--alarm-rate", "0"): "--alarm-rate must be in (0, 1)",
+        ("--concurrency", "0"): "--concurrency must be at least 1",
+    }
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        for extra, message in bad.items():
+            code, _, err = run(capsys, *argv, *extra)
+            assert code == 2 and message in err and err.count("\n") == 1, (extra, err)
+
+
+def test_backfill_names_a_missing_deployment(capsys, prefect_api_url):
+    code, _, err = run(
+        capsys, "backfill", "score", "--deployment", "no-such", "--from", "2026-12-01",
+        "--to", "2026-12-02",
+    )  # fmt: skip
+    assert code == 2 and "no deployment 'interval-score/no-such'" in err
+
+
+def test_runs_list_of_a_deployment_without_history(capsys, mlflow_store):
+    code, out, _ = run(capsys, "runs", "list", "--deployment", "never-ran")
+    assert code == 0 and "no intervals logged for deployment 'never-ran'" in out
 
 
 def test_score_rejects_a_bad_typicality_group_size(champion, capsys, tmp_path):

@@ -174,7 +174,6 @@ def test_scheduled_scoring_deployment_runs_and_backfills_on_the_server(
     champion, mlflow_store: str, api_settings: str, tmp_path: Path
 ):
     from prefect import get_client
-    from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
     root = tmp_path / "site"
@@ -205,25 +204,8 @@ def test_scheduled_scoring_deployment_runs_and_backfills_on_the_server(
             start = run.expected_start_time.astimezone(UTC)
             assert (start.hour, start.minute, start.second) == (2, 0, 0), start
 
-        on_demand = dt.datetime(2026, 10, 15, 2, 0, tzinfo=UTC)
-        flow_run = run_deployment(
-            DEPLOYMENT, timeout=180, poll_interval=1, scheduled_time=on_demand
-        )
-        assert flow_run.state is not None and flow_run.state.is_completed(), (
-            flow_run.state,
-            serving.log_tail(),
-        )
-        check_scored(root, "2026-10-15", rows["2026-10-15"], champion)
-
-        backfill = ["backfill", "score", "--deployment", "test-nightly"]
-        backfill += ["--from", "2026-11-01", "--to", "2026-11-03"]
-        first = genad([*backfill, "--wait", "--timeout", "300"], env, tmp_path / "bf1.log")
-        assert "3 runs created, 0 intervals skipped" in first.stdout, first.stdout
+        check_on_demand_and_backfill(root, rows, champion, env, tmp_path)
         check_backfilled_runs(client, found.id)
-        summaries = {day: check_scored(root, day, rows[day], champion) for day in rows}
-        assert [summaries[d]["alarm"]["fired"] for d in sorted(rows)] == [False] * 3 + [True]
-        second = genad(backfill, env, tmp_path / "bf2.log")
-        assert "0 runs created, 3 intervals skipped" in second.stdout, second.stdout
         events = wait_for("the alarm event", lambda: alarm_events(client), 60)
         assert [e.payload["interval"] for e in events] == ["2026-11-03T02:00:00+00:00"]
         assert events[0].resource["prefect.resource.name"] == "test-nightly"
@@ -231,6 +213,24 @@ def test_scheduled_scoring_deployment_runs_and_backfills_on_the_server(
     intervals = json.loads(listed.stdout)
     assert [row["interval"][:10] for row in intervals] == sorted(rows, reverse=True)
     assert [row["alarm"] for row in intervals] == [True, False, False, False]
+
+
+def check_on_demand_and_backfill(root: Path, rows: dict, champion: dict, env: dict, tmp_path):
+    """A run on demand at a given scheduled time; a backfill of three days, then again."""
+    from prefect.deployments import run_deployment
+
+    on_demand = dt.datetime(2026, 10, 15, 2, 0, tzinfo=UTC)
+    flow_run = run_deployment(DEPLOYMENT, timeout=180, poll_interval=1, scheduled_time=on_demand)
+    assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
+    check_scored(root, "2026-10-15", rows["2026-10-15"], champion)
+    backfill = ["backfill", "score", "--deployment", "test-nightly"]
+    backfill += ["--from", "2026-11-01", "--to", "2026-11-03"]
+    first = genad([*backfill, "--wait", "--timeout", "300"], env, tmp_path / "bf1.log")
+    assert "3 runs created, 0 intervals skipped" in first.stdout, first.stdout
+    summaries = {day: check_scored(root, day, rows[day], champion) for day in rows}
+    assert [summaries[d]["alarm"]["fired"] for d in sorted(rows)] == [False] * 3 + [True]
+    second = genad(backfill, env, tmp_path / "bf2.log")
+    assert "0 runs created, 3 intervals skipped" in second.stdout, second.stdout
 
 
 def check_backfilled_runs(client, deployment_id) -> None:
