@@ -116,3 +116,17 @@ def run_benchmark(
     start = time.perf_counter()
     result = work(args)
     write_report(args.out, report(result, args, time.perf_counter() - start))
+
+
+def replace_section(path: str | Path, section: str) -> None:
+    """Replace the section of the markdown file `path` that starts with `section`'s first line
+    (up to the next level-2 heading), or append `section` when there is none."""
+    target = Path(path)
+    text, heading = target.read_text(), section.splitlines()[0]
+    if heading in text:
+        head, _, tail = text.partition(heading)
+        after = tail.find("\n## ")
+        text = head.rstrip("\n") + "\n\n" + section + (tail[after:] if after >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    target.write_text(text)

@@ -52,6 +52,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from bench_common import replace_section
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from anomaly.packaged.scoring import ScoringModel, load_bundle
@@ -494,16 +495,8 @@ def render(args: argparse.Namespace, parts: dict[str, Any]) -> str:
 
 
 def write_docs(section: str) -> None:
-    """Replace (or append) the section at the end of docs/benchmarks.md."""
-    path = ROOT / "docs" / "benchmarks.md"
-    text, heading = path.read_text(), section.splitlines()[0]
-    if heading in text:
-        head, _, tail = text.partition(heading)
-        after = tail.find("\n## ")
-        text = head.rstrip("\n") + "\n\n" + section + (tail[after:] if after >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    """Replace (or append) the section in docs/benchmarks.md."""
+    replace_section(ROOT / "docs" / "benchmarks.md", section)
 
 
 def main(argv: list[str] | None = None) -> int:

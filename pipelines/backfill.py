@@ -37,8 +37,8 @@ from prefect.states import Scheduled
 from anomaly.errors import ConfigError, UserInputError
 from anomaly.intervals import fill_template, local_time
 from pipelines.interval import summary_path
+from pipelines.schedule import FLOW_NAME
 
-FLOW_NAME = "interval-score"
 MAX_INTERVALS = 1000  # Prefect's CronSchedule looks at most this many dates ahead
 QUEUED = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
 

@@ -1,5 +1,6 @@
 """The scheduled-scoring commands of `genad`: `schedule score` (serve the deployment),
-`backfill score` (runs for past intervals) and `runs list` (the deployment's history).
+`schedule alarm-webhook` (forward alarms), `backfill score` (runs for past intervals) and
+`runs list` (the deployment's history).
 docs/operations.md is the operator's page."""
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ def add_parsers(commands: Any) -> None:
     scheduled = schedule.add_parser("score", help=cmd_schedule_score.__doc__)
     _schedule_arguments(scheduled)
     scheduled.set_defaults(handler=cmd_schedule_score)
+    forward = schedule.add_parser("alarm-webhook", help=cmd_schedule_alarm_webhook.__doc__)
+    forward.add_argument("--url", required=True, help="the webhook every alarm is posted to")
+    forward.add_argument("--deployment", default=None, help="only this deployment's alarms")
+    forward.add_argument("--name", default="genad-alarms", help="the automation's name")
+    forward.set_defaults(handler=cmd_schedule_alarm_webhook)
 
     backfill = commands.add_parser("backfill", help="runs for past intervals").add_subparsers(
         dest="job", required=True
@@ -141,6 +147,23 @@ def cmd_schedule_score(args: argparse.Namespace) -> int:
             "and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
         )
     serve_scoring(args.name, args.cron, parameters, timezone=args.timezone, limit=args.concurrency)
+    return 0
+
+
+def cmd_schedule_alarm_webhook(args: argparse.Namespace) -> int:
+    """Create a Prefect automation that posts every scoring alarm to a webhook (needs a
+    Prefect server)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from pipelines.alarms import forward_alarms
+
+    if not PREFECT_API_URL.value():
+        raise UserInputError("automations live on a Prefect server: set PREFECT_API_URL")
+    if not args.url.startswith(("http://", "https://")):
+        raise UserInputError(f"--url {args.url!r} is not an http(s) URL")
+    automation = forward_alarms(args.url, deployment=args.deployment, name=args.name)
+    scope = f"deployment {args.deployment!r}" if args.deployment else "every deployment"
+    print(f"automation {args.name} ({automation}) posts the alarms of {scope} to {args.url}")
     return 0
 
 

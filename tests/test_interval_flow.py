@@ -117,3 +117,25 @@ def test_bad_options_are_refused_before_any_work(champion, tmp_path: Path):
         interval_score_flow(champion["uri"], "in/{day}.csv", str(tmp_path / "o.parquet"))
     with pytest.raises(ConfigError, match="on_missing must be one of"):
         run_interval(champion, tmp_path, FIRST, on_missing="ignore")
+
+
+def test_a_rerun_reuses_the_files_a_killed_run_finished(champion, tmp_path: Path):
+    """Files of a multi-file interval scored before (same input, same model version) are
+    reused by the next run of the interval; a changed file is scored again."""
+    from pipelines.interval import score_one_file
+
+    write_day(tmp_path / "data", FIRST, parts=2, seed=50)
+    inputs = sorted((tmp_path / "data" / "2026-12-01").glob("*.csv"))
+    folder = tmp_path / "work"
+    folder.mkdir()
+    uri = f"models:/tabular-test/{champion['version']}"
+    options = {"rows_per_partition": 100_000, "chunk_rows": 8192, "flag_rule": None,
+               "flag_level": None, "bad_rows": "fail"}  # fmt: skip
+    part = folder / "00000.parquet"
+    first = score_one_file(uri, inputs[0], part, options)
+    written = part.stat().st_mtime_ns
+    assert score_one_file(uri, inputs[0], part, options) == first
+    assert part.stat().st_mtime_ns == written  # reused, not rewritten
+    frame = pd.read_csv(inputs[0]).head(100)
+    frame.to_csv(inputs[0], index=False)
+    assert score_one_file(uri, inputs[0], part, options)["rows"] == 100

@@ -6,10 +6,13 @@ planted shift raises the alarm event, and the history lists the four intervals."
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import http.server
 import json
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC
 from pathlib import Path
@@ -163,6 +166,31 @@ def genad(args: list, env: dict, log: Path) -> subprocess.CompletedProcess:
     return done
 
 
+@contextlib.contextmanager
+def webhook_receiver():
+    """An HTTP server on 127.0.0.1 that keeps the JSON bodies POSTed to it; (url, bodies)."""
+    received: list = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the handler's required name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/alarms", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def alarm_events(client) -> list:
     from prefect.events.filters import EventFilter, EventNameFilter
 
@@ -170,6 +198,7 @@ def alarm_events(client) -> list:
     return client.read_events(wanted, limit=50).events  # the server refuses the default 100
 
 
+@pytest.mark.slow  # about 100 s: a server, the serving process, five runs, four CLI calls
 def test_scheduled_scoring_deployment_runs_and_backfills_on_the_server(
     champion, mlflow_store: str, api_settings: str, tmp_path: Path
 ):
@@ -204,7 +233,14 @@ def test_scheduled_scoring_deployment_runs_and_backfills_on_the_server(
             start = run.expected_start_time.astimezone(UTC)
             assert (start.hour, start.minute, start.second) == (2, 0, 0), start
 
-        check_on_demand_and_backfill(root, rows, champion, env, tmp_path)
+        with webhook_receiver() as (url, received):
+            forwarded = genad(["schedule", "alarm-webhook", "--url", url], env, tmp_path / "w")
+            assert "posts the alarms of every deployment" in forwarded.stdout
+            check_on_demand_and_backfill(root, rows, champion, env, tmp_path)
+            posted = wait_for("the alarm's webhook call", lambda: list(received), 90)
+        assert [body["interval"] for body in posted] == ["2026-11-03T02:00:00+00:00"]
+        assert posted[0]["deployment"] == "test-nightly" and posted[0]["rows"] == 200
+        assert posted[0]["reasons"] and posted[0]["shift_p_value"] < 0.005
         check_backfilled_runs(client, found.id)
         events = wait_for("the alarm event", lambda: alarm_events(client), 60)
         assert [e.payload["interval"] for e in events] == ["2026-11-03T02:00:00+00:00"]
