@@ -2,18 +2,14 @@
 
 Outputs: a Parquet file (row_id, [file,] log_px, normality, score, p_value, is_anomaly,
 model_name, model_version), optionally a typicality table of row groups, and a summary JSON
-beside it, both written to temp paths and renamed; an MLflow scoring run;
-a Prefect markdown artifact with the top anomalies. Partitions can run on Dask workers
+(default `<output>.summary.json`), all written to temp paths renamed into place (a failure
+leaves any previous output untouched; the same input gives the same output); an MLflow scoring
+run; a Prefect markdown artifact with the top anomalies. Partitions can run on Dask workers
 (`dask_batch_score`): every row's score is independent of its batch, so the output is the same.
-
 Partitions are scored into part files in a work folder beside the output (`anomaly.manifest`),
 each recorded with its checksum once complete: a killed run, re-run with the same model version,
 input and partitioning, scores only the partitions not yet recorded. The folder is removed when
-the outputs are in place, or at once when the input turns out to be bad.
-
-The output and summary (default `<output>.summary.json`) are written to temp paths renamed into
-place: a failure while reading or scoring leaves any previous output untouched and no partial
-file, and re-running on the same input gives the same output. The flow's options:
+the outputs are in place, or at once when the input turns out to be bad. The flow's options:
 
 - `flag_rule` ("threshold", "alpha" or "fdr") and `flag_level` override the model's own; "fdr"
   applies Benjamini-Hochberg over the whole input (a second pass over the scores).
