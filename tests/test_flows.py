@@ -316,6 +316,7 @@ def fresh_process_score(uri: str, input: Path, output: Path, flags: list[str], e
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
 
 
+@pytest.mark.slow  # about 20 s: three fresh CLI processes, then five flow runs
 def test_runs_in_one_process_each_flag_by_their_own_rule(
     champion, scoring_inputs, tmp_path, mlflow_store, prefect_api_url, monkeypatch
 ):
