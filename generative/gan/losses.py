@@ -1,4 +1,5 @@
-"""GAN losses, each selectable by name, plus the critic constraints (gradient penalty, clipping).
+"""GAN losses, each selectable by name, plus the critic constraints (gradient penalty, R1,
+clipping).
 
 D's raw output is a logit for the probability losses (minimax, non-saturating, LSGAN's target
 regression uses the raw value) and an unbounded critic value for the Wasserstein losses.
@@ -107,6 +108,15 @@ def gradient_penalty(
     (grads,) = torch.autograd.grad(values.sum(), interpolates, create_graph=True)
     norms = grads.flatten(1).float().norm(dim=1)
     return (norms - 1.0).pow(2).mean()
+
+
+def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """E ||grad_x critic(x)||^2 over the real x: the zero-centred R1 penalty (Mescheder et al.
+    2018), which keeps D flat on the data so the non-saturating game converges; StyleGAN2
+    adds (gamma / 2) times it to D's loss. The graph is kept so the penalty trains D."""
+    inputs = real.detach().requires_grad_(True)
+    (grads,) = torch.autograd.grad(critic(inputs).sum(), inputs, create_graph=True)
+    return grads.flatten(1).float().pow(2).sum(dim=1).mean()
 
 
 @torch.no_grad()

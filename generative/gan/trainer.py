@@ -38,7 +38,8 @@ from torch import nn
 from generative.checkpoints import run_fingerprint
 from generative.configs import JsonConfig
 from generative.distributed import World
-from generative.gan.losses import clip_weights, gradient_penalty
+from generative.gan.augment import AdaptiveStrength, augment, parse_policy
+from generative.gan.losses import clip_weights, gradient_penalty, r1_penalty
 from generative.gan.model import GAN
 from generative.loop import (
     CLOCKS,
@@ -86,6 +87,12 @@ class GANTrainerConfig(JsonConfig):
         (elapsed) or "process" (this process's CPU time); None = no limit.
     device/autocast: as for `generative.training.TrainerConfig`; channels_last is used for
     DCGAN nets on CUDA.
+    augment: differentiable augmentations D sees real and fake images through (a subset of
+        "color,translation,cutout", `generative.gan.augment`; "" = none), each applied with
+        probability `augment_strength`, or, with `ada_target`, with the strength ADA adapts
+        from D's overfitting signal E[sign(D(real))] (target 0.6 in the paper).
+    r1_gamma: weight gamma of the R1 penalty (gamma / 2) E||grad D(real)||^2 (0 = off),
+        applied every `r1_interval` D steps and scaled by it (lazy regularisation).
     """
 
     epochs: int = 20
@@ -101,9 +108,21 @@ class GANTrainerConfig(JsonConfig):
     seed: int = 0
     device: str = "auto"
     autocast: str = "auto"
+    augment: str = ""
+    augment_strength: float = 1.0
+    ada_target: float | None = None
+    r1_gamma: float = 0.0
+    r1_interval: int = 16
 
     def __post_init__(self) -> None:
         check_two_player(self)
+        parse_policy(self.augment)
+        if not 0.0 <= self.augment_strength <= 1.0:
+            raise ValueError(f"augment_strength must be in [0, 1], got {self.augment_strength}")
+        if self.ada_target is not None and not (0.0 < self.ada_target < 1.0 and self.augment):
+            raise ValueError("ada_target must be in (0, 1) and needs an augment policy")
+        if self.r1_gamma < 0 or self.r1_interval < 1:
+            raise ValueError("r1_gamma must be >= 0 and r1_interval >= 1")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
@@ -140,6 +159,26 @@ class GANTrainer(LoopTrainer):
         self.generator_net: nn.Module = model.generator  # DDP-wrapped by fit when distributed
         self.discriminator_net: nn.Module = model.discriminator
         self.n_critic = config.n_critic or model.loss.n_critic
+        self.policy = parse_policy(config.augment)
+        self.ada = None if config.ada_target is None else AdaptiveStrength(config.ada_target)
+        if self.policy and not model.config.is_image:
+            raise ValueError("augment applies to images only")
+
+    @property
+    def augment_strength(self) -> float:
+        """The probability each augmentation is applied with now (ADA's, when adaptive)."""
+        return self.config.augment_strength if self.ada is None else self.ada.strength
+
+    def _augmented(self, images: torch.Tensor) -> torch.Tensor:
+        return augment(images, self.policy, self.augment_strength, self.rng)
+
+    def family_state(self) -> dict[str, Any]:
+        """ADA's strength, which a resume continues from."""
+        return {} if self.ada is None else {"ada_strength": self.ada.strength}
+
+    def load_family_state(self, state: dict[str, Any]) -> None:
+        if self.ada is not None:
+            self.ada.strength = float(state.get("ada_strength", 0.0))
 
     def _autocast(self) -> torch.autocast:
         return autocast(self.config.autocast, self.device)
@@ -167,8 +206,8 @@ class GANTrainer(LoopTrainer):
         self.world.check_batches(rows, self.config.batch_size)
         if self.config.max_seconds is not None:
             raise ValueError("max_seconds differs between processes: use max_generator_steps")
-        if self.model.loss.penalty_weight > 0:
-            raise ValueError("gradient-penalty losses train in a single process only")
+        if self.model.loss.penalty_weight > 0 or self.config.r1_gamma > 0 or self.policy:
+            raise ValueError("gradient penalties and augmentation train in a single process only")
 
     def prepare_networks(self) -> None:
         """G and D as the training steps call them: each in DDP when distributed."""
@@ -242,6 +281,10 @@ class GANTrainer(LoopTrainer):
         logs = {"d_loss": sums[0] / count, "g_loss": sums[1] / max(self.epoch_generator_steps, 1)}
         if self.model.loss.penalty_weight > 0:
             logs["gradient_penalty"] = sums[2] / count
+        if self.config.r1_gamma > 0:  # computed on every r1_interval-th step only
+            logs["r1_penalty"] = sums[2] / count * self.config.r1_interval
+        if self.policy:
+            logs["augment_strength"] = self.augment_strength
         return logs
 
     def discriminator_step(
@@ -259,15 +302,13 @@ class GANTrainer(LoopTrainer):
         critic_net = self.discriminator_net
         with self._autocast():
             with torch.no_grad():
-                fake = model.generator(z, labels)
-            value = loss.discriminator(
-                critic_net(real, labels).float(), critic_net(fake, labels).float()
-            )
-            penalty = torch.zeros((), device=self.device)
-            if loss.penalty_weight > 0:
-                critic = lambda x: model.discriminator(x, labels).float()  # noqa: E731
-                penalty = gradient_penalty(critic, real, fake, generator=self.rng)
-                value = value + loss.penalty_weight * penalty
+                fake = self._augmented(model.generator(z, labels))
+            real = self._augmented(real)
+            real_out = critic_net(real, labels).float()
+            value = loss.discriminator(real_out, critic_net(fake, labels).float())
+            value, penalty = self._penalties(value, real, fake, labels)
+        if self.ada is not None:
+            self.ada.observe(real_out)
         optimizer.zero_grad(set_to_none=True)
         (value * self.world.loss_weight(len(real), global_rows)).backward()
         optimizer.step()
@@ -275,6 +316,22 @@ class GANTrainer(LoopTrainer):
             clip_weights(model.discriminator, loss.clip_value)
         self.discriminator_steps += 1
         return value.detach(), penalty.detach()
+
+    def _penalties(
+        self, value: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, labels: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's loss with the loss's gradient penalty, or the lazy R1 penalty when due; the
+        penalty's value (0 when none was computed)."""
+        model, config = self.model, self.config
+        critic = lambda x: model.discriminator(x, labels).float()  # noqa: E731
+        penalty = torch.zeros((), device=self.device)
+        if model.loss.penalty_weight > 0:
+            penalty = gradient_penalty(critic, real, fake, generator=self.rng)
+            value = value + model.loss.penalty_weight * penalty
+        if config.r1_gamma > 0 and self.discriminator_steps % config.r1_interval == 0:
+            penalty = r1_penalty(critic, real)
+            value = value + 0.5 * config.r1_gamma * config.r1_interval * penalty
+        return value, penalty
 
     def generator_step(
         self, n: int, labels: torch.Tensor | None, optimizer: torch.optim.Optimizer
@@ -286,7 +343,7 @@ class GANTrainer(LoopTrainer):
         model.discriminator.requires_grad_(False)
         with self._autocast():
             value = model.loss.generator(
-                model.discriminator(self.generator_net(z, labels), labels).float()
+                model.discriminator(self._augmented(self.generator_net(z, labels)), labels).float()
             )
         optimizer.zero_grad(set_to_none=True)
         (value * self.world.loss_weight(len(z), n)).backward()
