@@ -217,6 +217,11 @@ def _add_train_gan(train: Any) -> None:
     gan.add_argument("--lr", type=float, help="learning rate of both nets")
     gan.add_argument("--n-critic", type=int, help="D steps per G step")
     gan.add_argument("--optimizer", choices=sorted(OPTIMIZERS))
+    gan.add_argument(
+        "--augment", help="differentiable augmentation of D's inputs: color,translation,cutout"
+    )
+    gan.add_argument("--ada-target", type=float, help="adapt its strength (ADA; e.g. 0.6)")
+    gan.add_argument("--r1-gamma", type=float, help="R1 penalty weight on D (0 = off)")
     gan.set_defaults(handler=cli_train.cmd_train_gan)
 
 

@@ -15,7 +15,9 @@ from anomaly.errors import InputNotFoundError, UserInputError
 
 # `genad train gan` flags -> the GANConfig / GANTrainerConfig field they set
 GAN_FLAGS = ("loss", "architecture", "latent_dim", "base_channels", "ema_decay")
-TRAINER_FLAGS = ("epochs", "batch_size", "n_critic", "optimizer")
+TRAINER_FLAGS = (
+    "epochs", "batch_size", "n_critic", "optimizer", "augment", "ada_target", "r1_gamma",
+)  # fmt: skip
 # `genad train cyclegan` flags -> the CycleGANConfig / CycleGANTrainerConfig field they set
 CYCLEGAN_FLAGS = ("base_channels", "residual_blocks", "lambda_cycle", "lambda_identity",
                   "history_size")  # fmt: skip

@@ -138,3 +138,21 @@ def test_the_parser_takes_every_synth_format_and_no_other():
     assert [parser.parse_args([*synth, fmt]).format for fmt in FORMATS] == list(FORMATS)
     with pytest.raises(SystemExit):
         parser.parse_args([*synth, "gif"])
+
+
+def test_the_small_data_recipe_flags_reach_the_trainer_config():
+    from pipelines.cli_train import TRAINER_FLAGS, flag_settings
+
+    args = build_parser(cli).parse_args(
+        ["train", "gan", "--dataset", "fashion-mnist", "--augment", "translation,cutout",
+         "--ada-target", "0.6", "--r1-gamma", "10", "--trainer-config", '{"r1_interval": 8}']
+    )  # fmt: skip
+    settings = flag_settings(args, "trainer_config", TRAINER_FLAGS)
+    assert settings == {
+        "r1_interval": 8, "augment": "translation,cutout", "ada_target": 0.6, "r1_gamma": 10.0,
+    }  # fmt: skip
+
+
+def test_train_gan_refuses_an_unknown_augmentation(mlflow_store, prefect_harness, capsys):
+    code, _, err = run(capsys, "train", "gan", "--dataset", "fashion-mnist", "--augment", "blur")
+    assert code == 2 and "unknown augmentation(s) ['blur']" in err
