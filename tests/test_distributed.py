@@ -121,6 +121,9 @@ def test_gan_options_that_cannot_split_across_processes_are_refused():
     world = World(rank=0, size=2)
     with pytest.raises(ValueError, match="gradient-penalty"):
         GANTrainer(gan, GANTrainerConfig(batch_size=16), world=world).fit(data)
+    plain = GAN(GANConfig(data_shape=(4,), latent_dim=2, hidden_dims=(8,)))
+    with pytest.raises(ValueError, match="R1 and augmentation train in a single process"):
+        GANTrainer(plain, GANTrainerConfig(batch_size=16, r1_gamma=1.0), world=world).fit(data)
     with pytest.raises(ValueError, match="max_seconds"):
         config = GANTrainerConfig(batch_size=16, max_seconds=5.0)
         GANTrainer(GAN(GANConfig(data_shape=(4,), latent_dim=2)), config, world=world).fit(data)

@@ -207,7 +207,9 @@ class GANTrainer(LoopTrainer):
         if self.config.max_seconds is not None:
             raise ValueError("max_seconds differs between processes: use max_generator_steps")
         if self.model.loss.penalty_weight > 0 or self.config.r1_gamma > 0 or self.policy:
-            raise ValueError("gradient penalties and augmentation train in a single process only")
+            raise ValueError(
+                "gradient-penalty losses, R1 and augmentation train in a single process only"
+            )
 
     def prepare_networks(self) -> None:
         """G and D as the training steps call them: each in DDP when distributed."""
