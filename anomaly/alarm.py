@@ -22,12 +22,13 @@ the alarm with probability at most `level`:
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats
+
+from anomaly.thresholds import conformal_rank
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class FlagCountTest:
     @property
     def order(self) -> int:
         """k: a row is flagged when its score is below the k-th smallest calibration score."""
-        return math.floor(self.rate * (self.n_calibration + 1) + 1e-9)
+        return conformal_rank(self.rate, self.n_calibration)
 
     @property
     def expected_rate(self) -> float:
@@ -70,7 +71,7 @@ def count_flagged(p_values: np.ndarray, rate: float, n_calibration: int) -> int:
     """How many conformal p-values = (1 + j) / (m + 1) are at most `rate`, counted on the integer
     j (so rounding of the stored p-values cannot move a row across the level)."""
     ranks = np.rint(np.asarray(p_values, dtype=np.float64) * (n_calibration + 1))
-    return int(np.count_nonzero(ranks <= math.floor(rate * (n_calibration + 1) + 1e-9)))
+    return int(np.count_nonzero(ranks <= conformal_rank(rate, n_calibration)))
 
 
 def check_alarm_level(level: float) -> None:

@@ -7,6 +7,12 @@ import math
 import numpy as np
 
 
+def conformal_rank(rate: float, n_calibration: int) -> int:
+    """k = floor(rate * (n + 1)): a new row is flagged at level `rate` when its score is below
+    the k-th smallest of n calibration scores (0: no row can be)."""
+    return math.floor(rate * (n_calibration + 1) + 1e-9)
+
+
 def conformal_offset(calibration_scores: np.ndarray, rate: float) -> float:
     """The offset that flags a new row when its score is <= the k-th smallest calibration score,
     k = floor(rate * (n + 1)).
@@ -21,7 +27,7 @@ def conformal_offset(calibration_scores: np.ndarray, rate: float) -> float:
         raise ValueError("calibration_scores must be a non-empty 1-D array")
     if not 0.0 < rate < 1.0:
         raise ValueError(f"rate must be in (0, 1), got {rate}")
-    k = math.floor(rate * (len(scores) + 1) + 1e-9)
+    k = conformal_rank(rate, len(scores))
     if k < 1:
         return -math.inf
     return float(np.nextafter(scores[k - 1], np.inf))

@@ -36,8 +36,8 @@ from prefect.states import Scheduled
 
 from anomaly.errors import ConfigError, UserInputError
 from anomaly.intervals import fill_template, local_time
-from pipelines.interval import summary_path
 from pipelines.schedule import FLOW_NAME
+from pipelines.score import summary_path
 
 MAX_INTERVALS = 1000  # Prefect's CronSchedule looks at most this many dates ahead
 QUEUED = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
@@ -125,8 +125,9 @@ def backfill(
         output = deployment.parameters["output"]
         rows = []
         for when in times:
-            row = {"interval": local_time(when, timezone).isoformat(), "run_id": None}
-            scored = summary_path(Path(fill_template(output, local_time(when, timezone))))
+            local = local_time(when, timezone)
+            row = {"interval": local.isoformat(), "run_id": None}
+            scored = summary_path(Path(fill_template(output, local)))
             if not force and scored.is_file():
                 rows.append({**row, "action": f"skipped: scored ({scored.name} exists)"})
             elif when in queued:
@@ -135,7 +136,7 @@ def backfill(
                 run = client.create_flow_run_from_deployment(
                     deployment.id,
                     state=Scheduled(scheduled_time=when),
-                    name=f"backfill-{local_time(when, timezone):%Y%m%dT%H%M%S}",
+                    name=f"backfill-{local:%Y%m%dT%H%M%S}",
                     tags=["backfill"],
                 )
                 rows.append({**row, "action": "created", "run_id": str(run.id)})

@@ -103,20 +103,11 @@ def _trim_fraction(text: str) -> float | str:
 
 
 def _score_arguments(parser: argparse.ArgumentParser) -> None:
-    from anomaly.batchio.badrows import BAD_ROW_POLICIES
-    from anomaly.thresholds import FLAG_RULES
-
     parser.add_argument("--model-uri", required=True, help="e.g. models:/NAME@champion")
     parser.add_argument("--input", required=True, help="CSV, Parquet, npz or image folder")
     parser.add_argument("--output", required=True, help="Parquet file to write")
     _create_dirs_argument(parser)
-    parser.add_argument("--rows-per-partition", type=int, default=100_000)
-    parser.add_argument("--chunk-rows", type=int, default=8192)
-    parser.add_argument(
-        "--flag-rule", choices=list(FLAG_RULES), default=None,
-        help="override the model's rule: threshold, alpha (p <= level) or fdr (BH over the input)",
-    )  # fmt: skip
-    parser.add_argument("--flag-level", type=float, default=None, help="alpha or FDR level")
+    batch_arguments(parser)
     parser.add_argument(
         "--typicality-group-size", type=int, default=None,
         help="also test groups of this many consecutive rows for typicality",
@@ -125,6 +116,21 @@ def _score_arguments(parser: argparse.ArgumentParser) -> None:
         "--typicality-level", type=float, default=0.05,
         help="level of the typicality test (used with --typicality-group-size)",
     )  # fmt: skip
+
+
+def batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The batch engine's flags that `score` and `schedule score` share: partitioning, the
+    flag rule and level, and the bad-row policy."""
+    from anomaly.batchio.badrows import BAD_ROW_POLICIES
+    from anomaly.thresholds import FLAG_RULES
+
+    parser.add_argument("--rows-per-partition", type=int, default=100_000)
+    parser.add_argument("--chunk-rows", type=int, default=8192)
+    parser.add_argument(
+        "--flag-rule", choices=list(FLAG_RULES), default=None,
+        help="override the model's rule: threshold, alpha (p <= level) or fdr (BH over the input)",
+    )  # fmt: skip
+    parser.add_argument("--flag-level", type=float, default=None, help="alpha or FDR level")
     parser.add_argument(
         "--bad-rows", choices=BAD_ROW_POLICIES, default="fail",
         help="on a bad row: fail naming it, or skip it and list it in <output>.rejected.csv",
@@ -362,4 +368,4 @@ def _add_score(commands: Any, handlers: ModuleType) -> None:
     score.add_argument("--workers", type=int, default=0, help="local Dask worker processes")
     score.add_argument("--dask-address", default=None, help="existing Dask scheduler address")
     score.set_defaults(handler=handlers.cmd_score)
-    cli_schedule.add_parsers(commands)
+    cli_schedule.add_parsers(commands, batch_arguments)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,15 @@ from anomaly.errors import UserInputError, user_settings
 LIST_COLUMNS = ("interval", "state", "rows", "flagged", "anomaly_rate", "alarm", "model_version")
 
 
-def add_parsers(commands: Any) -> None:
-    """`schedule score`, `backfill score` and `runs list`."""
+def add_parsers(commands: Any, batch_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
+    """`schedule score` (with the `batch_arguments` `score` has too), `schedule alarm-webhook`,
+    `backfill score` and `runs list`."""
     schedule = commands.add_parser("schedule", help="scheduled jobs").add_subparsers(
         dest="job", required=True
     )
     scheduled = schedule.add_parser("score", help=cmd_schedule_score.__doc__)
     _schedule_arguments(scheduled)
+    batch_arguments(scheduled)
     scheduled.set_defaults(handler=cmd_schedule_score)
     forward = schedule.add_parser("alarm-webhook", help=cmd_schedule_alarm_webhook.__doc__)
     forward.add_argument("--url", required=True, help="the webhook every alarm is posted to")
@@ -53,8 +56,6 @@ def add_parsers(commands: Any) -> None:
 
 
 def _schedule_arguments(parser: argparse.ArgumentParser) -> None:
-    from anomaly.batchio.badrows import BAD_ROW_POLICIES
-    from anomaly.thresholds import FLAG_RULES
     from pipelines.interval import ON_MISSING
 
     parser.add_argument("--model-uri", required=True, help="e.g. models:/NAME@champion")
@@ -85,11 +86,6 @@ def _schedule_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency", type=int, default=1, help="runs at once (1: oldest interval first)"
     )
-    parser.add_argument("--rows-per-partition", type=int, default=100_000)
-    parser.add_argument("--chunk-rows", type=int, default=8192)
-    parser.add_argument("--flag-rule", choices=list(FLAG_RULES), default=None)
-    parser.add_argument("--flag-level", type=float, default=None, help="alpha or FDR level")
-    parser.add_argument("--bad-rows", choices=BAD_ROW_POLICIES, default="fail")
 
 
 def schedule_parameters(args: argparse.Namespace) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from anomaly.errors import ConfigError
 from anomaly.intervals import check_template, fill_template, local_time, matching_inputs
 from anomaly.manifest import input_identity
 from pipelines import history, reports
-from pipelines.score import batch_score_flow, resolve
+from pipelines.score import batch_score_flow, resolve, summary_path
 
 ON_MISSING = ("skip", "fail")
 ALARM_EVENT = "genad.scoring.alarm"
@@ -78,11 +78,6 @@ def interval_start(scheduled_time: str | None) -> dt.datetime:
         return dt.datetime.fromisoformat(scheduled_time)
     except ValueError as error:
         raise ConfigError(f"scheduled_time {scheduled_time!r} is not an ISO time") from error
-
-
-def summary_path(output: Path) -> Path:
-    """Where an interval's summary JSON goes: beside its output."""
-    return output.with_name(output.name + ".summary.json")
 
 
 @flow(name="interval-score", log_prints=True)
@@ -173,11 +168,11 @@ def score_files(
         return batch_score_flow(model_uri, str(files[0]), str(target), track=False, **options)
     folder = target.with_name(f".{target.name}.genad-files")
     folder.mkdir(exist_ok=True)
-    summaries = [
-        score_one_file(model_uri, path, folder / f"{index:05d}.parquet", options)
-        for index, path in enumerate(files)
-    ]
     parts = [folder / f"{index:05d}.parquet" for index in range(len(files))]
+    summaries = [
+        score_one_file(model_uri, path, part, options)
+        for path, part in zip(files, parts, strict=True)
+    ]
     common = Path(os.path.commonpath([path.parent for path in files]))
     labels = [str(path.relative_to(common)) for path in files]
     schema = pq.read_schema(parts[0])
@@ -197,7 +192,7 @@ def score_one_file(
 ) -> dict[str, Any]:
     """Score one input file of a multi-file interval into `part`; a part a previous run of the
     interval finished (same input file, same model version) is reused."""
-    done = part.with_name(part.name + ".summary.json")
+    done = summary_path(part)
     identity = input_identity(path.resolve())
     if done.is_file() and part.is_file():
         previous = json.loads(done.read_text())

@@ -321,8 +321,7 @@ def batch_score_flow(
         input=str(source), output=str(target), rule=model.flag_rule, level=model.flag_level,
         threshold=threshold, partitions=len(batch.partitions),
     )  # fmt: skip
-    default_summary = target.with_name(target.name + ".summary.json")
-    result = publish(result, Path(summary) if summary else default_summary, track=track)
+    result = publish(result, Path(summary) if summary else summary_path(target), track=track)
     manifest.discard()  # last: a crash before here re-runs on the finished parts
     return result
 
@@ -356,6 +355,11 @@ def run_job(
             model, target, job["typicality_group_size"], job["typicality_level"]
         )
     return model, batch, manifest, result, threshold
+
+
+def summary_path(output: Path) -> Path:
+    """Where a scored output's summary JSON goes by default: beside it."""
+    return output.with_name(output.name + ".summary.json")
 
 
 def resolved_input(path: str) -> Path:
