@@ -81,8 +81,12 @@ class VAEDetector(BaseDetector):
     first model's scores pick the rows; the second model's are the scores). "estimate" trims
     `contamination` in the first fit and, in the refit, the share of training rows whose loss
     under the first model is beyond Tukey's upper fence (Q3 + 1.5 IQR). `trim_fraction=0`
-    and `refit=False` train on every row as given. `scaling` ("standard" or "robust": median
-    and IQR) scales tabular features. docs/detector.md shows what each part measured.
+    and `refit=False` train on every row as given. `batch_growth` g > 1 trains epoch e in
+    batches of `batch_size` * g^e rows (ALTBI's batch increment: fewer, larger steps later).
+    `teacher_decay` d > 0 ranks each batch's rows for trimming by an exponential moving average
+    of the VAE's weights (decay d per step) instead of the VAE itself (EMA-teacher filtering).
+    `scaling` ("standard" or "robust": median and IQR) scales tabular features.
+    docs/detector.md shows what each part measured.
 
     Architecture options left at "auto"/None are resolved in `fit`: MLP with Gaussian (learned
     variance) likelihood for tabular data; conv net with an 8-bit discretised logistic likelihood
@@ -110,12 +114,14 @@ class VAEDetector(BaseDetector):
         image_mode: str = "scale",
         epochs: int = 30,
         batch_size: int = 128,
+        batch_growth: float = 1.0,
         learning_rate: float = 1e-3,
         kl_warmup_steps: int = 0,
         free_bits: float = 0.0,
         scaling: str = "standard",
         trim_fraction: float | str = "contamination",
         trim_warmup_epochs: int = 1,
+        teacher_decay: float = 0.0,
         refit: bool = True,
         patience: int = 10,
         validation_fraction: float = 0.1,

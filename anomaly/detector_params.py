@@ -36,6 +36,8 @@ class VAEParams(Protocol):
     image_mode: str
     epochs: int
     batch_size: int
+    batch_growth: float
+    teacher_decay: float
     learning_rate: float
     kl_warmup_steps: int
     free_bits: float
@@ -118,6 +120,12 @@ def check_params(detector: VAEParams) -> None:
         raise ValueError(
             f"trim_warmup_epochs must be an integer >= 0, got {detector.trim_warmup_epochs!r}"
         )
+    if not (isinstance(detector.batch_growth, int | float) and detector.batch_growth >= 1):
+        raise ValueError(f"batch_growth must be a number >= 1, got {detector.batch_growth!r}")
+    if not (isinstance(detector.teacher_decay, int | float) and 0 <= detector.teacher_decay < 1):
+        raise ValueError(
+            f"teacher_decay must be a number in [0, 1), got {detector.teacher_decay!r}"
+        )
     if not isinstance(detector.refit, bool | np.bool_):
         raise ValueError(f"refit must be True or False, got {detector.refit!r}")
     check_correction(detector.correction, detector.compressor)
@@ -192,6 +200,8 @@ def trainer_config(detector: VAEParams) -> TrainerConfig:
     return TrainerConfig(
         epochs=detector.epochs,
         batch_size=detector.batch_size,
+        batch_growth=detector.batch_growth,
+        teacher_decay=detector.teacher_decay,
         learning_rate=detector.learning_rate,
         seed=detector.random_state,
         device=detector.device,

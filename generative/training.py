@@ -20,6 +20,7 @@ draw for the whole global batch, of which each rank takes its rows.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +66,16 @@ VALIDATION_STATISTICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 @dataclass(frozen=True)
 class TrainerConfig:
     """Optimisation settings. `device="auto"` picks CUDA when present; `autocast` is "auto"
-    (bf16 on CUDA only), "bf16" (any device) or "off". `validation_statistic` reduces the per-row
-    validation scores: the median (default) is not dominated by a few validation rows with values
-    never seen in training, which can make a mean ELBO fall from the first epoch on and stop
-    training before it starts (seen on ADBench mnist)."""
+    (bf16 on CUDA only), "bf16" (any device) or "off". `batch_growth` g > 1 grows the batch
+    each epoch: epoch e trains in batches of min(n, round(batch_size * g^e)) rows (the batch
+    increment of ALTBI, Cho et al. 2024: later epochs take fewer, larger steps, so a trimmed
+    loss ranks more rows at once and rare rows are fitted less). `validation_statistic`
+    reduces the per-row validation scores: the median (default) is not dominated by a few
+    validation rows with values never seen in training, which can make a mean ELBO fall from
+    the first epoch on and stop training before it starts (seen on ADBench mnist).
+    `teacher_decay` d > 0 keeps an exponential moving average of the model's weights (decay d
+    per step, the "teacher") and passes it to `model.training_loss(x, step, teacher=...)`,
+    which ranks the rows a trimmed loss keeps by the teacher's loss (EMA-teacher filtering)."""
 
     epochs: int = 50
     batch_size: int = 128
@@ -79,10 +86,20 @@ class TrainerConfig:
     device: str = "auto"
     autocast: str = "auto"
     validation_statistic: str = "median"
+    batch_growth: float = 1.0
+    teacher_decay: float = 0.0
+
+    def batch_size_at(self, epoch: int, rows: int) -> int:
+        """The batch size of epoch `epoch` (from 0) over `rows` training rows."""
+        return max(1, min(rows, round(self.batch_size * self.batch_growth**epoch)))
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and learning_rate > 0")
+        if not self.batch_growth >= 1.0:
+            raise ValueError(f"batch_growth must be >= 1, got {self.batch_growth!r}")
+        if not 0.0 <= self.teacher_decay < 1.0:
+            raise ValueError(f"teacher_decay must be in [0, 1), got {self.teacher_decay!r}")
         check_runtime(self.autocast)
         if self.validation_statistic not in VALIDATION_STATISTICS:
             raise ValueError(
@@ -136,7 +153,8 @@ class Trainer(LoopTrainer):
         torch.manual_seed(self.config.seed)
         self.rng = torch.Generator().manual_seed(self.config.seed)
         if self.world is not None:
-            self.world.check_batches(len(train), self.config.batch_size)
+            for epoch in range(self.config.epochs):
+                self.world.check_batches(len(train), self.config.batch_size_at(epoch, len(train)))
             self.batch_noise = GlobalBatchNoise(
                 torch.Generator().manual_seed(self.config.seed + 1), self.world
             )
@@ -152,7 +170,38 @@ class Trainer(LoopTrainer):
         self.train_rows = train.to(self.device)
         self.val_rows = None if val is None else val.to(self.device)
         self.loss_fn = self.model.training_loss
+        self.teacher = self._make_teacher()
         return self.run(resume_from)
+
+    def _make_teacher(self) -> nn.Module | None:
+        """The EMA teacher (a frozen copy of the model), or None without `teacher_decay`."""
+        if self.config.teacher_decay == 0:
+            return None
+        if self.world is not None and self.world.size > 1:
+            raise ValueError("teacher_decay is not supported with data-parallel training")
+        teacher = copy.deepcopy(self.model).eval()
+        teacher.requires_grad_(False)
+        return teacher
+
+    @torch.no_grad()
+    def _update_teacher(self) -> None:
+        """teacher <- d * teacher + (1 - d) * model for the weights; buffers are copied."""
+        decay = self.config.teacher_decay
+        for mean, live in zip(self.teacher.parameters(), self.model.parameters(), strict=True):
+            mean.lerp_(live.detach(), 1.0 - decay)
+        for mean, live in zip(self.teacher.buffers(), self.model.buffers(), strict=True):
+            mean.copy_(live)
+
+    def family_state(self) -> dict[str, Any]:
+        """The teacher's weights, when there is one."""
+        if self.teacher is None:
+            return {}
+        return {"teacher": {k: t.detach().cpu() for k, t in self.teacher.state_dict().items()}}
+
+    def load_family_state(self, state: dict[str, Any]) -> None:
+        """Continue with the checkpoint's teacher."""
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
 
     def prepare_networks(self) -> None:
         """Wrap the loss in DDP when distributed (after restoring: rank 0's weights spread)."""
@@ -163,20 +212,23 @@ class Trainer(LoopTrainer):
         """The global batches' row indices of a seeded permutation."""
         self.model.train()
         order = torch.randperm(len(self.train_rows), generator=self.rng).to(self.device)
-        yield from order.split(self.config.batch_size)
+        yield from order.split(self.config.batch_size_at(epoch, len(order)))
 
     def train_step(self, index: torch.Tensor) -> torch.Tensor:
         """One Adam step on this rank's rows of the global batch `index`; returns the loss
         and the model's metrics weighted by this rank's share of the batch (float64)."""
         rows = index if self.world is None else self.world.shard(index)
         weight = 1.0 if self.world is None else self.world.loss_weight(len(rows), len(index))
+        teacher = {} if self.teacher is None else {"teacher": self.teacher}
         with self._autocast(), self._noise(len(index)):
-            loss, metrics = self.loss_fn(self.train_rows[rows], self.step)
+            loss, metrics = self.loss_fn(self.train_rows[rows], self.step, **teacher)
         self.optimizer.zero_grad(set_to_none=True)
         (loss * weight).backward()
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
+        if self.teacher is not None:
+            self._update_teacher()
         self.step += 1
         share = len(rows) / len(index)  # this rank's part of the global batch mean
         self.metric_names = ["loss", *metrics]

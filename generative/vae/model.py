@@ -85,15 +85,23 @@ class VAE(nn.Module):
             return 1.0
         return min(1.0, (step + 1) / self.config.kl_warmup_steps)
 
-    def training_loss(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_loss(
+        self, x: torch.Tensor, step: int, teacher: VAE | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Negative ELBO (one reparameterised sample) with KL warm-up and free bits, over the
-        rows `kept_rows` keeps (all of them unless the config trims)."""
+        rows `kept_rows` keeps (all of them unless the config trims). With a `teacher` (an EMA
+        of this model's weights), the rows are ranked by the teacher's single-sample ELBO."""
         mu, logvar = self.encode(x)
         log_px_z = self.log_likelihood(self.decode(self.reparameterize(mu, logvar, self.noise)), x)
         kl_dims = self.kl_per_dim(mu.float(), logvar.float())
         beta = self.kl_weight(step)
         elbo = (log_px_z - kl_dims.sum(dim=-1)).mean()
-        kept = self.kept_rows(beta * kl_dims.sum(dim=-1) - log_px_z, step)
+        if teacher is None:
+            row_loss = beta * kl_dims.sum(dim=-1) - log_px_z
+        else:
+            with torch.no_grad():
+                row_loss = -teacher.validation_score(x)
+        kept = self.kept_rows(row_loss, step)
         log_px_z, kl_dims = log_px_z[kept], kl_dims[kept]
         penalised = kl_dims.mean(dim=0)
         if self.config.free_bits > 0:
