@@ -83,6 +83,7 @@ class VAEDetector(BaseDetector):
     under the first model is beyond Tukey's upper fence (Q3 + 1.5 IQR). `trim_fraction=0`
     and `refit=False` train on every row as given. `batch_growth` g > 1 trains epoch e in
     batches of `batch_size` * g^e rows (ALTBI's batch increment: fewer, larger steps later).
+    `min_steps` raises the epochs of a small training set until it gets that many steps.
     `teacher_decay` d > 0 ranks each batch's rows for trimming by an exponential moving average
     of the VAE's weights (decay d per step) instead of the VAE itself (EMA-teacher filtering).
     `scaling` ("standard" or "robust": median and IQR) scales tabular features.
@@ -113,6 +114,7 @@ class VAEDetector(BaseDetector):
         likelihood: str = "auto",
         image_mode: str = "scale",
         epochs: int = 30,
+        min_steps: int = 0,
         batch_size: int = 128,
         batch_growth: float = 1.0,
         learning_rate: float = 1e-3,
@@ -228,7 +230,7 @@ class VAEDetector(BaseDetector):
         callbacks = [*self._callbacks(len(val_idx)), *callbacks]
         trainer = Trainer(
             self.model_,
-            trainer_config(self),
+            trainer_config(self, len(train_idx)),
             callbacks,
             checkpoint_dir=checkpoint_dir,
             world=world,

@@ -35,6 +35,7 @@ class VAEParams(Protocol):
     likelihood: str
     image_mode: str
     epochs: int
+    min_steps: int
     batch_size: int
     batch_growth: float
     teacher_decay: float
@@ -120,6 +121,8 @@ def check_params(detector: VAEParams) -> None:
         raise ValueError(
             f"trim_warmup_epochs must be an integer >= 0, got {detector.trim_warmup_epochs!r}"
         )
+    if not (isinstance(detector.min_steps, int | np.integer) and detector.min_steps >= 0):
+        raise ValueError(f"min_steps must be an integer >= 0, got {detector.min_steps!r}")
     if not (isinstance(detector.batch_growth, int | float) and detector.batch_growth >= 1):
         raise ValueError(f"batch_growth must be a number >= 1, got {detector.batch_growth!r}")
     if not (isinstance(detector.teacher_decay, int | float) and 0 <= detector.teacher_decay < 1):
@@ -195,10 +198,17 @@ def vae_config(
     )
 
 
-def trainer_config(detector: VAEParams) -> TrainerConfig:
-    """The VAE's optimisation settings."""
+def training_epochs(detector: VAEParams, n_train: int) -> int:
+    """`epochs`, or more when that many epochs over `n_train` rows in batches of `batch_size`
+    make fewer than `min_steps` optimisation steps (small data sets)."""
+    steps_per_epoch = max(1, math.ceil(n_train / detector.batch_size))
+    return max(detector.epochs, math.ceil(detector.min_steps / steps_per_epoch))
+
+
+def trainer_config(detector: VAEParams, n_train: int = 0) -> TrainerConfig:
+    """The VAE's optimisation settings for `n_train` training rows."""
     return TrainerConfig(
-        epochs=detector.epochs,
+        epochs=training_epochs(detector, n_train),
         batch_size=detector.batch_size,
         batch_growth=detector.batch_growth,
         teacher_decay=detector.teacher_decay,

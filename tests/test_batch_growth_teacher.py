@@ -12,6 +12,7 @@ import torch
 from resumes import Crash, assert_same_weights
 
 from anomaly.detector import VAEDetector
+from anomaly.detector_params import training_epochs
 from generative.training import Trainer, TrainerConfig
 from generative.vae import VAE, VAEConfig
 
@@ -116,6 +117,7 @@ def test_a_run_with_a_teacher_resumes_bitwise(tmp_path) -> None:
         ({"batch_growth": "fast"}, "batch_growth"),
         ({"teacher_decay": 1.0}, "teacher_decay"),
         ({"teacher_decay": -0.1}, "teacher_decay"),
+        ({"min_steps": -1}, "min_steps"),
     ],
 )
 def test_bad_growth_and_teacher_settings_are_refused_by_name(params, message) -> None:
@@ -129,3 +131,19 @@ def test_a_detector_with_both_options_is_repeatable() -> None:
     first = VAEDetector(**params).fit(X).score_samples(X[:20])
     second = VAEDetector(**params).fit(X).score_samples(X[:20])
     np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize(
+    ("n_train", "min_steps", "epochs"),
+    [(63, 500, 500), (1000, 500, 63), (7000, 500, 30), (63, 0, 30)],
+)
+def test_min_steps_raises_the_epochs_of_small_sets_only(n_train, min_steps, epochs) -> None:
+    # batches of 128: 63 rows make 1 step per epoch, 1000 rows 8, 7000 rows 55 (1650 in 30)
+    detector = VAEDetector(min_steps=min_steps)
+    assert training_epochs(detector, n_train) == epochs
+
+
+def test_a_small_set_trains_for_min_steps() -> None:
+    X = np.random.default_rng(0).normal(size=(100, 3))
+    detector = VAEDetector(min_steps=60, epochs=2, patience=0, refit=False, n_samples=4).fit(X)
+    assert len(detector.history_) == 60  # 70 training rows: one batch, one step per epoch

@@ -255,3 +255,39 @@ def test_ema_ramps_up_to_its_configured_decay() -> None:
     key = "to_rgb.1.weight"
     moved = (ema[key] - initial[key]).norm() / (live[key] - initial[key]).norm()
     assert moved > 0.2
+
+
+# --- the small-compute recipe: non-saturating loss with lazy R1 -------------------------------
+def test_the_default_recipe_is_non_saturating_with_r1() -> None:
+    config = tiny_progan().config
+    assert (config.loss, config.r1_gamma, config.r1_interval) == ("non_saturating", 1.0, 16)
+
+
+def test_lazy_r1_adds_gamma_over_two_times_the_interval_on_every_interval_th_d_step() -> None:
+    gamma, interval = 0.5, 3
+    gan = tiny_progan(side=8, r1_gamma=gamma, r1_interval=interval)
+    trainer = ProgressiveTrainer(gan, ProgressiveTrainerConfig(batch_size=4, device="cpu"))
+    trainer.discriminator_steps = 0
+    real = blobs(4, side=8)
+    fake = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    inputs = real.clone().requires_grad_(True)
+    (grads,) = torch.autograd.grad(gan.critic(inputs, 1, 1.0).sum(), inputs)
+    r1 = grads.flatten(1).pow(2).sum(1).mean().item()  # E ||grad D(x)||^2, by hand
+    added = []
+    for _ in range(2 * interval):
+        value, penalty = trainer._penalised(torch.zeros(()), real, fake, 1, 1.0)
+        added.append((value.item(), penalty.item()))
+    expected = [(0.5 * gamma * interval * r1, r1)] + [(0.0, 0.0)] * (interval - 1)
+    for (got_value, got_penalty), (want_value, want_penalty) in zip(
+        added, expected * 2, strict=True
+    ):
+        assert got_value == pytest.approx(want_value, rel=1e-5, abs=1e-12)
+        assert got_penalty == pytest.approx(want_penalty, rel=1e-5, abs=1e-12)
+    assert trainer.discriminator_steps == 2 * interval
+
+
+def test_bad_r1_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="r1_gamma"):
+        tiny_progan(r1_gamma=-1.0)
+    with pytest.raises(ValueError, match="r1_interval"):
+        tiny_progan(r1_interval=0)

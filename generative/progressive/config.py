@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from generative.configs import JsonConfig
 
 START_RESOLUTION = 4  # every progressive net begins as a 4 x 4 generator and discriminator
+DEFAULT_LOSS = "non_saturating"  # with R1 on D: StyleGAN2's recipe, cheaper than WGAN-GP
+DEFAULT_R1_GAMMA = 1.0
 
 
 def stage_resolutions(side: int) -> list[int]:
@@ -81,7 +83,10 @@ class ProGANConfig(ProgressiveImageConfig):
     latent_dim: size of z ~ N(0, I) (pixel-normalised before the first layer).
     channel_base, max_channels: the feature maps at resolution r are
         min(max_channels, channel_base // r) (the paper: 8192 and 512).
-    loss: a key of `generative.gan.losses.GAN_LOSSES` (the paper's WGAN-GP by default).
+    loss: a key of `generative.gan.losses.GAN_LOSSES`: the non-saturating loss by default,
+        with R1 (StyleGAN2's recipe); the paper's "wgan_gp" is the option.
+    r1_gamma: weight gamma of the R1 penalty (gamma / 2) E||grad D(real)||^2 on D (0 = off),
+        applied every `r1_interval` D steps and scaled by it (lazy regularisation).
     drift: weight of eps * E D(x)^2 added to D's loss (keeps the critic near zero).
     ema_decay: exponential moving average of G's weights used for sampling (0 = off).
     minibatch_group: the minibatch-stddev group size.
@@ -91,7 +96,9 @@ class ProGANConfig(ProgressiveImageConfig):
     latent_dim: int = 128
     channel_base: int = 2048
     max_channels: int = 128
-    loss: str = "wgan_gp"
+    loss: str = DEFAULT_LOSS
+    r1_gamma: float = DEFAULT_R1_GAMMA
+    r1_interval: int = 16
     drift: float = 1e-3
     ema_decay: float = 0.999
     minibatch_group: int = 4
@@ -107,5 +114,10 @@ def check_common(config: ProgressiveImageConfig) -> None:
         raise ValueError(f"loss must be one of {sorted(GAN_LOSSES)}, got {config.loss!r}")
     if not 0.0 <= config.ema_decay < 1.0:
         raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
+    if config.r1_gamma < 0 or config.r1_interval < 1:
+        raise ValueError(
+            f"r1_gamma must be >= 0 and r1_interval >= 1, got {config.r1_gamma!r} and "
+            f"{config.r1_interval!r}"
+        )
     if config.drift < 0 or config.minibatch_group < 1:
         raise ValueError("drift must be >= 0 and minibatch_group >= 1")

@@ -8,7 +8,8 @@ G's EMA ramps up: its decay is min(ema_decay, (1 + t) / (10 + t)) after t G step
 A non-progressive StyleGAN trains only the last stage, for as many images as the whole
 schedule. Each D step takes a fresh real minibatch (successive seeded permutations) and fresh
 z; every `n_critic`-th D step is followed by one G step; D's loss adds the configured GAN loss,
-its gradient penalty and the drift term eps * E D(x)^2.
+its gradient penalty, the lazy R1 penalty (every `r1_interval`-th D step, scaled by it) and the
+drift term eps * E D(x)^2. The logged `gradient_penalty` is their penalties' mean per D step.
 
 `ProgressiveTrainer` supplies these steps to the one training loop (`generative.loop`), a phase
 of the schedule being the loop's epoch. After each stage it writes a checkpoint
@@ -42,7 +43,7 @@ from torch import nn
 from generative.checkpoints import TRAINER_STATE_FILE, run_fingerprint, write_checkpoint
 from generative.configs import JsonConfig
 from generative.distributed import World, global_batch
-from generative.gan.losses import clip_weights, gradient_penalty
+from generative.gan.losses import clip_weights, gradient_penalty, r1_penalty
 from generative.loop import CLOCKS, Callback, LoopTrainer, autocast, check_runtime
 from generative.progressive.layers import downsample, upsample
 from generative.progressive.model import ProgressiveModel
@@ -144,6 +145,7 @@ class ProgressiveTrainer(LoopTrainer):
         self.opt_g, self.opt_d = self.optimizers = self._optimizers()
         self.rng = torch.Generator(device=self.device).manual_seed(self.config.seed)
         self.order = BatchOrder(len(images), self.config.batch_size, self.rng)
+        self.discriminator_steps = 0
         self.started = CLOCKS[self.config.clock]()
         return self.run(resume_from)
 
@@ -179,12 +181,17 @@ class ProgressiveTrainer(LoopTrainer):
         return False
 
     def family_state(self) -> dict[str, Any]:
-        """The batch order (the permutation and the position in it)."""
-        return {"order": self.order.state()}
+        """The batch order (the permutation and the position in it) and the D steps taken
+        (the lazy R1's schedule)."""
+        return {"order": self.order.state(), "discriminator_steps": self.discriminator_steps}
 
     def load_family_state(self, state: dict[str, Any]) -> None:
-        """Continue from `family_state`."""
+        """Continue from `family_state` (a checkpoint from before R1 counted D steps: G's)."""
         self.order.load_state(state["order"])
+        n_critic = self.config.n_critic
+        self.discriminator_steps = int(
+            state.get("discriminator_steps", self.generator_steps * n_critic)
+        )
 
     def divergence_message(self, epoch: int) -> str:
         """Names the phase and the G step."""
@@ -269,17 +276,32 @@ class ProgressiveTrainer(LoopTrainer):
             real_values = model.critic(real, stage, alpha).float()
             value = loss.discriminator(real_values, model.critic(fake, stage, alpha).float())
             value = value + model.config.drift * real_values.pow(2).mean()
-            penalty = torch.zeros((), device=self.device)
-            if loss.penalty_weight > 0:
-                critic = lambda x: model.critic(x, stage, alpha).float()  # noqa: E731
-                penalty = gradient_penalty(critic, real, fake, generator=self.rng)
-                value = value + loss.penalty_weight * penalty
+            value, penalty = self._penalised(value, real, fake, stage, alpha)
         self.opt_d.zero_grad(set_to_none=True)
         self._backward(value, len(real), rows, model.discriminator)
         self.opt_d.step()
         if loss.clip_value is not None:
             clip_weights(model.discriminator, loss.clip_value)
         return value.detach(), penalty.detach()
+
+    def _penalised(
+        self, value: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, stage: int, alpha: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's loss `value` plus the loss's gradient penalty and, on every `r1_interval`-th D
+        step, the lazy R1 term; returns (the penalised loss, the penalty it added)."""
+        config, loss = self.model.config, self.model.loss
+        critic = lambda x: self.model.critic(x, stage, alpha).float()  # noqa: E731
+        penalty = torch.zeros((), device=self.device)
+        if loss.penalty_weight > 0:
+            penalty = gradient_penalty(critic, real, fake, generator=self.rng)
+            value = value + loss.penalty_weight * penalty
+        r1_gamma = getattr(config, "r1_gamma", 0.0)
+        if r1_gamma > 0 and self.discriminator_steps % config.r1_interval == 0:
+            r1 = r1_penalty(critic, real)
+            penalty = penalty + r1
+            value = value + 0.5 * r1_gamma * config.r1_interval * r1
+        self.discriminator_steps += 1
+        return value, penalty
 
     def generator_step(self, n: int, stage: int, alpha: float) -> torch.Tensor:
         """One G update on this rank's share of n fresh latents; then the EMA of G."""

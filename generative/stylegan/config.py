@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from generative.progressive.config import ProgressiveImageConfig
+from generative.progressive.config import (
+    DEFAULT_LOSS,
+    DEFAULT_R1_GAMMA,
+    ProgressiveImageConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -21,8 +25,8 @@ class StyleGANConfig(ProgressiveImageConfig):
     w_avg_beta: decay of the running mean of w that the truncation trick pulls towards.
     truncation_cutoff: psi applies to the first this many layers (None = all).
     progressive: grow from 4x4 like the Progressive GAN (False: train at full size only).
-    loss, drift, ema_decay, minibatch_group: as in `ProGANConfig` (the discriminator is the
-        Progressive GAN's).
+    loss, r1_gamma, r1_interval, drift, ema_decay, minibatch_group: as in `ProGANConfig`
+        (the discriminator is the Progressive GAN's).
     """
 
     data_shape: tuple[int, ...]
@@ -36,7 +40,9 @@ class StyleGANConfig(ProgressiveImageConfig):
     w_avg_beta: float = 0.995
     truncation_cutoff: int | None = None
     progressive: bool = True
-    loss: str = "wgan_gp"
+    loss: str = DEFAULT_LOSS
+    r1_gamma: float = DEFAULT_R1_GAMMA
+    r1_interval: int = 16
     drift: float = 1e-3
     ema_decay: float = 0.999
     minibatch_group: int = 4
