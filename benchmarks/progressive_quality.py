@@ -7,7 +7,9 @@ Every model gets `--budget-s` seconds of this process's CPU time (`time.process_
 other jobs on a busy machine do not eat into it). DCGAN (non-saturating loss, the paper's Adam
 settings) is capped at a G-step count from two timed throw-away runs of n and 3n G steps (the
 marginal rate and the fixed cost of a fit, as in `gan_quality.py`, but on the process clock).
-The progressive models (WGAN-GP, drift 1e-3, Adam 1e-3, betas (0, 0.99), n_critic 1) grow
+The progressive models (`--loss` and `--r1-gamma`, by default the library's: non-saturating
+with lazy R1; drift 1e-3, Adam 1e-3, betas (0, 0.99), n_critic 1; widths from
+`--channel-base` / `--max-channels`, by default the library's) grow
 4x4 -> 32x32 with `--fade-images` / `--stable-images` per phase and an unbounded 32x32 stable
 phase that the trainer's `max_seconds` (clock "process") ends. All three keep an EMA of G
 (`--ema-decay`); the EMA G is the main row, the raw G is reported beside it.
@@ -25,6 +27,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import time
 from pathlib import Path
 
@@ -32,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from bench_common import base_parser, header_lines, log, run_benchmark, write_report
 from gan_common import IMAGE_SHAPE, fashion, paper_trainer_config, settings_line
+from provenance import command_line, git_commit
 from stylegan_properties import (
     draw_interpolations,
     interpolations,
@@ -51,6 +56,7 @@ from generative.metrics import (
     train_feature_net,
 )
 from generative.progressive import ProGAN, ProGANConfig
+from generative.progressive.config import DEFAULT_LOSS, DEFAULT_R1_GAMMA
 from generative.progressive.trainer import ProgressiveTrainer, ProgressiveTrainerConfig
 from generative.stylegan import StyleGAN, StyleGANConfig
 from generative.training import Callback
@@ -92,6 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--feature-epochs", type=int, default=2)
     parser.add_argument("--feature-rows", type=int, default=None, help="FeatureNet rows")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--loss", default=DEFAULT_LOSS, help="the progressive models' loss")
+    parser.add_argument("--r1-gamma", type=float, default=DEFAULT_R1_GAMMA, help="0 = no R1")
+    parser.add_argument("--channel-base", type=int, default=ProGANConfig.channel_base)
+    parser.add_argument("--max-channels", type=int, default=ProGANConfig.max_channels)
+    parser.add_argument("--json", type=Path, default=None, help="rows in gan_quality.json's form")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny budgets")
     parser.add_argument("--out", type=Path, default=Path(".state/bench/progressive_quality.md"))
     parser.add_argument("--samples", type=Path, default=Path("docs/progressive_samples.png"))
@@ -121,7 +132,8 @@ def make_model(name: str, args: argparse.Namespace) -> torch.nn.Module:
     if name == "DCGAN":
         config = GANConfig(SHAPE, architecture="dcgan", base_channels=64, **nets)
         return GAN(config)
-    common = {"channel_base": 2048, "max_channels": 128, "loss": "wgan_gp", "drift": 1e-3}
+    common = {"channel_base": args.channel_base, "max_channels": args.max_channels,
+              "loss": args.loss, "r1_gamma": args.r1_gamma, "drift": 1e-3}  # fmt: skip
     if name == "ProGAN":
         return ProGAN(ProGANConfig(data_shape=SHAPE, **common, **nets))
     return StyleGAN(
@@ -331,7 +343,8 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
         f"batch {args.batch_size}, latent {args.latent_dim}, autocast {args.autocast}, seed 0, "
         f"EMA of G with decay {args.ema_decay}",
         "- DCGAN: base 64 channels; " + settings_line("non_saturating"),
-        "- ProGAN / StyleGAN: channel_base 2048, max 128 channels, WGAN-GP (lambda 10), drift "
+        f"- ProGAN / StyleGAN: channel_base {args.channel_base}, max {args.max_channels} "
+        f"channels, loss {args.loss}, R1 gamma {args.r1_gamma:g} (every 16 D steps), drift "
         "1e-3, Adam lr 1e-3, betas (0, 0.99), n_critic 1; StyleGAN: w_dim 128, 8 mapping "
         "layers, style mixing 0.9",
         f"- growth schedule: {args.fade_images:,} images per fade-in, {args.stable_images:,} "
@@ -354,7 +367,30 @@ def run_and_draw(args: argparse.Namespace) -> dict:
     """`run_all` (its interim reports timed from here), then the sample grids."""
     results = run_all(args, time.perf_counter())
     draw_samples(results["grids"], results, args.samples)
+    if args.json is not None:
+        write_quality_json(results, args)
     return results
+
+
+def write_quality_json(results: dict, args: argparse.Namespace) -> None:
+    """docs/results/gan_quality.json's form: one row per model (EMA G, psi 1) and per
+    StyleGAN truncation."""
+
+    def row(model: str, metrics: dict, psi: float) -> dict:
+        return {"model": model, "conditional": False, "budget_cpu_s": args.budget_s,
+                "fid": metrics["fid"], "precision": metrics["precision"],
+                "recall": metrics["recall"], "truncation": psi}  # fmt: skip
+
+    rows = [row(name, r["ema"], 1.0) for name, r in results["rows"].items()]
+    rows += [row("StyleGAN", m, psi) for psi, m in results.get("truncation", {}).items()]
+    payload = {"command": command_line(), "commit": git_commit(),
+               "date": datetime.date.today().isoformat(), "threads": args.threads,
+               "settings": {"loss": args.loss, "r1_gamma": args.r1_gamma,
+                            "channel_base": args.channel_base,
+                            "max_channels": args.max_channels}, "rows": rows}  # fmt: skip
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    log(f"wrote {args.json}")
 
 
 def main(argv: list[str] | None = None) -> None:
