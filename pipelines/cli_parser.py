@@ -233,6 +233,7 @@ def _add_train_gan(train: Any) -> None:
 
 def _add_train_progressive(train: Any) -> None:
     """The `progan` and `stylegan` subcommands of `genad train`."""
+    from generative.gan import GAN_LOSSES
     from pipelines.train_progressive import PROGRESSIVE_FAMILIES
 
     labels = {"progan": "a Progressive GAN", "stylegan": "a StyleGAN"}
@@ -246,6 +247,14 @@ def _add_train_progressive(train: Any) -> None:
         parser.add_argument("--reference-rows", type=int, default=2000, help="rows for FID/KID")
         parser.add_argument("--model-config", help="config fields as JSON text or a .json file")
         parser.add_argument("--trainer-config", help="ProgressiveTrainerConfig JSON or file")
+        parser.add_argument(
+            "--loss", choices=sorted(GAN_LOSSES), help="D/G loss (default non_saturating)"
+        )
+        parser.add_argument(
+            "--r1-gamma", type=float, help="lazy R1 penalty weight on D (default 1; 0 = off)"
+        )
+        parser.add_argument("--channel-base", type=int, help="maps at side r: base / r")
+        parser.add_argument("--max-channels", type=int, help="at most this many maps")
         parser.add_argument("--batch-size", type=int)
         parser.add_argument("--fade-images", type=int, help="real images per fade-in phase")
         parser.add_argument("--stable-images", type=int, help="real images per stable phase")

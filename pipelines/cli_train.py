@@ -26,6 +26,7 @@ CYCLEGAN_TRAINER_FLAGS = ("epochs", "batch_size", "max_steps", "decay_fraction")
 
 # `genad train progan|stylegan` flags -> the ProgressiveTrainerConfig field they set
 SCHEDULE_FLAGS = ("batch_size", "fade_images", "stable_images", "final_images", "lr")
+PROGRESSIVE_MODEL_FLAGS = ("loss", "r1_gamma", "channel_base", "max_channels")
 # Flags passed on to the training flows as the keyword arguments of the same name
 VAE_OPTIONS = ("model_name", "split", "label_column", "validation_fraction", "seed",
                "checkpoint_dir")  # fmt: skip
@@ -156,7 +157,7 @@ def cmd_train_progressive(args: argparse.Namespace) -> int:
     """Grow a Progressive GAN or StyleGAN, log it to MLflow, register it as `challenger`."""
     from pipelines.train_progressive import train_progressive_flow
 
-    model = flag_settings(args, "model_config", ())
+    model = flag_settings(args, "model_config", PROGRESSIVE_MODEL_FLAGS)
     trainer = flag_settings(args, "trainer_config", SCHEDULE_FLAGS)
     if args.budget_s is not None:
         trainer["max_seconds"] = args.budget_s

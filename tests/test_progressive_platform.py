@@ -183,10 +183,13 @@ def test_cli_trains_a_progan_and_synthesises_with_style_options(
         "train", "progan", "--dataset", "fashion-mnist", "--max-rows", "64",
         "--reference-rows", "50", "--model-name", "cli-progan", "--batch-size", "16",
         "--fade-images", "16", "--stable-images", "16", "--model-config", json.dumps(TINY),
-        "--trainer-config", '{"device": "cpu"}',
+        "--trainer-config", '{"device": "cpu"}', "--loss", "wgan_gp", "--r1-gamma", "0",
     ])  # fmt: skip
     assert code == 0
-    assert json.loads(capsys.readouterr().out)["stage_reached"] == 3
+    result = json.loads(capsys.readouterr().out)
+    assert result["stage_reached"] == 3
+    params = mlflow.get_run(result["run_id"]).data.params
+    assert (params["model.loss"], float(params["model.r1_gamma"])) == ("wgan_gp", 0.0)
     out = tmp_path / "mixed.npz"
     args = ["synth", "--model", f"models:/{STYLE_MODEL}@challenger", "--n", "3"]
     assert main([*args, "--output", str(out), "--mix-seed", "4", "--mix-layer", "2"]) == 0
