@@ -1,0 +1,253 @@
+"""Augmentation with scarce labels: does a class-conditional GAN's output help a classifier
+beyond classic augmentation? (issue 19, the image part).
+
+Per `--per-class` n and seed: n Fashion-MNIST training images of each class (numpy rng(seed))
+are all the labelled data there is; 20 % of them (stratified) are a validation split, the rest
+the training part. Three classifiers of the metrics package's FeatureNet architecture, each
+`--classifier-steps` Adam steps (lr 1e-3) of batch 64, seed = seed:
+- (a) "real": the training part;
+- (b) "classic": the training part with classic augmentation on every batch (horizontal flip
+  with probability 1/2, a shift of up to 2 pixels each way by zero-padding and cropping);
+- (c) "classic+gan": (b), with a share w of every batch drawn from m synthetic images per class
+  (augmented the same way). The synthetic images come from a conditional DCGAN trained on the
+  training part by `pipelines.train_gan.train_gan_flow` (non-saturating loss with the DCGAN
+  paper's Adam settings, differentiable augmentation `--gan-augment` inside D's step,
+  `--gan-steps` G steps, bf16) and drawn by `pipelines.synth.synthesize_flow` from the
+  registered generator: the path of `genad train gan --conditional --augment ...` and
+  `genad synth`. w in `--weights` and m in `--counts` are chosen on the validation split
+  (the best validation accuracy; ties to the smaller w and m).
+Accuracy on the whole test split (10,000 images). The flow holds out 2 % of its rows, and at
+least 11, for its own quality metrics (it needs 10), so the GAN sees the rest of the training
+part (93 % of it at 20 images per class). MLflow's store
+is a scratch sqlite under .state/bench-scarce.
+
+Usage: .venv/bin/python benchmarks/gan_scarce_classifier.py --threads 1 [--write-docs]
+"""
+
+# The environment must be set before prefect and mlflow are imported:
+# ruff: noqa: E402
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".state" / "bench-scarce"
+os.environ.update(
+    DO_NOT_TRACK="true",
+    MLFLOW_DISABLE_TELEMETRY="true",
+    PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    PREFECT_HOME=str(WORK / "prefect-client"),
+    MLFLOW_TRACKING_URI=f"sqlite:///{WORK / 'mlflow' / 'mlflow.db'}",
+)
+os.environ.setdefault("GENAD_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+
+import argparse
+import datetime
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from bench_common import log, replace_section, set_threads
+from gan_common import IMAGE_SHAPE, balanced_subset, fashion, mean_sd
+from provenance import command_line, git_commit
+
+from generative.metrics import FeatureNet, FeatureNetConfig, accuracy
+
+BATCH = 64
+METHODS = ("real", "classic", "classic+gan")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--per-class", nargs="+", type=int, default=[20, 100])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--gan-steps", type=int, default=2000)
+    parser.add_argument("--gan-augment", default="translation,cutout")
+    parser.add_argument("--classifier-steps", type=int, default=600)
+    parser.add_argument("--weights", nargs="+", type=float, default=[0.25, 0.5])
+    parser.add_argument("--counts", nargs="+", type=int, default=[100, 400])
+    parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    return parser.parse_args()
+
+
+def classic_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and shifts of up to 2 pixels (zero padding), per image."""
+    n, side = len(images), images.shape[-1]
+    flip = torch.rand(n, generator=generator) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    padded = F.pad(images, (2, 2, 2, 2))
+    shifts = torch.randint(0, 5, (n, 2), generator=generator).tolist()
+    return torch.stack(
+        [padded[i, :, dy : dy + side, dx : dx + side] for i, (dy, dx) in enumerate(shifts)]
+    )
+
+
+def train_classifier(real: tuple, synthetic: tuple | None, weight: float, *, augment: bool,
+                     seed: int, steps: int) -> FeatureNet:  # fmt: skip
+    """A FeatureNet classifier; a share `weight` of each batch from `synthetic` when given."""
+    torch.manual_seed(seed)
+    net = FeatureNet(FeatureNetConfig(IMAGE_SHAPE, num_classes=10))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    n_fake = 0 if synthetic is None else int(round(weight * BATCH))
+    net.train()
+    for _ in range(steps):
+        index = torch.randint(len(real[0]), (BATCH - n_fake,), generator=generator)
+        images, labels = real[0][index], real[1][index]
+        if n_fake:
+            extra = torch.randint(len(synthetic[0]), (n_fake,), generator=generator)
+            images = torch.cat([images, synthetic[0][extra]])
+            labels = torch.cat([labels, synthetic[1][extra]])
+        if augment:
+            images = classic_augment(images, generator)
+        loss = F.cross_entropy(net(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return net.eval()
+
+
+def gan_samples(images: torch.Tensor, labels: torch.Tensor, name: str, seed: int, args):
+    """`max(counts)` images per class from a conditional DCGAN trained and sampled by genad's
+    flows; (images in [0, 1], labels)."""
+    from pipelines.synth import synthesize_flow
+    from pipelines.train_gan import train_gan_flow
+
+    folder = WORK / "data" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "train.npz", X=(images * 255).round().byte().numpy(), y=labels.numpy())
+    trainer = {"epochs": 10**6, "max_generator_steps": args.gan_steps, "device": "cpu",
+               "autocast": "bf16", "lr_generator": 2e-4, "lr_discriminator": 2e-4,
+               "betas": [0.5, 0.999], "augment": args.gan_augment}  # fmt: skip
+    start = time.perf_counter()
+    holdout = max(0.02, 11 / len(images))  # the flow needs >= 10 rows for its metrics
+    train_gan_flow(str(folder / "train.npz"), {"conditional": True}, trainer, model_name=name,
+                   holdout_fraction=holdout, seed=seed)  # fmt: skip
+    log(f"{name}: GAN trained in {time.perf_counter() - start:.0f} s")
+    out = folder / "samples.npz"
+    synthesize_flow(f"models:/{name}@challenger", max(args.counts), None, str(out), seed=seed)
+    with np.load(out) as samples:
+        X = torch.from_numpy(np.asarray(samples["X"], np.float32))
+        y = torch.from_numpy(np.asarray(samples["y"]).astype(np.int64))
+    X = X.reshape(len(X), *IMAGE_SHAPE)
+    return (X / 255.0 if X.max() > 1.5 else X), y
+
+
+def split_validation(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training rows, validation rows): 20 % of each class to validation, numpy rng(seed)."""
+    rng = np.random.default_rng([seed, 7])
+    y = labels.numpy()
+    val = np.concatenate([
+        rng.choice(np.flatnonzero(y == c), max(1, round(0.2 * (y == c).sum())), replace=False)
+        for c in range(10)
+    ])  # fmt: skip
+    train = np.setdiff1d(np.arange(len(y)), val)
+    return torch.from_numpy(train), torch.from_numpy(np.sort(val))
+
+
+def first_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of the first `count` rows of each class."""
+    return torch.cat([torch.nonzero(labels == c).flatten()[:count] for c in range(10)])
+
+
+def run_one(per_class: int, seed: int, data: dict, args: argparse.Namespace) -> dict:
+    """Test accuracy of (a), (b), (c) for one size and seed, and (c)'s choice."""
+    rows = balanced_subset(data["train"][1], per_class, seed)
+    scarce = (data["train"][0][rows], data["train"][1][rows])
+    train_rows, val_rows = split_validation(scarce[1], seed)
+    train = (scarce[0][train_rows], scarce[1][train_rows])
+    val = (scarce[0][val_rows], scarce[1][val_rows])
+    fake = gan_samples(*train, f"scarce-{per_class}-{seed}", seed, args)
+    fit = {"seed": seed, "steps": args.classifier_steps}
+    test = data["test"]
+    result = {
+        "real": accuracy(train_classifier(train, None, 0, augment=False, **fit), *test),
+        "classic": accuracy(train_classifier(train, None, 0, augment=True, **fit), *test),
+    }
+    best = (-1.0, None)
+    for count in sorted(args.counts):
+        subset = first_per_class(fake[1], count)
+        synthetic = (fake[0][subset], fake[1][subset])
+        for weight in sorted(args.weights):
+            net = train_classifier(train, synthetic, weight, augment=True, **fit)
+            score = accuracy(net, *val)
+            if score > best[0]:
+                best = (score, (count, weight, net))
+    count, weight, net = best[1]
+    result["classic+gan"] = accuracy(net, *test)
+    result["choice"] = {"count": count, "weight": weight, "val_accuracy": best[0]}
+    log(f"{per_class}/class seed {seed}: {result}")
+    return result
+
+
+def main() -> int:
+    args = parse_args()
+    set_threads(args.threads, f"sizes {args.per_class}, seeds {args.seeds}")
+    start = time.perf_counter()
+    data = {"train": fashion("train"), "test": fashion("test")}
+    results = {n: [run_one(n, s, data, args) for s in args.seeds] for n in args.per_class}
+    rows = summary_rows(results)
+    text = report(args, results, time.perf_counter() - start)
+    print(text)
+    if args.write_docs:
+        replace_section(ROOT / "docs" / "benchmarks.md", text)
+    write_rows(rows)
+    return 0
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """gan_augmentation.json's rows for the images: accuracy per size and method."""
+    rows = []
+    for per_class, runs in results.items():
+        for method in METHODS:
+            values = [run[method] for run in runs]
+            rows.append({"data": "fashion-mnist", "per_class": per_class, "method": method,
+                         "metric": "accuracy", "mean": float(np.mean(values)),
+                         "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                         "seeds": len(values)})  # fmt: skip
+    return rows
+
+
+def write_rows(rows: list[dict]) -> None:
+    """Merge the image rows into docs/results/gan_augmentation.json (tabular rows kept)."""
+    path = ROOT / "docs" / "results" / "gan_augmentation.json"
+    old = json.loads(path.read_text())["rows"] if path.is_file() else []
+    kept = [row for row in old if row["metric"] != "accuracy"]
+    payload = {"command": command_line(), "commit": git_commit(),
+               "date": datetime.date.today().isoformat(), "rows": rows + kept}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+def report(args: argparse.Namespace, results: dict, wall: float) -> str:
+    lines = [
+        "## Scarce labels: classic augmentation vs conditional-GAN samples (issue 19)",
+        "",
+        f"Command: `{command_line()}` (commit {git_commit()}, "
+        f"{datetime.date.today().isoformat()}; {wall / 60:.1f} min; torch threads: "
+        f"{args.threads}; seeds {args.seeds}; GAN {args.gan_steps} G steps with "
+        f"{args.gan_augment}; classifiers {args.classifier_steps} steps; w in {args.weights}, "
+        f"m in {args.counts} per class chosen on validation).",
+        "",
+        "Test accuracy (10,000 images), mean ± sd over seeds; gain = (c) - (b), paired:",
+        "",
+        "| images per class | (a) real | (b) classic | (c) classic + GAN | gain (c) - (b) | "
+        "(c)'s choices (m, w) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for per_class, runs in results.items():
+        cells = [mean_sd([r[m] * 100 for r in runs]) for m in METHODS]
+        gain = mean_sd([(r["classic+gan"] - r["classic"]) * 100 for r in runs], signed=True)
+        choices = ", ".join(f"({r['choice']['count']}, {r['choice']['weight']:g})" for r in runs)
+        lines.append(f"| {per_class} | " + " | ".join(cells) + f" | {gain} | {choices} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
