@@ -218,6 +218,9 @@ def _add_train_gan(train: Any) -> None:
     gan.add_argument("--latent-dim", type=int)
     gan.add_argument("--base-channels", type=int, help="DCGAN width")
     gan.add_argument("--ema-decay", type=float, help="EMA of the generator's weights (0 = off)")
+    gan.add_argument(
+        "--spectral-norm", action="store_true", default=None, help="spectral norm on D's layers"
+    )
     gan.add_argument("--epochs", type=int)
     gan.add_argument("--batch-size", type=int)
     gan.add_argument("--lr", type=float, help="learning rate of both nets")

@@ -14,7 +14,7 @@ from anomaly.detector_params import refuse_renamed
 from anomaly.errors import InputNotFoundError, UserInputError
 
 # `genad train gan` flags -> the GANConfig / GANTrainerConfig field they set
-GAN_FLAGS = ("loss", "architecture", "latent_dim", "base_channels", "ema_decay")
+GAN_FLAGS = ("loss", "architecture", "latent_dim", "base_channels", "ema_decay", "spectral_norm")
 TRAINER_FLAGS = (
     "epochs", "batch_size", "n_critic", "optimizer", "augment", "ada_target", "r1_gamma",
 )  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from generative.gan import GAN, GANConfig, GANTrainer, GANTrainerConfig
 from generative.gan.augment import AdaptiveStrength, augment, parse_policy
@@ -105,3 +106,22 @@ def test_bad_recipe_settings_are_refused(values, message):
         GANTrainerConfig(**values)
     with pytest.raises(ValueError, match="images only"):
         GANTrainer(GAN(GANConfig((4,))), GANTrainerConfig(augment="color"))
+
+
+def test_spectral_norm_makes_every_d_layer_1_lipschitz():
+    """After the power iteration has run (one step per training forward), each D weight as used
+    has largest singular value 1: torch's reparametrisation divides by the estimate of sigma."""
+    torch.manual_seed(0)
+    gan = GAN(GANConfig((1, 28, 28), architecture="dcgan", spectral_norm=True))
+    x = torch.rand(8, 1, 28, 28)
+    gan.discriminator.train()
+    for _ in range(200):
+        gan.discriminator(x)
+    layers = [m for m in gan.discriminator.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert layers
+    for layer in layers:
+        weight = layer.weight.detach().flatten(1)  # the normalised weight the layer uses
+        assert torch.linalg.matrix_norm(weight, ord=2).item() == pytest.approx(1.0, abs=1e-3)
+    plain = GAN(GANConfig((1, 28, 28), architecture="dcgan"))
+    first = next(m for m in plain.discriminator.modules() if isinstance(m, nn.Conv2d))
+    assert torch.linalg.matrix_norm(first.weight.detach().flatten(1), ord=2).item() < 0.9

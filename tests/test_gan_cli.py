@@ -153,6 +153,15 @@ def test_the_small_data_recipe_flags_reach_the_trainer_config():
     }  # fmt: skip
 
 
+def test_spectral_norm_reaches_the_gan_config_only_when_asked():
+    from pipelines.cli_train import GAN_FLAGS, flag_settings
+
+    base = ["train", "gan", "--dataset", "fashion-mnist"]
+    asked = build_parser(cli).parse_args([*base, "--spectral-norm"])
+    assert flag_settings(asked, "gan_config", GAN_FLAGS) == {"spectral_norm": True}
+    assert flag_settings(build_parser(cli).parse_args(base), "gan_config", GAN_FLAGS) == {}
+
+
 def test_train_gan_refuses_an_unknown_augmentation(mlflow_store, prefect_harness, capsys):
     code, _, err = run(capsys, "train", "gan", "--dataset", "fashion-mnist", "--augment", "blur")
     assert code == 2 and "unknown augmentation(s) ['blur']" in err

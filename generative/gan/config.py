@@ -27,6 +27,9 @@ class GANConfig(JsonConfig):
         probability logit or an unbounded critic value and whether D may use batch norm
         (not with a gradient penalty, which is per-sample).
     ema_decay: keep an exponential moving average of G's weights (0 = off); sampling uses it.
+    spectral_norm: divide every weight of D's convolutions and linear maps by its largest
+        singular value (one power iteration per training forward; Miyato et al. 2018), so each
+        layer is 1-Lipschitz.
     """
 
     data_shape: tuple[int, ...]
@@ -37,6 +40,7 @@ class GANConfig(JsonConfig):
     num_classes: int = 0
     loss: str = "non_saturating"
     ema_decay: float = 0.0
+    spectral_norm: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_shape", tuple(int(s) for s in self.data_shape))

@@ -14,7 +14,7 @@ from torch import nn
 
 from generative.gan.config import GANConfig
 from generative.gan.losses import GAN_LOSSES, GANLoss
-from generative.gan.networks import build_networks
+from generative.gan.networks import apply_spectral_norm, build_networks
 
 
 class AdversarialModel(nn.Module):
@@ -154,4 +154,7 @@ class GAN(AdversarialModel):
 
     def __init__(self, config: GANConfig) -> None:
         per_sample = GAN_LOSSES[config.loss].penalty_weight > 0
-        super().__init__(config, *build_networks(config, per_sample_norm=per_sample))
+        generator, discriminator = build_networks(config, per_sample_norm=per_sample)
+        if config.spectral_norm:
+            apply_spectral_norm(discriminator)
+        super().__init__(config, generator, discriminator)

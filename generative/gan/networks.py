@@ -182,6 +182,13 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
+def apply_spectral_norm(net: nn.Module) -> None:
+    """Spectrally normalise the weight of every convolution and linear map of `net`."""
+    for module in list(net.modules()):
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            nn.utils.parametrizations.spectral_norm(module)
+
+
 def _mlp_pair(config: NetworkSpec, per_sample_norm: bool) -> tuple[nn.Module, nn.Module]:
     return MLPGenerator(config), MLPDiscriminator(config)
 
