@@ -7,8 +7,10 @@ bf16 autocast, the settings of benchmarks/progressive_quality.py. DCGAN (28x28, 
 loss, its paper settings) runs through `GANTrainer.fit`. The progressive models are timed at
 their last stage (32x32, alpha 1), the stage where their time goes, by calling the trainer's
 D and G steps; random images stand in for data (cost does not depend on the pixels).
-Recipes: WGAN-GP (gradient penalty on every D step, the earlier default), the non-saturating
-loss alone, with R1 on every D step, and with lazy R1 every 16 D steps (the new default).
+Recipes (`channel_base` / `max_channels` after the comma): WGAN-GP (gradient penalty on every
+D step, the earlier default), the non-saturating loss alone, with R1 on every D step, and with
+lazy R1 every 16 D steps (the new default loss), at the earlier widths 2048/128; and the lazy
+R1 recipe at 512/64.
 Each cost is also given as a ratio to DCGAN's per-image cost measured in the same run.
 
 Usage: .venv/bin/python benchmarks/gan_cost.py --threads 1 [--steps 30] [--write-docs]
@@ -35,11 +37,14 @@ from generative.stylegan import StyleGAN, StyleGANConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (1, 32, 32)
+WIDE = {"channel_base": 2048, "max_channels": 128}  # the widths before issue 19
+NARROW = {"channel_base": 512, "max_channels": 64}
 RECIPES = {  # progressive config fields
-    "WGAN-GP (every D step)": {"loss": "wgan_gp", "r1_gamma": 0.0},
-    "non-saturating, no penalty": {"loss": "non_saturating", "r1_gamma": 0.0},
-    "non-saturating + R1 every D step": {"loss": "non_saturating", "r1_interval": 1},
-    "non-saturating + lazy R1 (every 16)": {"loss": "non_saturating", "r1_interval": 16},
+    "WGAN-GP (every D step), 2048/128": {"loss": "wgan_gp", "r1_gamma": 0.0, **WIDE},
+    "non-saturating, no penalty, 2048/128": {"loss": "non_saturating", "r1_gamma": 0.0, **WIDE},
+    "non-saturating + R1 every D step, 2048/128": {"r1_gamma": 1.0, "r1_interval": 1, **WIDE},
+    "non-saturating + lazy R1 (every 16), 2048/128": {"r1_gamma": 1.0, "r1_interval": 16, **WIDE},
+    "non-saturating + lazy R1 (every 16), 512/64": {"r1_gamma": 1.0, "r1_interval": 16, **NARROW},
 }
 FAMILIES = {"ProGAN": (ProGAN, ProGANConfig), "StyleGAN": (StyleGAN, StyleGANConfig)}
 
@@ -129,7 +134,7 @@ def report(args: argparse.Namespace, rows: list[dict], wall: float) -> str:
         f"{args.threads}; bf16 autocast; batch {args.batch_size}; {args.steps} timed D+G "
         "steps per row, process CPU time).",
         "",
-        "| model | D regulariser | ms per image | x DCGAN |",
+        "| model | D regulariser, widths | ms per image | x DCGAN |",
         "|---|---|---|---|",
     ]
     for row in rows:
