@@ -51,9 +51,10 @@ DATA_FIELDS = ("data_shape", "num_classes")
 
 
 class SampleGridLogger(Callback):
-    """After every epoch, log the samples of one fixed latent batch as a grid
-    (`samples/epoch_001.png`, ...), so epochs are comparable: one row per class for a
-    conditional GAN, else an 8 x 8 grid."""
+    """After epochs 1, 2, 4, 8, ... and the last one, log the samples of one fixed latent batch
+    as a grid (`samples/epoch_001.png`, ...), so epochs are comparable: one row per class for a
+    conditional GAN, else an 8 x 8 grid. Powers of two keep a run of many short epochs (a small
+    data set under a step cap) to a few dozen images."""
 
     def __init__(self, run_id: str, config: GANConfig, *, seed: int) -> None:
         self.run = tracking.Run(run_id)
@@ -67,7 +68,18 @@ class SampleGridLogger(Callback):
         )
 
     def on_epoch_end(self, trainer: GANTrainer, epoch: int, logs: dict[str, float]) -> None:
-        """Draw the fixed batch with the current weights and log it."""
+        """Log the grid after epoch numbers (from 1) that are powers of two."""
+        if (epoch + 1) & epoch == 0:
+            self.log_grid(trainer, epoch)
+
+    def on_train_end(self, trainer: GANTrainer) -> None:
+        """Log the last epoch's grid unless it was just logged."""
+        epochs = len(trainer.history)
+        if epochs and epochs & (epochs - 1):
+            self.log_grid(trainer, epochs - 1)
+
+    def log_grid(self, trainer: GANTrainer, epoch: int) -> None:
+        """Draw the fixed batch with the current weights and log it for `epoch` (from 0)."""
         device = next(trainer.model.parameters()).device
         labels = None if self.labels is None else self.labels.to(device)
         images = trainer.model.generate(self.z.to(device), labels)

@@ -319,3 +319,24 @@ def test_brightness_analogy_relates_two_classes_and_renders_the_grid():
     assert brightness_analogy(gan, net, seed=0, n=400)[0] == metrics
     with pytest.raises(ValueError, match="no analogy"):
         brightness_analogy(gan, BrightnessClassifier(2.0), seed=0, n=400)
+
+
+def test_grids_are_logged_at_powers_of_two_and_the_last_epoch():
+    from types import SimpleNamespace
+
+    from pipelines.train_gan import SampleGridLogger
+
+    class Recorder(SampleGridLogger):
+        def __init__(self) -> None:  # no MLflow run: only the schedule is under test
+            self.logged: list[int] = []
+
+        def log_grid(self, trainer, epoch: int) -> None:
+            self.logged.append(epoch + 1)
+
+    for epochs, expected in [(10, [1, 2, 4, 8, 10]), (8, [1, 2, 4, 8]), (1, [1]), (3, [1, 2, 3])]:
+        recorder = Recorder()
+        trainer = SimpleNamespace(history=[{}] * epochs)
+        for epoch in range(epochs):
+            recorder.on_epoch_end(trainer, epoch, {})
+        recorder.on_train_end(trainer)
+        assert recorder.logged == expected
