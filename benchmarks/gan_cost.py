@@ -4,9 +4,11 @@ it each discriminator regulariser takes (issue 19: "StyleGAN costs ~18x a DCGAN 
 Every row times `--steps` training steps (one D step and one G step each, batch `--batch-size`,
 after `--warmup` untimed steps) on this process's CPU clock with `--threads` torch threads and
 bf16 autocast, the settings of benchmarks/progressive_quality.py. DCGAN (28x28, non-saturating
-loss, its paper settings) runs through `GANTrainer.fit`. The progressive models are timed at
-their last stage (32x32, alpha 1), the stage where their time goes, by calling the trainer's
-D and G steps; random images stand in for data (cost does not depend on the pixels).
+loss, its paper settings) runs through `GANTrainer.fit`: a warm-up fit, then fits of 20 and
+20 + 10 x `--steps` G steps, whose difference is the cost of the extra steps. The progressive
+models are timed at their last stage (32x32, alpha 1), the stage where their time goes, by
+calling the trainer's D and G steps; random images stand in for data (cost does not depend on
+the pixels).
 Recipes (`channel_base` / `max_channels` after the comma): WGAN-GP (gradient penalty on every
 D step, the earlier default), the non-saturating loss alone, with R1 on every D step, and with
 lazy R1 every 16 D steps (the new default loss), at the earlier widths 2048/128; and the lazy
@@ -46,6 +48,7 @@ RECIPES = {  # progressive config fields
     "non-saturating + lazy R1 (every 16), 2048/128": {"r1_gamma": 1.0, "r1_interval": 16, **WIDE},
     "non-saturating + lazy R1 (every 16), 512/64": {"r1_gamma": 1.0, "r1_interval": 16, **NARROW},
 }
+DCGAN_STEPS_PER_STEP = 10  # DCGAN times 10x as many steps as a progressive row
 FAMILIES = {"ProGAN": (ProGAN, ProGANConfig), "StyleGAN": (StyleGAN, StyleGANConfig)}
 
 
@@ -64,7 +67,8 @@ def dcgan_seconds_per_image(args: argparse.Namespace) -> float:
     a short and a long run)."""
     images = torch.rand(4096, *IMAGE_SHAPE, generator=torch.Generator().manual_seed(0))
     timings = []
-    for steps in (args.warmup, args.warmup + args.steps):
+    short, long = 20, 20 + DCGAN_STEPS_PER_STEP * args.steps  # cheap steps: time more of them
+    for steps in (short, short, long):  # the first run warms up (discarded)
         torch.manual_seed(0)
         model = GAN(GANConfig(IMAGE_SHAPE, architecture="dcgan", base_channels=64))
         config = paper_trainer_config(
@@ -73,7 +77,7 @@ def dcgan_seconds_per_image(args: argparse.Namespace) -> float:
         start = time.process_time()
         GANTrainer(model, config).fit(images)
         timings.append(time.process_time() - start)
-    return (timings[1] - timings[0]) / (args.steps * args.batch_size)
+    return (timings[2] - timings[1]) / ((long - short) * args.batch_size)
 
 
 def progressive_seconds_per_image(family: str, recipe: dict, args: argparse.Namespace) -> float:

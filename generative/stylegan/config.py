@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from generative.progressive.config import (
+    DEFAULT_CHANNEL_BASE,
     DEFAULT_LOSS,
+    DEFAULT_MAX_CHANNELS,
     DEFAULT_R1_GAMMA,
     ProgressiveImageConfig,
 )
@@ -19,7 +21,8 @@ class StyleGANConfig(ProgressiveImageConfig):
     latent_dim, w_dim: sizes of z ~ N(0, I) and of the intermediate latent w.
     mapping_layers: depth of the mapping MLP z -> w (8 in the paper); mapping_lr_multiplier
         scales its learning rate (0.01 in the paper).
-    channel_base, max_channels: feature maps min(max_channels, channel_base // r) at side r.
+    channel_base, max_channels: feature maps min(max_channels, channel_base // r) at side r
+        (defaults as `ProGANConfig`'s, sized for 32x32 on a CPU budget).
     style_mixing_prob: share of training batches whose layers take two ws (mixing
         regularisation), 0 to disable.
     w_avg_beta: decay of the running mean of w that the truncation trick pulls towards.
@@ -34,8 +37,8 @@ class StyleGANConfig(ProgressiveImageConfig):
     w_dim: int = 128
     mapping_layers: int = 8
     mapping_lr_multiplier: float = 0.01
-    channel_base: int = 2048
-    max_channels: int = 128
+    channel_base: int = DEFAULT_CHANNEL_BASE
+    max_channels: int = DEFAULT_MAX_CHANNELS
     style_mixing_prob: float = 0.9
     w_avg_beta: float = 0.995
     truncation_cutoff: int | None = None
