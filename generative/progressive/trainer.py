@@ -295,11 +295,10 @@ class ProgressiveTrainer(LoopTrainer):
         if loss.penalty_weight > 0:
             penalty = gradient_penalty(critic, real, fake, generator=self.rng)
             value = value + loss.penalty_weight * penalty
-        r1_gamma = getattr(config, "r1_gamma", 0.0)
-        if r1_gamma > 0 and self.discriminator_steps % config.r1_interval == 0:
+        if config.r1_gamma > 0 and self.discriminator_steps % config.r1_interval == 0:
             r1 = r1_penalty(critic, real)
             penalty = penalty + r1
-            value = value + 0.5 * r1_gamma * config.r1_interval * r1
+            value = value + 0.5 * config.r1_gamma * config.r1_interval * r1
         self.discriminator_steps += 1
         return value, penalty
 
