@@ -56,7 +56,7 @@ from generative.metrics import (
     train_feature_net,
 )
 from generative.progressive import ProGAN, ProGANConfig
-from generative.progressive.config import DEFAULT_LOSS, DEFAULT_R1_GAMMA
+from generative.progressive.config import DEFAULT_LOSS
 from generative.progressive.trainer import ProgressiveTrainer, ProgressiveTrainerConfig
 from generative.stylegan import StyleGAN, StyleGANConfig
 from generative.training import Callback
@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--feature-rows", type=int, default=None, help="FeatureNet rows")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--loss", default=DEFAULT_LOSS, help="the progressive models' loss")
-    parser.add_argument("--r1-gamma", type=float, default=DEFAULT_R1_GAMMA, help="0 = no R1")
+    parser.add_argument("--r1-gamma", type=float, default=None, help="default: the loss's")
     parser.add_argument("--channel-base", type=int, default=ProGANConfig.channel_base)
     parser.add_argument("--max-channels", type=int, default=ProGANConfig.max_channels)
     parser.add_argument("--json", type=Path, default=None, help="rows in gan_quality.json's form")
@@ -344,7 +344,7 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
         f"EMA of G with decay {args.ema_decay}",
         "- DCGAN: base 64 channels; " + settings_line("non_saturating"),
         f"- ProGAN / StyleGAN: channel_base {args.channel_base}, max {args.max_channels} "
-        f"channels, loss {args.loss}, R1 gamma {args.r1_gamma:g} (every 16 D steps), drift "
+        f"channels, loss {args.loss}, R1 gamma {r1_text(args)} (every 16 D steps), drift "
         "1e-3, Adam lr 1e-3, betas (0, 0.99), n_critic 1; StyleGAN: w_dim 128, 8 mapping "
         "layers, style mixing 0.9",
         f"- growth schedule: {args.fade_images:,} images per fade-in, {args.stable_images:,} "
@@ -361,6 +361,14 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
         *main_table(results),
         *stylegan_sections(results, args),
     ]
+
+
+def r1_text(args: argparse.Namespace) -> str:
+    """R1's weight as run: the option, else the library's default for the loss."""
+    from generative.progressive.config import default_r1_gamma
+
+    gamma = default_r1_gamma(args.loss) if args.r1_gamma is None else args.r1_gamma
+    return f"{gamma:g}"
 
 
 def run_and_draw(args: argparse.Namespace) -> dict:

@@ -254,7 +254,7 @@ def _add_train_progressive(train: Any) -> None:
             "--loss", choices=sorted(GAN_LOSSES), help="D/G loss (default non_saturating)"
         )
         parser.add_argument(
-            "--r1-gamma", type=float, help="lazy R1 penalty weight on D (default 1; 0 = off)"
+            "--r1-gamma", type=float, help="lazy R1 weight on D (default 1; 0 with wgan_gp)"
         )
         parser.add_argument("--channel-base", type=int, help="maps at side r: base / r")
         parser.add_argument("--max-channels", type=int, help="at most this many maps")

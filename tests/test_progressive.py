@@ -291,3 +291,13 @@ def test_bad_r1_settings_are_refused() -> None:
         tiny_progan(r1_gamma=-1.0)
     with pytest.raises(ValueError, match="r1_interval"):
         tiny_progan(r1_interval=0)
+
+
+def test_r1_defaults_on_for_the_non_saturating_loss_and_off_for_wgan_gp() -> None:
+    assert tiny_progan(loss="wgan_gp").config.r1_gamma == 0.0
+    assert tiny_progan(loss="wgan").config.r1_gamma == 0.0
+    assert tiny_progan(loss="lsgan").config.r1_gamma == 1.0
+    assert tiny_progan(loss="wgan_gp", r1_gamma=0.5).config.r1_gamma == 0.5  # as asked
+    saved = tiny_progan(loss="wgan_gp").config.to_dict()
+    del saved["r1_gamma"], saved["r1_interval"]  # a config saved before R1 existed
+    assert ProGANConfig.from_dict(saved).r1_gamma == 0.0

@@ -43,11 +43,16 @@ class ProgressiveImageConfig(JsonConfig):
     data_shape: tuple[int, ...]
     channel_base: int
     max_channels: int
+    loss: str
+    r1_gamma: float | None
 
     def __post_init__(self) -> None:
-        """Store data_shape as a tuple of ints and run the checks every progressive family
-        shares (a subclass with more fields calls this first, then checks its own)."""
+        """Store data_shape as a tuple of ints, resolve r1_gamma and run the checks every
+        progressive family shares (a subclass with more fields calls this first, then checks
+        its own)."""
         object.__setattr__(self, "data_shape", tuple(int(s) for s in self.data_shape))
+        if self.r1_gamma is None:
+            object.__setattr__(self, "r1_gamma", default_r1_gamma(self.loss))
         check_progressive_shape(self.data_shape)
         check_common(self)
 
@@ -90,7 +95,8 @@ class ProGANConfig(ProgressiveImageConfig):
     loss: a key of `generative.gan.losses.GAN_LOSSES`: the non-saturating loss by default,
         with R1 (StyleGAN2's recipe); the paper's "wgan_gp" is the option.
     r1_gamma: weight gamma of the R1 penalty (gamma / 2) E||grad D(real)||^2 on D (0 = off),
-        applied every `r1_interval` D steps and scaled by it (lazy regularisation).
+        applied every `r1_interval` D steps and scaled by it (lazy regularisation); None
+        resolves to `default_r1_gamma(loss)`: 1 with the non-saturating loss, 0 with WGAN-GP.
     drift: weight of eps * E D(x)^2 added to D's loss (keeps the critic near zero).
     ema_decay: exponential moving average of G's weights used for sampling (0 = off).
     minibatch_group: the minibatch-stddev group size.
@@ -101,11 +107,22 @@ class ProGANConfig(ProgressiveImageConfig):
     channel_base: int = DEFAULT_CHANNEL_BASE
     max_channels: int = DEFAULT_MAX_CHANNELS
     loss: str = DEFAULT_LOSS
-    r1_gamma: float = DEFAULT_R1_GAMMA
+    r1_gamma: float | None = None
     r1_interval: int = 16
     drift: float = 1e-3
     ema_decay: float = 0.999
     minibatch_group: int = 4
+
+
+def default_r1_gamma(loss: str) -> float:
+    """R1's weight when the config leaves it out: `DEFAULT_R1_GAMMA` for a loss with no
+    constraint of its own on D (non-saturating, minimax, LSGAN), 0 for WGAN-GP and WGAN, which
+    bring their penalty or clipping (so a config saved before R1 existed keeps its recipe)."""
+    from generative.gan.losses import GAN_LOSSES  # the names live with their definitions
+
+    spec = GAN_LOSSES.get(loss)
+    constrained = spec is not None and (spec.penalty_weight > 0 or spec.clip_value is not None)
+    return 0.0 if constrained else DEFAULT_R1_GAMMA
 
 
 def check_common(config: ProgressiveImageConfig) -> None:

@@ -8,7 +8,6 @@ from generative.progressive.config import (
     DEFAULT_CHANNEL_BASE,
     DEFAULT_LOSS,
     DEFAULT_MAX_CHANNELS,
-    DEFAULT_R1_GAMMA,
     ProgressiveImageConfig,
 )
 
@@ -44,7 +43,7 @@ class StyleGANConfig(ProgressiveImageConfig):
     truncation_cutoff: int | None = None
     progressive: bool = True
     loss: str = DEFAULT_LOSS
-    r1_gamma: float = DEFAULT_R1_GAMMA
+    r1_gamma: float | None = None
     r1_interval: int = 16
     drift: float = 1e-3
     ema_decay: float = 0.999
