@@ -86,7 +86,9 @@ class VAEDetector(BaseDetector):
     `min_steps` raises the epochs of a small training set until it gets that many steps.
     `teacher_decay` d > 0 ranks each batch's rows for trimming by an exponential moving average
     of the VAE's weights (decay d per step) instead of the VAE itself (EMA-teacher filtering).
-    `scaling` ("standard" or "robust": median and IQR) scales tabular features.
+    `input_mask` m > 0 zeroes each encoder input feature with probability m at every training
+    step while the decoder reconstructs them all (a denoising VAE: features learned from the
+    others). `scaling` ("standard" or "robust": median and IQR) scales tabular features.
     docs/detector.md shows what each part measured.
 
     Architecture options left at "auto"/None are resolved in `fit`: MLP with Gaussian (learned
@@ -120,6 +122,7 @@ class VAEDetector(BaseDetector):
         learning_rate: float = 1e-3,
         kl_warmup_steps: int = 0,
         free_bits: float = 0.0,
+        input_mask: float = 0.0,
         scaling: str = "standard",
         trim_fraction: float | str = "contamination",
         trim_warmup_epochs: int = 1,

@@ -42,6 +42,7 @@ class VAEParams(Protocol):
     learning_rate: float
     kl_warmup_steps: int
     free_bits: float
+    input_mask: float
     scaling: str
     trim_fraction: float | str
     trim_warmup_epochs: int
@@ -129,6 +130,8 @@ def check_params(detector: VAEParams) -> None:
         raise ValueError(
             f"teacher_decay must be a number in [0, 1), got {detector.teacher_decay!r}"
         )
+    if not (isinstance(detector.input_mask, int | float) and 0 <= detector.input_mask < 1):
+        raise ValueError(f"input_mask must be a number in [0, 1), got {detector.input_mask!r}")
     if not isinstance(detector.refit, bool | np.bool_):
         raise ValueError(f"refit must be True or False, got {detector.refit!r}")
     check_correction(detector.correction, detector.compressor)
@@ -193,6 +196,7 @@ def vae_config(
         likelihood=likelihood,
         kl_warmup_steps=detector.kl_warmup_steps,
         free_bits=detector.free_bits,
+        input_mask=detector.input_mask,
         trim_fraction=trim_fraction(detector) if trim is None else trim,
         trim_warmup_steps=detector.trim_warmup_epochs * math.ceil(n_train / detector.batch_size),
     )

@@ -23,6 +23,9 @@ class VAEConfig(JsonConfig):
     trim_fraction: share of each training batch, the rows with the highest loss, left out of
         the loss (a trimmed ELBO: rows that are probably anomalies get no gradient; 0 = off).
     trim_warmup_steps: optimisation steps trained on whole batches before trimming starts.
+    input_mask: share of the encoder's input features set to 0 (the mean of standardised rows)
+        in each training row, drawn afresh per step; the decoder still reconstructs every
+        feature, so it learns each feature from the others (a denoising VAE; 0 = off).
     """
 
     input_shape: tuple[int, ...]
@@ -37,6 +40,7 @@ class VAEConfig(JsonConfig):
     free_bits: float = 0.0
     trim_fraction: float = 0.0
     trim_warmup_steps: int = 0
+    input_mask: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
@@ -55,6 +59,8 @@ class VAEConfig(JsonConfig):
                 f"trim_fraction must be in [0, 0.5) and trim_warmup_steps >= 0, got "
                 f"{self.trim_fraction!r} and {self.trim_warmup_steps!r}"
             )
+        if not 0.0 <= self.input_mask < 1.0:
+            raise ValueError(f"input_mask must be in [0, 1), got {self.input_mask!r}")
 
     @property
     def data_dim(self) -> int:

@@ -91,7 +91,7 @@ class VAE(nn.Module):
         """Negative ELBO (one reparameterised sample) with KL warm-up and free bits, over the
         rows `kept_rows` keeps (all of them unless the config trims). With a `teacher` (an EMA
         of this model's weights), the rows are ranked by the teacher's single-sample ELBO."""
-        mu, logvar = self.encode(x)
+        mu, logvar = self.encode(self.masked_input(x))
         log_px_z = self.log_likelihood(self.decode(self.reparameterize(mu, logvar, self.noise)), x)
         kl_dims = self.kl_per_dim(mu.float(), logvar.float())
         beta = self.kl_weight(step)
@@ -109,6 +109,13 @@ class VAE(nn.Module):
         loss = -log_px_z.mean() + beta * penalised.sum()
         metrics = {"elbo": elbo.item(), "kl": kl_dims.sum(-1).mean().item(), "kl_weight": beta}
         return loss, {**metrics, "kept": len(log_px_z) / len(x)}
+
+    def masked_input(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` with each feature zeroed with probability `config.input_mask` (training only)."""
+        if self.config.input_mask <= 0:
+            return x
+        keep = torch.rand_like(x, dtype=torch.float32) >= self.config.input_mask
+        return x * keep.to(x.dtype)
 
     def kept_rows(self, row_loss: torch.Tensor, step: int) -> torch.Tensor:
         """Indices of the rows a trimmed ELBO trains on: all but the floor(trim_fraction * n)
