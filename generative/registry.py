@@ -21,6 +21,7 @@ from torch import nn
 from generative.checksums import record_checksums, verify_checksums
 from generative.cyclegan import CycleGAN, CycleGANConfig
 from generative.gan import GAN, GANConfig
+from generative.hvae import HVAE, HVAEConfig
 from generative.localar import LocalAR, LocalARConfig
 from generative.metrics.features import FeatureNet, FeatureNetConfig
 from generative.progressive import ProGAN, ProGANConfig
@@ -30,6 +31,7 @@ from generative.vae import VAE, VAEConfig
 # family name -> (config class, model class)
 MODEL_FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
     "vae": (VAEConfig, VAE),
+    "hvae": (HVAEConfig, HVAE),
     "local_ar": (LocalARConfig, LocalAR),
     "gan": (GANConfig, GAN),
     "cyclegan": (CycleGANConfig, CycleGAN),

@@ -14,6 +14,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "tanh": nn.Tanh,
     "elu": nn.ELU,
+    "linear": nn.Identity,  # linear maps throughout: linear-Gaussian models with closed forms
 }
 
 
