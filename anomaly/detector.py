@@ -14,17 +14,18 @@ import torch
 
 from anomaly.base import BASE_FITTED_ATTRIBUTES, BaseDetector, keep_params, register_detector
 from anomaly.corrections import CORRECTIONS, check_applicable, score_terms, train_background
+from anomaly.density import density_log_px
 from anomaly.detector_files import read_networks, write_networks
 from anomaly.detector_params import (
     background_settings,
     check_params,
+    density_config,
     estimated_outlier_share,
     refuse_renamed,
     refusing_renamed,
     trainer_config,
     trim_fraction,
     upgrade_params,
-    vae_config,
 )
 from anomaly.errors import ConfigError
 from anomaly.preprocessing import (
@@ -34,8 +35,8 @@ from anomaly.preprocessing import (
     preprocessor_from_dict,
 )
 from generative.distributed import World
+from generative.registry import build_model
 from generative.training import Callback, EarlyStopping, ProgressBar, Trainer
-from generative.vae import VAE, estimate_log_px
 
 
 @register_detector("vae")
@@ -91,6 +92,10 @@ class VAEDetector(BaseDetector):
     others). `scaling` ("standard" or "robust": median and IQR) scales tabular features.
     docs/detector.md shows what each part measured.
 
+    `latent_layers` L > 1 replaces the VAE with a hierarchical VAE of L stochastic layers and
+    top-down inference (`generative.hvae`; MLP blocks, the bottom layer sized as the VAE's
+    latent, each layer above half the one below), scored by "elbo" or "iwae".
+
     Architecture options left at "auto"/None are resolved in `fit`: MLP with Gaussian (learned
     variance) likelihood for tabular data; conv net with an 8-bit discretised logistic likelihood
     for images (`image_mode="scale"`), or Bernoulli on binarised pixels (`image_mode="binarize"`).
@@ -111,6 +116,7 @@ class VAEDetector(BaseDetector):
         n_samples: int = 100,
         precision: str = "fp32",
         latent_dim: int | None = None,
+        latent_layers: int = 1,
         hidden_dims: tuple[int, ...] | None = None,
         backbone: str = "auto",
         likelihood: str = "auto",
@@ -226,7 +232,8 @@ class VAEDetector(BaseDetector):
             )
         torch.manual_seed(self.random_state)  # the weight initialisation, for repeatable fits
         shape = tuple(data.shape[1:])
-        self.model_ = VAE(vae_config(self, shape, len(train_idx), trim=self.trim_fraction_))
+        family, config = density_config(self, shape, len(train_idx), trim=self.trim_fraction_)
+        self.model_ = build_model(family, config)
         self.model_.likelihood.fit_columns(data[train_idx])
         discrete = self.model_.likelihood.discrete
         check_applicable(self.correction, shape, discrete, self.compressor)
@@ -249,9 +256,10 @@ class VAEDetector(BaseDetector):
         quantile (the rows a refit trains on). With `trim_fraction="estimate"`, first sets
         `trim_fraction_` to the share of rows beyond the loss's upper fence."""
         self.model_.eval()
-        elbo = estimate_log_px(
-            self.model_, data[train_idx].to(device), method="elbo", seed=self.random_state
-        )
+        elbo = density_log_px(
+            self.model_, data[train_idx].to(device), method="elbo", n_samples=100,
+            seed=self.random_state,
+        )  # fmt: skip
         elbo = elbo.double().cpu().numpy()
         if self.trim_fraction == "estimate":
             self.trim_fraction_ = estimated_outlier_share(-elbo)
@@ -292,7 +300,7 @@ class VAEDetector(BaseDetector):
         )
 
     def _log_px(self, data: torch.Tensor) -> np.ndarray:
-        scores = estimate_log_px(
+        scores = density_log_px(
             self.model_,
             data,
             method=self.score_method,

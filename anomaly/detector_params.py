@@ -18,6 +18,8 @@ import numpy as np
 
 from anomaly.corrections import BackgroundSettings, check_correction
 from anomaly.errors import UserInputError
+from generative.configs import JsonConfig
+from generative.hvae import HVAEConfig
 from generative.training import TrainerConfig
 from generative.vae import METHODS, VAEConfig
 from generative.vae.estimators import PRECISIONS
@@ -30,6 +32,7 @@ class VAEParams(Protocol):
     n_samples: int
     precision: str
     latent_dim: int | None
+    latent_layers: int
     hidden_dims: tuple[int, ...] | None
     backbone: str
     likelihood: str
@@ -132,10 +135,33 @@ def check_params(detector: VAEParams) -> None:
         )
     if not (isinstance(detector.input_mask, int | float) and 0 <= detector.input_mask < 1):
         raise ValueError(f"input_mask must be a number in [0, 1), got {detector.input_mask!r}")
+    check_hierarchy(detector)
     if not isinstance(detector.refit, bool | np.bool_):
         raise ValueError(f"refit must be True or False, got {detector.refit!r}")
     check_correction(detector.correction, detector.compressor)
     background_settings(detector)  # raises on a bad background setting, before training
+
+
+def check_hierarchy(detector: VAEParams) -> None:
+    """ValueError for a bad `latent_layers`, or an option the hierarchical VAE lacks."""
+    layers = detector.latent_layers
+    if not (isinstance(layers, int | np.integer) and not isinstance(layers, bool) and layers >= 1):
+        raise ValueError(f"latent_layers must be an integer >= 1, got {layers!r}")
+    if layers == 1:
+        return
+    unsupported = {
+        "score_method='prior_mc'": detector.score_method == "prior_mc",
+        "backbone='conv'": detector.backbone == "conv",
+        "free_bits > 0": detector.free_bits > 0,
+        "input_mask > 0": detector.input_mask > 0,
+        "teacher_decay > 0": detector.teacher_decay > 0,
+    }
+    for option, used in unsupported.items():
+        if used:
+            raise ValueError(
+                f"latent_layers={layers} (a hierarchical VAE with MLP blocks) does not support "
+                f"{option}; use latent_layers=1 for it"
+            )
 
 
 TRIM_WORDS = ("contamination", "estimate")  # trim_fraction's values that are not numbers
@@ -199,6 +225,28 @@ def vae_config(
         input_mask=detector.input_mask,
         trim_fraction=trim_fraction(detector) if trim is None else trim,
         trim_warmup_steps=detector.trim_warmup_epochs * math.ceil(n_train / detector.batch_size),
+    )
+
+
+def density_config(
+    detector: VAEParams, input_shape: tuple[int, ...], n_train: int = 0, trim: float | None = None
+) -> tuple[str, JsonConfig]:
+    """(model family, its config): the VAE of `vae_config` for `latent_layers=1`; for L > 1 a
+    hierarchical VAE with MLP blocks whose bottom layer has the VAE's latent size and width and
+    each layer above half the one below (at least 2 units, width at least 16)."""
+    vae = vae_config(detector, input_shape, n_train, trim)
+    if detector.latent_layers == 1:
+        return "vae", vae
+    layers = range(detector.latent_layers)
+    width = max(vae.hidden_dims)
+    return "hvae", HVAEConfig(
+        input_shape=input_shape,
+        latent_dims=tuple(max(2, vae.latent_dim >> i) for i in layers),
+        block_widths=tuple(max(16, width >> i) for i in layers),
+        likelihood=vae.likelihood,
+        kl_warmup_steps=vae.kl_warmup_steps,
+        trim_fraction=vae.trim_fraction,
+        trim_warmup_steps=vae.trim_warmup_steps,
     )
 
 

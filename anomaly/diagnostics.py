@@ -14,9 +14,7 @@ def reconstructions(detector: VAEDetector, X: np.ndarray) -> np.ndarray:
     model = detector.model_
     device = next(model.parameters()).device
     data = torch.from_numpy(np.ascontiguousarray(detector.preprocessor_.transform(X), np.float32))
-    mu, _ = model.encode(data.to(device))
-    means = model.likelihood.mean(model.decode(mu)).view(len(X), *model.config.input_shape)
-    return means.clamp(0, 1).cpu().numpy()
+    return model.reconstruct(data.to(device)).clamp(0, 1).cpu().numpy()
 
 
 def prior_samples(detector: VAEDetector, n: int, *, seed: int = 0) -> np.ndarray:

@@ -27,6 +27,9 @@ class HVAEConfig(JsonConfig):
     train_samples: K of the "iwae" objective.
     kl_warmup_steps: the KL weight at step t is min(1, (t + 1) / kl_warmup_steps) ("elbo";
         0 = off).
+    trim_fraction: share of each training batch, the rows with the highest loss, left out of
+        the "elbo" objective (a trimmed ELBO, as `generative.vae.VAEConfig`; 0 = off).
+    trim_warmup_steps: optimisation steps trained on whole batches before trimming starts.
     binarize_training: each training batch is redrawn as Bernoulli(x) at every step (dynamic
         binarisation of inputs in [0, 1], the usual protocol for binarised MNIST).
     """
@@ -40,6 +43,8 @@ class HVAEConfig(JsonConfig):
     objective: str = "elbo"
     train_samples: int = 1
     kl_warmup_steps: int = 0
+    trim_fraction: float = 0.0
+    trim_warmup_steps: int = 0
     binarize_training: bool = False
 
     def __post_init__(self) -> None:
@@ -61,6 +66,13 @@ class HVAEConfig(JsonConfig):
                 f"train_samples must be >= 1 (and 1 for the 'elbo' objective), got "
                 f"{self.train_samples}"
             )
+        if not 0.0 <= self.trim_fraction < 0.5 or self.trim_warmup_steps < 0:
+            raise ValueError(
+                f"trim_fraction must be in [0, 0.5) and trim_warmup_steps >= 0, got "
+                f"{self.trim_fraction!r} and {self.trim_warmup_steps!r}"
+            )
+        if self.trim_fraction > 0 and self.objective != "elbo":
+            raise ValueError("trim_fraction trims the 'elbo' objective only")
         if self.kl_warmup_steps < 0:
             raise ValueError(f"kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from generative.hvae.config import HVAEConfig
 from generative.vae.likelihoods import make_likelihood
+from generative.vae.model import trimmed_rows
 from generative.vae.networks import ACTIVATIONS, mlp
 
 LOGVAR_RANGE = (-30.0, 20.0)
@@ -172,14 +173,41 @@ class HVAE(nn.Module):
             return -bound.mean(), {"iwae": bound.mean().item()}
         log_px_z, kl = self._elbo_terms(x)
         beta = self.kl_weight(step)
-        loss = -(log_px_z - beta * kl).mean()
+        row_loss = beta * kl - log_px_z
+        kept = trimmed_rows(
+            row_loss, self.config.trim_fraction, self.config.trim_warmup_steps, step
+        )
         metrics = {"elbo": (log_px_z - kl).mean().item(), "kl": kl.mean().item()}
-        return loss, {**metrics, "kl_weight": beta}
+        return row_loss[kept].mean(), {**metrics, "kl_weight": beta, "kept": len(kept) / len(x)}
 
     def validation_score(self, x: torch.Tensor) -> torch.Tensor:
         """Single-sample ELBO per row, the quantity early stopping watches (higher is better)."""
         log_px_z, kl = self._elbo_terms(x)
         return log_px_z - kl
+
+    @torch.no_grad()
+    def active_units(
+        self, x: torch.Tensor, threshold: float = 0.01, *, max_rows: int = 8192
+    ) -> int:
+        """Latent units, over all layers, whose posterior mean varies across `x` (variance above
+        `threshold`; Burda et al. 2016), each layer's mean taken given the mean of the one above."""
+        means = [self._posterior_means(chunk) for chunk in x.split(max_rows)]
+        layers = [torch.cat(parts) for parts in zip(*means, strict=True)]
+        return int(sum((layer.var(dim=0) > threshold).sum() for layer in layers))
+
+    def _posterior_means(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The posterior mean of every layer, top down, each given the mean of the layer above."""
+        features, above, means = self.bottom_up(x), None, []
+        for layer in reversed(range(self.config.n_layers)):
+            above = self._layer_params(layer, features, above)[1][0]
+            means.append(above)
+        return means
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder means at the posterior means of `x` (top down), shaped (N, *input_shape)."""
+        means = self.likelihood.mean(self.decode(self._posterior_means(x)[-1]))
+        return means.view(len(x), *self.config.input_shape)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

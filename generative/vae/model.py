@@ -118,12 +118,10 @@ class VAE(nn.Module):
         return x * keep.to(x.dtype)
 
     def kept_rows(self, row_loss: torch.Tensor, step: int) -> torch.Tensor:
-        """Indices of the rows a trimmed ELBO trains on: all but the floor(trim_fraction * n)
-        rows of highest `row_loss` (after `trim_warmup_steps`; before, every row)."""
-        n_drop = math.floor(self.config.trim_fraction * len(row_loss))
-        if n_drop == 0 or step < self.config.trim_warmup_steps:
-            return torch.arange(len(row_loss), device=row_loss.device)
-        return torch.topk(row_loss.detach(), len(row_loss) - n_drop, largest=False).indices
+        """Indices of the rows a trimmed ELBO trains on (see `trimmed_rows`)."""
+        return trimmed_rows(
+            row_loss, self.config.trim_fraction, self.config.trim_warmup_steps, step
+        )
 
     def validation_score(self, x: torch.Tensor) -> torch.Tensor:
         """Single-sample ELBO per row, the quantity early stopping watches (higher is better)."""
@@ -168,8 +166,25 @@ class VAE(nn.Module):
         return int((means.var(dim=0) > threshold).sum())
 
     @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder means at the posterior means of `x`, shaped (N, *input_shape)."""
+        means = self.likelihood.mean(self.decode(self.encode(x)[0]))
+        return means.view(len(x), *self.config.input_shape)
+
+    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decoder means of n draws z ~ p(z), shaped (n, *input_shape)."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.config.latent_dim, generator=generator).to(device)
         return self.likelihood.mean(self.decode(z)).view(n, *self.config.input_shape)
+
+
+def trimmed_rows(
+    row_loss: torch.Tensor, fraction: float, warmup_steps: int, step: int
+) -> torch.Tensor:
+    """Indices of the rows a trimmed objective trains on: all but the floor(fraction * n) rows
+    of highest `row_loss` (from optimisation step `warmup_steps` on; before, every row)."""
+    n_drop = math.floor(fraction * len(row_loss))
+    if n_drop == 0 or step < warmup_steps:
+        return torch.arange(len(row_loss), device=row_loss.device)
+    return torch.topk(row_loss.detach(), len(row_loss) - n_drop, largest=False).indices
