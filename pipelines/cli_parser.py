@@ -81,6 +81,9 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
         "--refit", action=argparse.BooleanOptionalAction, default=None,
         help="train again on the rows the first model keeps (drops the trim fraction)",
     )  # fmt: skip
+    parser.add_argument(
+        "--latent-layers", type=int, help="stochastic layers (> 1: a hierarchical VAE)"
+    )
     parser.add_argument("--scaling", choices=SCALINGS, help="tabular scaling of the features")
     parser.add_argument(
         "--likelihood", choices=["auto", *sorted(LIKELIHOODS)],

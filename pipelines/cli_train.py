@@ -75,6 +75,7 @@ def printed(result: dict[str, Any]) -> int:
 
 DETECTOR_FLAGS = (
     "epochs",
+    "latent_layers",
     "score_method",
     "n_samples",
     "target_fpr",

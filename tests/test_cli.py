@@ -187,6 +187,16 @@ def test_train_refuses_a_correction_for_tables_before_any_run(capsys, mlflow_sto
     assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
 
 
+def test_a_bad_latent_layers_flag_exits_2_before_any_run(capsys, mlflow_store, tabular_csv):
+    runs_before = len(mlflow.search_runs(search_all_experiments=True))
+    code, _, err = run(
+        capsys, "train", "vae", "--dataset", str(tabular_csv), "--label-column", "label",
+        "--latent-layers", "2", "--score-method", "prior_mc",
+    )  # fmt: skip
+    assert code == 2 and "latent_layers=2" in err and "prior_mc" in err
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
+
+
 def test_train_rejects_bad_config_json(capsys, mlflow_store):
     code, _, err = run(capsys, "train", "vae", "--dataset", "x.csv", "--config", "{epochs: 2}")
     assert code == 2 and "--config is not valid JSON" in err
