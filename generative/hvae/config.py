@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from generative.configs import JsonConfig
+from generative.vae.config import check_input_shape, check_trim
 
 OBJECTIVES = ("elbo", "iwae")
 
@@ -50,8 +51,7 @@ class HVAEConfig(JsonConfig):
     def __post_init__(self) -> None:
         for name in ("input_shape", "latent_dims", "block_widths"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-        if len(self.input_shape) not in (1, 3) or min(self.input_shape) < 1:
-            raise ValueError(f"input_shape must be (D,) or (C, H, W), got {self.input_shape}")
+        check_input_shape(self.input_shape)
         if not self.latent_dims or min(self.latent_dims) < 1:
             raise ValueError(f"latent_dims must be one or more sizes >= 1, got {self.latent_dims}")
         if len(self.block_widths) != len(self.latent_dims) or min(self.block_widths) < 1:
@@ -66,11 +66,7 @@ class HVAEConfig(JsonConfig):
                 f"train_samples must be >= 1 (and 1 for the 'elbo' objective), got "
                 f"{self.train_samples}"
             )
-        if not 0.0 <= self.trim_fraction < 0.5 or self.trim_warmup_steps < 0:
-            raise ValueError(
-                f"trim_fraction must be in [0, 0.5) and trim_warmup_steps >= 0, got "
-                f"{self.trim_fraction!r} and {self.trim_warmup_steps!r}"
-            )
+        check_trim(self.trim_fraction, self.trim_warmup_steps)
         if self.trim_fraction > 0 and self.objective != "elbo":
             raise ValueError("trim_fraction trims the 'elbo' objective only")
         if self.kl_warmup_steps < 0:

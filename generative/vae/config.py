@@ -46,19 +46,14 @@ class VAEConfig(JsonConfig):
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
         object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
-        if len(self.input_shape) not in (1, 3) or min(self.input_shape) < 1:
-            raise ValueError(f"input_shape must be (D,) or (C, H, W), got {self.input_shape}")
+        check_input_shape(self.input_shape)
         if self.backbone == "conv" and len(self.input_shape) != 3:
             raise ValueError("the conv backbone needs input_shape (C, H, W)")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
         if self.free_bits < 0 or self.kl_warmup_steps < 0:
             raise ValueError("free_bits and kl_warmup_steps must be >= 0")
-        if not 0.0 <= self.trim_fraction < 0.5 or self.trim_warmup_steps < 0:
-            raise ValueError(
-                f"trim_fraction must be in [0, 0.5) and trim_warmup_steps >= 0, got "
-                f"{self.trim_fraction!r} and {self.trim_warmup_steps!r}"
-            )
+        check_trim(self.trim_fraction, self.trim_warmup_steps)
         if not 0.0 <= self.input_mask < 1.0:
             raise ValueError(f"input_mask must be in [0, 1), got {self.input_mask!r}")
 
@@ -66,3 +61,18 @@ class VAEConfig(JsonConfig):
     def data_dim(self) -> int:
         """Number of scalar dimensions of one input."""
         return math.prod(self.input_shape)
+
+
+def check_input_shape(shape: tuple[int, ...]) -> None:
+    """ValueError unless `shape` is (D,) or (C, H, W) with every size >= 1."""
+    if len(shape) not in (1, 3) or min(shape) < 1:
+        raise ValueError(f"input_shape must be (D,) or (C, H, W), got {shape}")
+
+
+def check_trim(fraction: float, warmup_steps: int) -> None:
+    """ValueError unless the trimmed ELBO's share is in [0, 0.5) and its warm-up >= 0."""
+    if not 0.0 <= fraction < 0.5 or warmup_steps < 0:
+        raise ValueError(
+            f"trim_fraction must be in [0, 0.5) and trim_warmup_steps >= 0, got "
+            f"{fraction!r} and {warmup_steps!r}"
+        )
