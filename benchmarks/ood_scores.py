@@ -52,12 +52,16 @@ def parse_args():
     """The command-line options."""
     parser = base_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=20, help="most detector VAE epochs")
-    parser.add_argument("--hvae-epochs", type=int, default=30)
+    parser.add_argument(
+        "--detector-params", type=json.loads, default={},
+        help='more VAEDetector parameters (JSON), e.g. \'{"trim_fraction": 0, "refit": false}\'',
+    )  # fmt: skip
+    parser.add_argument("--hvae-epochs", type=int, default=30, help="0 = no HVAE scores")
     parser.add_argument("--k", type=int, default=100, help="importance samples per row")
     parser.add_argument("--fit-rows", type=int, default=55_000)
     parser.add_argument("--selection-rows", type=int, default=1000, help="per proxy set")
     parser.add_argument("--test-rows", type=int, default=2000, help="per test set")
-    parser.add_argument("--regret-steps", type=int, default=20)
+    parser.add_argument("--regret-steps", type=int, default=20, help="0 = no regret scores")
     parser.add_argument("--regret-samples", type=int, default=4)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--json", type=Path)
@@ -78,25 +82,33 @@ def image_sets(args) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 def detector_scores(args, fit_images: np.ndarray, sets: dict) -> dict[str, dict]:
     """Per set: the detector's scores and the Likelihood Regret of its VAE."""
-    det = ratio_detector(epochs=args.epochs, patience=3, k=args.k, seed=0, verbose=True)
+    det = ratio_detector(
+        epochs=args.epochs, patience=3, k=args.k, seed=0, verbose=True, **args.detector_params
+    )
     det.fit(fit_images)
     scores: dict[str, dict] = {}
     for name, images in sets.items():
         terms = det.score_terms(images)
-        data = torch.from_numpy(det.preprocessor_.transform(images))
-        start = time.perf_counter()
-        regret = likelihood_regret(
-            det.model_, data, steps=args.regret_steps, n_samples=args.regret_samples, progress=True
-        ).double()
-        log(f"{name}: regret of {len(images)} rows in {time.perf_counter() - start:.0f} s")
         scores[name] = {
             "likelihood ratio": terms["log_px"] - terms["background_log_px"],
             "complexity-corrected": terms["log_px"] + math.log(2) * terms["compressor_bits"],
             COMPRESSOR: terms["compressor_bits"],
             "VAE IWAE log p(x)": terms["log_px"],
-            "likelihood regret": -regret.numpy(),
         }
+        if args.regret_steps > 0:
+            scores[name]["likelihood regret"] = regret_normality(det, images, args, name)
     return scores
+
+
+def regret_normality(det, images: np.ndarray, args, name: str) -> np.ndarray:
+    """-Likelihood Regret of the detector's VAE for each image."""
+    data = torch.from_numpy(det.preprocessor_.transform(images))
+    start = time.perf_counter()
+    regret = likelihood_regret(
+        det.model_, data, steps=args.regret_steps, n_samples=args.regret_samples, progress=True
+    ).double()
+    log(f"{name}: regret of {len(images)} rows in {time.perf_counter() - start:.0f} s")
+    return -regret.numpy()
 
 
 def train_hvae(args, fit_images: np.ndarray) -> HVAE:
@@ -179,19 +191,33 @@ def main() -> None:
     start = time.perf_counter()
     fit_images, sets = image_sets(args)
     scores = detector_scores(args, fit_images, sets)
-    log("training the hierarchical VAE")
-    for name, extra in hvae_scores(train_hvae(args, fit_images), sets, args.k).items():
-        scores[name].update(extra)
+    if args.hvae_epochs > 0:
+        log("training the hierarchical VAE")
+        for name, extra in hvae_scores(train_hvae(args, fit_images), sets, args.k).items():
+            scores[name].update(extra)
     add_pairs(scores)
     rows = evaluate(scores)
     write_report(args.out, report(rows, args, time.perf_counter() - start))
     if args.json is not None:
-        document = {"command": command_line(), "commit": git_commit(),
-                    "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
-                    "rows": [{**r, "score": "compressor" if r["score"] == COMPRESSOR
-                              else r["score"]} for r in rows]}  # fmt: skip
-        args.json.write_text(json.dumps(document, indent=1) + "\n")
-        log(f"wrote {args.json}")
+        write_json(args, rows)
+
+
+def write_json(args, rows: list[dict]) -> None:
+    """The run's rows, tagged with its detector parameters, into `args.json`; rows of earlier
+    runs with other detector parameters are kept beside them."""
+    commit = git_commit()
+    mine = [{**r, "score": "compressor" if r["score"] == COMPRESSOR else r["score"],
+             "detector_params": args.detector_params, "commit": commit} for r in rows]  # fmt: skip
+    kept = []
+    if args.json.exists():
+        earlier = json.loads(args.json.read_text())
+        kept = [{"detector_params": {}, "commit": earlier["commit"], **r} for r in earlier["rows"]]
+        kept = [r for r in kept if r["detector_params"] != args.detector_params]
+    document = {"command": command_line(), "commit": commit,
+                "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
+                "rows": mine + kept}  # fmt: skip
+    args.json.write_text(json.dumps(document, indent=1) + "\n")
+    log(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
