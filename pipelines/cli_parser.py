@@ -266,6 +266,10 @@ def _add_train_progressive(train: Any) -> None:
         parser.add_argument("--stable-images", type=int, help="real images per stable phase")
         parser.add_argument("--final-images", type=int, help="the last stage's stable phase")
         parser.add_argument("--lr", type=float, help="Adam learning rate of both nets")
+        parser.add_argument(
+            "--augment", help="differentiable augmentation of D's inputs: color,translation,cutout"
+        )
+        parser.add_argument("--ada-target", type=float, help="adapt its strength (ADA; e.g. 0.6)")
         parser.add_argument("--budget-s", type=float, help="stop after this many seconds")
         parser.add_argument("--checkpoint-dir", help="keep the per-stage checkpoints here")
         parser.add_argument("--resume-from", help="a stage checkpoint folder to continue from")

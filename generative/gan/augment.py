@@ -85,6 +85,16 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     return tuple(name for name in AUGMENTATIONS if name in names)
 
 
+def check_augment(policy: str, strength: float, ada_target: float | None) -> None:
+    """ValueError naming a bad augmentation setting: an unknown policy, a strength outside
+    [0, 1], or an ADA target outside (0, 1) or without a policy to adapt."""
+    parse_policy(policy)
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"augment_strength must be in [0, 1], got {strength}")
+    if ada_target is not None and not (0.0 < ada_target < 1.0 and policy):
+        raise ValueError("ada_target must be in (0, 1) and needs an augment policy")
+
+
 def augment(
     x: torch.Tensor,
     policy: tuple[str, ...],
@@ -136,3 +146,22 @@ class AdaptiveStrength:
             self.strength = min(max(self.strength + direction * step, 0.0), self.max_strength)
             self._signs, self._count = 0.0, 0
         return self.strength
+
+    def state(self) -> dict[str, float | int]:
+        """The strength and the partly filled interval, for a checkpoint."""
+        return {"strength": self.strength, "signs": self._signs, "count": self._count,
+                "calls": self._calls}  # fmt: skip
+
+    def load_state(self, state: dict[str, float | int]) -> None:
+        """Continue from `state` (a bare strength from an older checkpoint: a fresh interval)."""
+        self.strength = float(state.get("strength", 0.0))
+        self._signs = float(state.get("signs", 0.0))
+        self._count, self._calls = int(state.get("count", 0)), int(state.get("calls", 0))
+
+
+def saved_ada_state(family_state: dict) -> dict:
+    """ADA's state in a trainer checkpoint's family state ({} when it has none; an older
+    checkpoint's bare "ada_strength" as the strength)."""
+    if "ada" in family_state:
+        return family_state["ada"]
+    return {"strength": family_state.get("ada_strength", 0.0)}

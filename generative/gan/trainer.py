@@ -38,7 +38,13 @@ from torch import nn
 from generative.checkpoints import run_fingerprint
 from generative.configs import JsonConfig
 from generative.distributed import World
-from generative.gan.augment import AdaptiveStrength, augment, parse_policy
+from generative.gan.augment import (
+    AdaptiveStrength,
+    augment,
+    check_augment,
+    parse_policy,
+    saved_ada_state,
+)
 from generative.gan.losses import clip_weights, gradient_penalty, r1_penalty
 from generative.gan.model import GAN
 from generative.loop import (
@@ -116,11 +122,7 @@ class GANTrainerConfig(JsonConfig):
 
     def __post_init__(self) -> None:
         check_two_player(self)
-        parse_policy(self.augment)
-        if not 0.0 <= self.augment_strength <= 1.0:
-            raise ValueError(f"augment_strength must be in [0, 1], got {self.augment_strength}")
-        if self.ada_target is not None and not (0.0 < self.ada_target < 1.0 and self.augment):
-            raise ValueError("ada_target must be in (0, 1) and needs an augment policy")
+        check_augment(self.augment, self.augment_strength, self.ada_target)
         if self.r1_gamma < 0 or self.r1_interval < 1:
             raise ValueError("r1_gamma must be >= 0 and r1_interval >= 1")
         if self.optimizer not in OPTIMIZERS:
@@ -173,12 +175,12 @@ class GANTrainer(LoopTrainer):
         return augment(images, self.policy, self.augment_strength, self.rng)
 
     def family_state(self) -> dict[str, Any]:
-        """ADA's strength, which a resume continues from."""
-        return {} if self.ada is None else {"ada_strength": self.ada.strength}
+        """ADA's state, which a resume continues from."""
+        return {} if self.ada is None else {"ada": self.ada.state()}
 
     def load_family_state(self, state: dict[str, Any]) -> None:
         if self.ada is not None:
-            self.ada.strength = float(state.get("ada_strength", 0.0))
+            self.ada.load_state(saved_ada_state(state))
 
     def _autocast(self) -> torch.autocast:
         return autocast(self.config.autocast, self.device)

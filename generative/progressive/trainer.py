@@ -43,6 +43,13 @@ from torch import nn
 from generative.checkpoints import TRAINER_STATE_FILE, run_fingerprint, write_checkpoint
 from generative.configs import JsonConfig
 from generative.distributed import World, global_batch
+from generative.gan.augment import (
+    AdaptiveStrength,
+    augment,
+    check_augment,
+    parse_policy,
+    saved_ada_state,
+)
 from generative.gan.losses import clip_weights, gradient_penalty, r1_penalty
 from generative.loop import CLOCKS, Callback, LoopTrainer, autocast, check_runtime
 from generative.progressive.layers import downsample, upsample
@@ -71,6 +78,9 @@ class ProgressiveTrainerConfig(JsonConfig):
     max_seconds: stop training after this many seconds (an equal wall-clock budget), counted
     by `clock`: "wall" (elapsed) or "process" (this process's CPU time).
     stop_after_stage: end after this stage's checkpoint (resume later with `resume_from`).
+    augment / augment_strength / ada_target: differentiable augmentation of every image D sees
+    (real and generated, in D's and G's steps; `generative.gan.augment`), at a fixed strength
+    or the one ADA adapts towards E[sign D(real)] = ada_target; single-process only.
     """
 
     batch_size: int = 64
@@ -86,6 +96,9 @@ class ProgressiveTrainerConfig(JsonConfig):
     max_seconds: float | None = None
     clock: str = "wall"
     stop_after_stage: int | None = None
+    augment: str = ""
+    augment_strength: float = 1.0
+    ada_target: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -96,6 +109,7 @@ class ProgressiveTrainerConfig(JsonConfig):
         if self.final_images is not None and self.final_images < 1:
             raise ValueError(f"final_images must be >= 1, got {self.final_images}")
         check_runtime(self.autocast, self.clock, self.max_seconds)
+        check_augment(self.augment, self.augment_strength, self.ada_target)
 
 
 class ProgressiveTrainer(LoopTrainer):
@@ -122,6 +136,16 @@ class ProgressiveTrainer(LoopTrainer):
         progressive = getattr(model.config, "progressive", True)
         self.schedule: list[Phase] = build_schedule(model.stages, config, progressive)
         self.checkpoints: list[Path] = []
+        self.policy = parse_policy(config.augment)
+        self.ada = None if config.ada_target is None else AdaptiveStrength(config.ada_target)
+
+    @property
+    def augment_strength(self) -> float:
+        """The probability each augmentation is applied with now (ADA's, when adaptive)."""
+        return self.config.augment_strength if self.ada is None else self.ada.strength
+
+    def _augmented(self, images: torch.Tensor) -> torch.Tensor:
+        return augment(images, self.policy, self.augment_strength, self.rng)
 
     @property
     def phase_index(self) -> int:
@@ -160,6 +184,8 @@ class ProgressiveTrainer(LoopTrainer):
             )
         if self.config.max_seconds is not None:
             raise ValueError("max_seconds differs between processes: train a shorter schedule")
+        if self.policy:
+            raise ValueError("augmentation trains in a single process only: drop augment")
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         lr, betas = self.config.lr, self.config.betas
@@ -181,9 +207,10 @@ class ProgressiveTrainer(LoopTrainer):
         return False
 
     def family_state(self) -> dict[str, Any]:
-        """The batch order (the permutation and the position in it) and the D steps taken
-        (the lazy R1's schedule)."""
-        return {"order": self.order.state(), "discriminator_steps": self.discriminator_steps}
+        """The batch order (the permutation and the position in it), the D steps taken
+        (the lazy R1's schedule) and ADA's strength."""
+        state = {"order": self.order.state(), "discriminator_steps": self.discriminator_steps}
+        return state if self.ada is None else {**state, "ada": self.ada.state()}
 
     def load_family_state(self, state: dict[str, Any]) -> None:
         """Continue from `family_state` (a checkpoint from before R1 counted D steps: G's)."""
@@ -192,6 +219,8 @@ class ProgressiveTrainer(LoopTrainer):
         self.discriminator_steps = int(
             state.get("discriminator_steps", self.generator_steps * n_critic)
         )
+        if self.ada is not None:
+            self.ada.load_state(saved_ada_state(state))
 
     def divergence_message(self, epoch: int) -> str:
         """Names the phase and the G step."""
@@ -231,12 +260,15 @@ class ProgressiveTrainer(LoopTrainer):
         phase, shown = self.phase, self.shown
         self.model.set_progress(phase.stage, phase.alpha(shown))
         d, g, gp = sums
-        return {
+        logs = {
             "stage": phase.stage, "resolution": phase.resolution, "alpha": phase.alpha(shown),
             "images": shown, "d_loss": d / count,
             "g_loss": g / max(self.phase_generator_steps, 1), "gradient_penalty": gp / count,
             "stopped_early": shown < phase.images,
         }  # fmt: skip
+        if self.policy:
+            logs["augment_strength"] = self.augment_strength
+        return logs
 
     def end_epoch(self, epoch: int, logs: dict[str, float]) -> None:
         """At a completed stage's end: its checkpoint, the callbacks' `on_stage_end`, and the
@@ -272,11 +304,14 @@ class ProgressiveTrainer(LoopTrainer):
         z = self.ranks.shard(model.sample_latent(rows, generator=self.rng))
         with global_batch(self.ranks, rows), autocast(self.config.autocast, self.device):
             with torch.no_grad():
-                fake = model.fake(z, stage, alpha, self.rng)
+                fake = self._augmented(model.fake(z, stage, alpha, self.rng))
+            real = self._augmented(real)
             real_values = model.critic(real, stage, alpha).float()
             value = loss.discriminator(real_values, model.critic(fake, stage, alpha).float())
             value = value + model.config.drift * real_values.pow(2).mean()
             value, penalty = self._penalised(value, real, fake, stage, alpha)
+        if self.ada is not None:
+            self.ada.observe(real_values)
         self.opt_d.zero_grad(set_to_none=True)
         self._backward(value, len(real), rows, model.discriminator)
         self.opt_d.step()
@@ -308,9 +343,8 @@ class ProgressiveTrainer(LoopTrainer):
         z = self.ranks.shard(model.sample_latent(n, generator=self.rng))
         model.discriminator.requires_grad_(False)
         with global_batch(self.ranks, n), autocast(self.config.autocast, self.device):
-            value = model.loss.generator(
-                model.critic(model.fake(z, stage, alpha, self.rng), stage, alpha).float()
-            )
+            fake = self._augmented(model.fake(z, stage, alpha, self.rng))
+            value = model.loss.generator(model.critic(fake, stage, alpha).float())
         self.opt_g.zero_grad(set_to_none=True)
         self._backward(value, len(z), n, model.generator)
         self.opt_g.step()
