@@ -107,28 +107,50 @@ def run_fingerprint(
         described = model_config.to_dict()
     else:
         described = {name: list(t.shape) for name, t in model.state_dict().items()}
+    defaults = {"trainer": field_defaults(config), "model": field_defaults(model_config)}
     return {
         "trainer": json.dumps(trainer, sort_keys=True, default=str),
         "model": json.dumps(described, sort_keys=True, default=str),
         "data": data_digest(*data),
+        "defaults": json.dumps(defaults, sort_keys=True, default=str),
     }
+
+
+def field_defaults(config: Any) -> dict[str, Any]:
+    """The default values of a config dataclass's fields ({} for anything else)."""
+    if not dataclasses.is_dataclass(config):
+        return {}
+    fields = dataclasses.fields(config)
+    return {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
 
 
 def check_fingerprint(saved: dict[str, str], current: dict[str, str], folder: Path) -> None:
     """ValueError naming what differs when a checkpoint is from another configuration/data."""
+    defaults = json.loads(current.get("defaults", "{}"))
     for part in ("trainer", "model", "data"):
         if saved.get(part) == current[part]:
             continue
         detail = "a different digest"
         if part != "data":
+            keys = changed_fields(saved.get(part, "{}"), current[part], defaults.get(part, {}))
+            if not keys:
+                continue
             old, new = json.loads(saved.get(part, "{}")), json.loads(current[part])
-            keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
         what = "data" if part == "data" else f"{part} configuration"
         raise ValueError(
             f"the checkpoint in {folder} was written for another {what} ({detail}); it is not "
             "resumed: use another checkpoint_dir or delete that one"
         )
+
+
+def changed_fields(saved: str, current: str, defaults: dict[str, Any]) -> list[str]:
+    """The config fields that differ between two fingerprints, leaving out a field the saved
+    one lacks and the current one holds at its default (a field added since, whose default
+    keeps the old behaviour)."""
+    old, new = json.loads(saved), json.loads(current)
+    added = {k for k in new.keys() - old.keys() if k in defaults and new[k] == defaults[k]}
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in added)
 
 
 def latest_checkpoint(checkpoint_dir: Path | None) -> Path | None:

@@ -212,3 +212,35 @@ def test_flow_killed_mid_training_resumes_into_the_same_run(
         assert torch.equal(final_weights(folder)[name], tensor), name
     assert resumed["threshold"] == reference["threshold"]
     assert resumed["val_log_px_median_normal"] == reference["val_log_px_median_normal"]
+
+
+def without_field(folder: Path, field: str) -> None:
+    """Rewrite the checkpoint as one written before the model config had `field`."""
+    state = torch.load(folder / TRAINER_STATE_FILE, weights_only=True)
+    described = json.loads(state["fingerprint"]["model"])
+    del described[field]
+    state["fingerprint"] = {
+        key: value for key, value in state["fingerprint"].items() if key != "defaults"
+    }
+    state["fingerprint"]["model"] = json.dumps(described, sort_keys=True)
+    write_checkpoint(folder, state)
+
+
+def test_a_config_field_added_since_the_checkpoint_resumes_only_at_its_default(tmp_path):
+    """A field the checkpoint's fingerprint lacks (added to the config later) is no change when
+    the run holds it at its default, whose behaviour is the old one; a value other than the
+    default is a change, refused by name."""
+    reference = new_model()
+    expected = Trainer(reference, config(epochs=3)).fit(TRAIN, VAL)
+    Trainer(new_model(), config(epochs=2), checkpoint_dir=tmp_path).fit(TRAIN, VAL)
+    without_field(tmp_path / "epoch_0002", "input_mask")
+    resumed = new_model()
+    assert Trainer(resumed, config(epochs=3), checkpoint_dir=tmp_path).fit(TRAIN, VAL) == expected
+    assert_same_weights(resumed, reference)
+    other = tmp_path / "other"
+    Trainer(new_model(), config(epochs=1), checkpoint_dir=other).fit(TRAIN, VAL)
+    without_field(other / "epoch_0001", "input_mask")
+    torch.manual_seed(0)
+    masked = VAE(VAEConfig((D,), latent_dim=2, hidden_dims=(16,), input_mask=0.2))
+    with pytest.raises(ValueError, match="input_mask: None -> 0.2"):
+        Trainer(masked, config(epochs=2), checkpoint_dir=other).fit(TRAIN, VAL)
