@@ -26,35 +26,25 @@ from generative.noise import keyed_normal, normal_table, row_keys
 from generative.vae import VAE
 
 
-def _elbo(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor):
-    """Per-row ELBO with the draws `eps` (S, N, d): mean log p(x | z_s) minus the closed-form KL."""
-    n_samples, n_rows = eps.shape[:2]
-    z = mu + torch.exp(0.5 * logvar) * eps
-    params = model.decode(z.reshape(n_samples * n_rows, -1))
-    targets = x.unsqueeze(0).expand(n_samples, *x.shape).reshape(n_samples * n_rows, *x.shape[1:])
-    log_px_z = model.log_likelihood(params, targets).view(n_samples, n_rows)
-    return log_px_z.mean(0) - model.kl_divergence(mu, logvar)
-
-
 def _block_regret(
     model: VAE, x: torch.Tensor, eps: torch.Tensor, steps: int, learning_rate: float
 ) -> torch.Tensor:
     """The regret of the rows of one block (all optimised together)."""
     with torch.no_grad():
         mu0, logvar0 = model.encode(x)
-        start = _elbo(model, x, mu0, logvar0, eps)
+        start = model.sampled_elbo(x, mu0, logvar0, eps)
     mu = mu0.detach().clone().requires_grad_(True)
     logvar = logvar0.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([mu, logvar], lr=learning_rate)
     best = start.clone()
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        elbo = _elbo(model, x, mu, logvar, eps)
+        elbo = model.sampled_elbo(x, mu, logvar, eps)
         best = torch.maximum(best, elbo.detach())
         (-elbo.sum()).backward()
         optimizer.step()
     with torch.no_grad():
-        best = torch.maximum(best, _elbo(model, x, mu, logvar, eps))
+        best = torch.maximum(best, model.sampled_elbo(x, mu, logvar, eps))
     return best - start
 
 

@@ -126,8 +126,20 @@ class VAE(nn.Module):
     def validation_score(self, x: torch.Tensor) -> torch.Tensor:
         """Single-sample ELBO per row, the quantity early stopping watches (higher is better)."""
         mu, logvar = self.encode(x)
-        log_px_z = self.log_likelihood(self.decode(self.reparameterize(mu, logvar, self.noise)), x)
-        return log_px_z - self.kl_divergence(mu.float(), logvar.float())
+        return self.sampled_elbo(x, mu, logvar, self.noise(mu).unsqueeze(0))
+
+    def sampled_elbo(
+        self, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-row ELBO of the posterior N(mu, exp(logvar)) with the standard normals `eps`
+        (S, N, d): the mean over the S draws of log p(x | z) minus the closed-form KL;
+        differentiable in mu and logvar (Likelihood Regret optimises them per row)."""
+        n_samples, n_rows = eps.shape[:2]
+        z = mu + torch.exp(0.5 * logvar) * eps
+        params = self.decode(z.reshape(n_samples * n_rows, -1))
+        targets = x.unsqueeze(0).expand(n_samples, *x.shape).reshape(-1, *x.shape[1:])
+        log_px_z = self.log_likelihood(params, targets).view(n_samples, n_rows)
+        return log_px_z.mean(0) - self.kl_divergence(mu.float(), logvar.float())
 
     # --- per-row likelihood estimates ------------------------------------------------------
     def elbo(self, x: torch.Tensor, n_samples: int = 1, **options) -> torch.Tensor:
