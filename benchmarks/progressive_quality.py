@@ -102,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--r1-gamma", type=float, default=None, help="default: the loss's")
     parser.add_argument("--channel-base", type=int, default=ProGANConfig.channel_base)
     parser.add_argument("--max-channels", type=int, default=ProGANConfig.max_channels)
+    parser.add_argument("--augment", default="", help="DiffAugment policy of the progressive D")
+    parser.add_argument("--ada-target", type=float, default=None, help="ADA's target (e.g. 0.6)")
     parser.add_argument("--json", type=Path, default=None, help="rows in gan_quality.json's form")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny budgets")
     parser.add_argument("--out", type=Path, default=Path(".state/bench/progressive_quality.md"))
@@ -204,7 +206,8 @@ def train_model(name: str, images: torch.Tensor, args: argparse.Namespace) -> di
             batch_size=args.batch_size, lr=1e-3, betas=(0.0, 0.99),
             fade_images=args.fade_images, stable_images=args.stable_images,
             final_images=10**9, n_critic=1, seed=0, device="cpu", autocast=args.autocast,
-            max_seconds=args.budget_s, clock="process",
+            max_seconds=args.budget_s, clock="process", augment=args.augment,
+            ada_target=args.ada_target,
         )  # fmt: skip
         clock = PhaseClock()
         trainer = ProgressiveTrainer(model, config, [clock])
@@ -346,7 +349,8 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
         f"- ProGAN / StyleGAN: channel_base {args.channel_base}, max {args.max_channels} "
         f"channels, loss {args.loss}, R1 gamma {r1_text(args)} (every 16 D steps), drift "
         "1e-3, Adam lr 1e-3, betas (0, 0.99), n_critic 1; StyleGAN: w_dim 128, 8 mapping "
-        "layers, style mixing 0.9",
+        f"layers, style mixing 0.9; augmentation {args.augment or 'none'}, ADA target "
+        f"{args.ada_target}",
         f"- growth schedule: {args.fade_images:,} images per fade-in, {args.stable_images:,} "
         "per stable phase, then 32x32 stable until the budget ends",
         *NOTES,
@@ -390,12 +394,14 @@ def write_quality_json(results: dict, args: argparse.Namespace) -> None:
                 "recall": metrics["recall"], "truncation": psi}  # fmt: skip
 
     rows = [row(name, r["ema"], 1.0) for name, r in results["rows"].items()]
-    rows += [row("StyleGAN", m, psi) for psi, m in results.get("truncation", {}).items()]
+    truncated = results.get("truncation", {}).items()
+    rows += [row("StyleGAN", m, psi) for psi, m in truncated if psi != 1.0]  # psi 1: the EMA row
     payload = {"command": command_line(), "commit": git_commit(),
                "date": datetime.date.today().isoformat(), "threads": args.threads,
                "settings": {"loss": args.loss, "r1_gamma": args.r1_gamma,
                             "channel_base": args.channel_base,
-                            "max_channels": args.max_channels}, "rows": rows}  # fmt: skip
+                            "max_channels": args.max_channels, "augment": args.augment,
+                            "ada_target": args.ada_target}, "rows": rows}  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     log(f"wrote {args.json}")
