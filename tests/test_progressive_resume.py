@@ -58,7 +58,12 @@ def test_resume_after_a_crash_is_bitwise_the_uninterrupted_run(tmp_path, family)
         trainer(new_model(family), tmp_path, [Crash(at=3)]).fit(images())
     assert sorted(p.name for p in tmp_path.iterdir()) == STAGES[:2]
     state = read_checkpoint(tmp_path / STAGES[1])  # the loop's format, checksummed
-    assert state["epoch"] == 3 and set(state["fingerprint"]) == {"trainer", "model", "data", "defaults"}
+    assert state["epoch"] == 3 and set(state["fingerprint"]) == {
+        "trainer",
+        "model",
+        "data",
+        "defaults",
+    }
     assert load_model(tmp_path / STAGES[1]).progress.tolist() == [1.0, 1.0]  # also a model
     resumed = new_model(family, seed=7)  # other initial weights: all must come from disk
     again = trainer(resumed)
