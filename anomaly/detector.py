@@ -29,8 +29,9 @@ from anomaly.detector_params import (
 )
 from anomaly.errors import ConfigError
 from anomaly.preprocessing import (
+    TABULAR_SCALERS,
     ImageScaler,
-    RobustScaler,
+    QuantileScaler,
     Standardizer,
     preprocessor_from_dict,
 )
@@ -89,7 +90,8 @@ class VAEDetector(BaseDetector):
     of the VAE's weights (decay d per step) instead of the VAE itself (EMA-teacher filtering).
     `input_mask` m > 0 zeroes each encoder input feature with probability m at every training
     step while the decoder reconstructs them all (a denoising VAE: features learned from the
-    others). `scaling` ("standard" or "robust": median and IQR) scales tabular features.
+    others). `scaling` scales tabular features: "standard", "robust" (median and IQR) or
+    "quantile" (each feature to standard-normal scores of its empirical quantiles).
     docs/detector.md shows what each part measured.
 
     `latent_layers` L > 1 replaces the VAE with a hierarchical VAE of L stochastic layers and
@@ -272,10 +274,10 @@ class VAEDetector(BaseDetector):
         check_params(self)
         super()._check_params()
 
-    def _make_preprocessor(self, X: np.ndarray) -> Standardizer | ImageScaler:
+    def _make_preprocessor(self, X: np.ndarray) -> Standardizer | QuantileScaler | ImageScaler:
         if X.ndim == 4:
             return ImageScaler(mode=self.image_mode)
-        return RobustScaler() if self.scaling == "robust" else Standardizer()
+        return TABULAR_SCALERS[self.scaling]()
 
     def _callbacks(self, n_val: int) -> list:
         callbacks: list = [ProgressBar("VAEDetector.fit")] if self.verbose else []

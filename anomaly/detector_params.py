@@ -18,6 +18,7 @@ import numpy as np
 
 from anomaly.corrections import BackgroundSettings, check_correction
 from anomaly.errors import UserInputError
+from anomaly.preprocessing import TABULAR_SCALERS
 from generative.configs import JsonConfig
 from generative.hvae import HVAEConfig
 from generative.training import TrainerConfig
@@ -60,7 +61,7 @@ class VAEParams(Protocol):
     device: str
 
 
-SCALINGS = ("standard", "robust")
+SCALINGS = tuple(TABULAR_SCALERS)
 
 # Parameters renamed since an earlier release: old name -> new name. `score` shadowed the `score`
 # method that scikit-learn's tooling and pipelines call on estimators.

@@ -249,3 +249,9 @@ def check_member_params(params: Any) -> None:
             f"member_params: correction={params['correction']!r} is not supported by the "
             "ensemble; only 'none'"
         )
+    if params.get("scaling") == "quantile":
+        raise ConfigError(
+            "member_params: scaling='quantile' is not supported by the ensemble: each member's "
+            "quantile map has its own per-row Jacobian, so the members' log p(x) cannot be put "
+            "in the data's units; use 'standard' or 'robust'"
+        )

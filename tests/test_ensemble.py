@@ -122,6 +122,7 @@ BAD_PARAMS = [
     ({"member_params": {"target_fpr": 0.1}}, r"must not set \['target_fpr'\]"),
     ({"member_params": {"epochz": 3}}, r"unknown VAEDetector parameter\(s\) \['epochz'\]"),
     ({"member_params": {"correction": "complexity"}}, "correction='complexity' is not supported"),
+    ({"member_params": {"scaling": "quantile"}}, "scaling='quantile' is not supported"),
     ({"member_params": {"score_method": "bogus"}}, "member_params: score_method must be one of"),
     ({"member_params": {"score": "elbo"}}, "renamed to 'score_method'"),
     ({"member_params": [("epochs", 2)]}, "member_params must be a dict"),

@@ -11,6 +11,7 @@ from sklearn.exceptions import NotFittedError
 from anomaly.preprocessing import (
     PREPROCESSORS,
     ImageScaler,
+    QuantileScaler,
     RobustScaler,
     Standardizer,
     preprocessor_from_dict,
@@ -100,7 +101,69 @@ def test_image_scaler_round_trip() -> None:
 
 
 def test_registry_and_unknown_type() -> None:
-    expected = {"standardize": Standardizer, "robust": RobustScaler, "image": ImageScaler}
+    expected = {
+        "standardize": Standardizer,
+        "robust": RobustScaler,
+        "quantile": QuantileScaler,
+        "image": ImageScaler,
+    }
     assert expected == PREPROCESSORS
-    with pytest.raises(ValueError, match=r"'pca'.*\['image', 'robust', 'standardize'\]"):
+    with pytest.raises(
+        ValueError, match=r"'pca'.*\['image', 'quantile', 'robust', 'standardize'\]"
+    ):
         preprocessor_from_dict({"type": "pca"})
+
+
+def test_quantile_scaler_maps_to_normal_scores() -> None:
+    """A lognormal column becomes standard normal: its transform matches log's standard score
+    (the exact normalising map) to within the quantile grid's error in the bulk."""
+    rng = np.random.default_rng(0)
+    normal = rng.standard_normal(20_000)
+    scaler = QuantileScaler().fit(np.exp(normal)[:, None])
+    probe = np.linspace(-2.5, 2.5, 11)
+    out = scaler.transform(np.exp(probe)[:, None])[:, 0]
+    # A sample quantile at level p has standard error sqrt(p (1 - p) / n) / phi(z): allow 4.
+    from scipy.stats import norm
+
+    level = norm.cdf(probe)
+    error = np.sqrt(level * (1 - level) / len(normal)) / norm.pdf(probe)
+    assert np.all(np.abs(out - probe) < 4 * error + 0.005)
+    train = scaler.transform(np.exp(normal)[:, None])[:, 0]
+    assert abs(train.mean()) < 0.01 and abs(train.std() - 1.0) < 0.01
+
+
+def test_quantile_scaler_flags_and_tails() -> None:
+    """A 0/1 flag with share p of ones maps to the midpoints of its levels, Phi^-1((1-p)/2)
+    and Phi^-1(1 - p/2); beyond the training range the map goes on with slope 1/std."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(1)
+    flag = (rng.random(5_000) < 0.2).astype(float)
+    wide = rng.normal(10.0, 3.0, size=5_000)
+    scaler = QuantileScaler().fit(np.c_[flag, wide])
+    p = flag.mean()
+    zeros_ones = scaler.transform(np.array([[0.0, 10.0], [1.0, 10.0]]))[:, 0]
+    # The tie's levels are read off a grid of 1000 levels: exact to one grid step.
+    np.testing.assert_allclose(norm.cdf(zeros_ones), [(1 - p) / 2, 1 - p / 2], atol=1 / 999)
+    top, std = wide.max(), wide.std()
+    edge = norm.ppf(1 - 0.5 / len(wide))
+    far = scaler.transform(np.array([[0.0, top], [0.0, top + 2 * std], [0.0, top + 5 * std]]))
+    np.testing.assert_allclose(far[:, 1], [edge, edge + 2, edge + 5], atol=1e-4)
+    low = scaler.transform(np.array([[0.0, wide.min() - std]]))[0, 1]
+    np.testing.assert_allclose(low, -edge - 1, atol=1e-4)
+
+
+def test_quantile_scaler_round_trip_and_checks() -> None:
+    rng = np.random.default_rng(2)
+    train = rng.standard_t(2, size=(300, 3))
+    scaler = QuantileScaler(n_quantiles=50).fit(train)
+    assert scaler.quantiles_.shape == (50, 3)
+    restored = round_trip(scaler)
+    assert isinstance(restored, QuantileScaler)
+    np.testing.assert_array_equal(restored.transform(train), scaler.transform(train))
+    with pytest.raises(ValueError, match="n_quantiles must be at least 2"):
+        QuantileScaler(n_quantiles=1).fit(train)
+    with pytest.raises(ValueError, match="features"):
+        scaler.transform(train[:, :2])
+    with pytest.raises(NotFittedError):
+        QuantileScaler().transform(train)

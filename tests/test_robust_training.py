@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from anomaly.detector import VAEDetector
-from anomaly.preprocessing import RobustScaler, preprocessor_from_dict
+from anomaly.preprocessing import QuantileScaler, RobustScaler, preprocessor_from_dict
 from generative.vae import VAE, VAEConfig
 
 
@@ -201,3 +201,15 @@ def test_estimate_trims_the_planted_share_and_little_of_clean_rows() -> None:
     assert 0.0 <= on_clean.trim_fraction_ < 0.07
     assert 0.09 <= on_mixed.trim_fraction_ < 0.16
     assert on_mixed.score_samples(outliers).max() < np.median(on_mixed.score_samples(clean))
+
+
+def test_quantile_scaling_fits_saves_and_loads(tmp_path) -> None:
+    """`scaling="quantile"`: the planted outliers (beyond every clean row in all four features)
+    score below every clean row's median, and a saved detector scores the same after loading."""
+    clean, mixed, outliers = gaussian_with_far_outliers()
+    detector = VAEDetector(scaling="quantile", epochs=30, random_state=0).fit(mixed)
+    assert isinstance(detector.preprocessor_, QuantileScaler)
+    clean_scores = detector.score_samples(clean[:500])
+    assert np.all(detector.score_samples(outliers) < np.median(clean_scores))
+    loaded = VAEDetector.load(detector.save(tmp_path / "quantile"))
+    np.testing.assert_allclose(loaded.score_samples(clean[:500]), clean_scores, rtol=1e-6)

@@ -77,6 +77,41 @@ class GaussianLearned(GaussianFixed):
         return self.raw_log_std.clamp(min=self.min_log_std).to(like.dtype)
 
 
+class StudentT(GaussianLearned):
+    """Student-t with location mu, one learned scale per feature (floored like the Gaussian's)
+    and one learned degrees of freedom nu > 1 per feature (initially 4).
+
+    Its log-density falls off like -(nu + 1) log |x - mu| instead of the Gaussian's -(x - mu)^2,
+    so a value far in one feature's tail costs a few nats, not thousands: rows are then unusual
+    for what their features say together, not for one heavy-tailed feature. As nu grows it
+    tends to the Gaussian with the same scale.
+    """
+
+    initial_nu: ClassVar[float] = 4.0
+
+    def __init__(self, data_dim: int, *, gaussian_std: float = 1.0) -> None:
+        super().__init__(data_dim, gaussian_std=gaussian_std)
+        # nu = 1 + softplus(raw_nu): starts at initial_nu.
+        start = math.log(math.expm1(self.initial_nu - 1.0))
+        self.raw_nu = nn.Parameter(torch.full((data_dim,), start))
+
+    def nu(self, like: torch.Tensor) -> torch.Tensor:
+        """Per-feature degrees of freedom (D,), in the dtype and device of `like`."""
+        return (1.0 + F.softplus(self.raw_nu)).to(like.dtype)
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        log_std, nu = self.log_std(params), self.nu(params)
+        scaled = (x - params[..., 0, :]) * torch.exp(-log_std)
+        normaliser = (
+            torch.lgamma((nu + 1.0) / 2.0)
+            - torch.lgamma(nu / 2.0)
+            - 0.5 * torch.log(nu * math.pi)
+            - log_std
+        )
+        tail = 0.5 * (nu + 1.0) * torch.log1p(scaled.square() / nu)
+        return (normaliser - tail).sum(dim=-1)
+
+
 class Bernoulli(Likelihood):
     """Independent Bernoulli pixels with logits; for binarised data."""
 
@@ -191,6 +226,7 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
     "gaussian": GaussianFixed,
     "gaussian_learned": GaussianLearned,
     "gaussian_bernoulli": GaussianBernoulli,
+    "student_t": StudentT,
     "bernoulli": Bernoulli,
     "logistic256": DiscretizedLogistic,
     "categorical256": Categorical256,
