@@ -1,0 +1,146 @@
+"""Several detector "views" per ADBench set and seed, alone and combined on a common scale.
+
+A view is a name and VAEDetector keyword arguments (JSON); the name "iforest" is
+IsolationForest. Each view is fitted once per (set, seed) on the split and subsample of
+`benchmarks/adbench_sweep.py` (`--protocol unsupervised` or `novelty`); its test scores and its
+calibration scores (VAEDetector: `calibration_scores_`, the held-out rows it never trained on;
+IsolationForest: its training rows) are cached under `--cache` as npz, keyed by the view's
+parameters. A combination "a+b" standardises each view's score by the median and MAD
+(x 1.4826) of its own calibration scores, so no test label or test row sets the scale, and
+adds them. Prints per-set AUROC (mean over seeds) and, per view and combination, the mean AUROC,
+mean AUPRC and the sets where it is at least IsolationForest's.
+
+Usage (one torch thread per process):
+    .venv/bin/python benchmarks/adbench_views.py --protocol unsupervised \
+        --views '{"iforest": {}, "gauss": {}, "t": {"likelihood": "student_t"}}' \
+        --combine gauss+t
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+import warnings
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from adbench_sweep import LARGE, split
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+SETS = (
+    "ALOI", "arrhythmia", "breastw", "campaign", "celeba", "cover", "donors", "glass",
+    "Hepatitis", "http", "InternetAds", "Ionosphere", "Lymphography", "mnist", "Pima",
+    "satimage-2", "skin", "smtp", "Stamps", "vertebral", "WBC", "WDBC", "wine", "WPBC", "yeast",
+)  # fmt: skip
+
+
+def cache_path(cache: str, name: str, seed: int, protocol: str, view: str, params: dict) -> Path:
+    key = json.dumps([name, seed, protocol, view, params], sort_keys=True)
+    return Path(cache) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+
+def fit_view(task: tuple[str, int, str, str, dict, str]) -> str:
+    """Fit one view on one (set, seed); cache (test scores, calibration scores, labels)."""
+    import torch
+
+    torch.set_num_threads(1)
+    name, seed, protocol, view, params, cache = task
+    path = cache_path(cache, name, seed, protocol, view, params)
+    if path.is_file():
+        return str(path)
+    X_train, X_test, y_test = split(f"adbench/{name}", seed, protocol)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if view == "iforest":
+            from sklearn.ensemble import IsolationForest
+
+            forest = IsolationForest(random_state=seed).fit(X_train)
+            test, calibration = forest.score_samples(X_test), forest.score_samples(X_train)
+        else:
+            from anomaly import VAEDetector
+
+            detector = VAEDetector(random_state=seed, **params).fit(X_train)
+            test, calibration = detector.score_samples(X_test), detector.calibration_scores_
+    seconds = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".tmp"), "wb") as handle:
+        np.savez(handle, test=test, calibration=calibration, y=y_test, seconds=seconds)
+    path.with_suffix(".tmp").replace(path)
+    return str(path)
+
+
+def standardised(test: np.ndarray, calibration: np.ndarray) -> np.ndarray:
+    """Higher = more normal, in units of the calibration scores' robust spread."""
+    test, calibration = (np.nan_to_num(a, nan=-1e30, neginf=-1e30) for a in (test, calibration))
+    median = np.median(calibration)
+    spread = 1.4826 * np.median(np.abs(calibration - median)) + 1e-12
+    return np.clip((test - median) / spread, -1e6, 1e6)
+
+
+def metrics(args: argparse.Namespace, views: dict, combos: list[list[str]]) -> dict:
+    """{row name: {set: [(AUROC, AUPRC) per seed]}} for the views and the combinations."""
+    rows: dict[str, dict[str, list]] = {}
+    for name in args.datasets:
+        for seed in args.seeds:
+            fitted = {
+                view: np.load(cache_path(args.cache, name, seed, args.protocol, view, params))
+                for view, params in views.items()
+            }
+            y = next(iter(fitted.values()))["y"]
+            scores = {view: -np.nan_to_num(f["test"], nan=-1e30) for view, f in fitted.items()}
+            for combo in combos:
+                parts = [standardised(fitted[v]["test"], fitted[v]["calibration"]) for v in combo]
+                scores["+".join(combo)] = -np.sum(parts, axis=0)
+            for row, score in scores.items():
+                pair = (roc_auc_score(y, score), average_precision_score(y, score))
+                rows.setdefault(row, {}).setdefault(name, []).append(pair)
+    return rows
+
+
+def report(rows: dict, names: list[str]) -> None:
+    """Per-set AUROC table, then one summary line per row."""
+    mean = {r: {n: np.mean(rows[r][n], axis=0) for n in names} for r in rows}
+    print(f"{'set':14s}" + "".join(f"{r:>16s}" for r in rows))
+    for n in names:
+        print(f"{n:14s}" + "".join(f"{mean[r][n][0]:16.3f}" for r in rows))
+    for r in rows:
+        auroc = np.mean([mean[r][n][0] for n in names])
+        auprc = np.mean([mean[r][n][1] for n in names])
+        line = f"{r:24s} AUROC {auroc:.4f} AUPRC {auprc:.4f}"
+        if "iforest" in rows:
+            wins = sum(mean[r][n][0] >= mean["iforest"][n][0] for n in names)
+            line += f" sets >= iforest {wins}/{len(names)}"
+        print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--protocol", choices=("unsupervised", "novelty"), default="unsupervised")
+    parser.add_argument("--views", required=True, help="JSON: {name: VAEDetector params}")
+    parser.add_argument("--combine", default="", help="comma-separated, e.g. gauss+t,gauss+q")
+    parser.add_argument("--datasets", default=",".join(SETS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--cache", default=".state/adbench_views")
+    args = parser.parse_args()
+    views = json.loads(args.views)
+    combos = [c.split("+") for c in args.combine.split(",") if c]
+    unknown = sorted({v for c in combos for v in c} - set(views))
+    if unknown:
+        raise SystemExit(f"--combine names views not in --views: {unknown}")
+    args.datasets, args.seeds = args.datasets.split(","), [int(s) for s in args.seeds.split(",")]
+    tasks = [(name, seed, args.protocol, view, params, args.cache)
+             for name in args.datasets for seed in args.seeds
+             for view, params in views.items()]  # fmt: skip
+    tasks.sort(key=lambda task: task[0] not in (*LARGE, "InternetAds"))  # long ones first
+    with get_context("spawn").Pool(args.jobs) as pool:
+        list(pool.imap_unordered(fit_view, tasks))
+    report(metrics(args, views, combos), args.datasets)
+
+
+if __name__ == "__main__":
+    main()
