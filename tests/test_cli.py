@@ -295,6 +295,8 @@ def test_the_robust_training_flags_reach_the_detector_config():
     }
     assert config("--likelihood", "gaussian_bernoulli") == {"likelihood": "gaussian_bernoulli"}
     assert config("--trim-fraction", "estimate") == {"trim_fraction": "estimate"}
+    heavy_tails = ("--likelihood", "student_t", "--scaling", "quantile")
+    assert config(*heavy_tails) == {"likelihood": "student_t", "scaling": "quantile"}
     with pytest.raises(SystemExit):
         config("--likelihood", "poisson")
 
