@@ -30,11 +30,20 @@ import numpy as np
 from adbench_sweep import LARGE, split
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-SETS = (
-    "ALOI", "arrhythmia", "breastw", "campaign", "celeba", "cover", "donors", "glass",
-    "Hepatitis", "http", "InternetAds", "Ionosphere", "Lymphography", "mnist", "Pima",
-    "satimage-2", "skin", "smtp", "Stamps", "vertebral", "WBC", "WDBC", "wine", "WPBC", "yeast",
-)  # fmt: skip
+
+def adbench_names(spec: str) -> list[str]:
+    """The ADBench sets `spec` names (comma-separated, or "all"), without the "adbench/"."""
+    from anomaly.data import list_datasets
+
+    known = [
+        name.removeprefix("adbench/") for name in list_datasets() if name.startswith("adbench/")
+    ]
+    if spec == "all":
+        return known
+    unknown = sorted(set(spec.split(",")) - set(known))
+    if unknown:
+        raise SystemExit(f"unknown ADBench set(s) {unknown}; known: {known}")
+    return spec.split(",")
 
 
 def cache_path(cache: str, name: str, seed: int, protocol: str, view: str, params: dict) -> Path:
@@ -122,7 +131,7 @@ def main() -> None:
     parser.add_argument("--protocol", choices=("unsupervised", "novelty"), default="unsupervised")
     parser.add_argument("--views", required=True, help="JSON: {name: VAEDetector params}")
     parser.add_argument("--combine", default="", help="comma-separated, e.g. gauss+t,gauss+q")
-    parser.add_argument("--datasets", default=",".join(SETS))
+    parser.add_argument("--datasets", default="all", help="comma-separated, or 'all'")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--cache", default=".state/adbench_views")
@@ -132,7 +141,10 @@ def main() -> None:
     unknown = sorted({v for c in combos for v in c} - set(views))
     if unknown:
         raise SystemExit(f"--combine names views not in --views: {unknown}")
-    args.datasets, args.seeds = args.datasets.split(","), [int(s) for s in args.seeds.split(",")]
+    args.datasets, args.seeds = (
+        adbench_names(args.datasets),
+        [int(s) for s in args.seeds.split(",")],
+    )
     tasks = [(name, seed, args.protocol, view, params, args.cache)
              for name in args.datasets for seed in args.seeds
              for view, params in views.items()]  # fmt: skip
