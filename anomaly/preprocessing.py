@@ -33,9 +33,8 @@ class Standardizer:
     def fit(self, X: Any) -> Self:
         """Learn `mean_` and `scale_` from the training rows X (n, d)."""
         data = _tabular(check_input(X))
-        std = data.std(axis=0, dtype=np.float64)
         self.mean_ = data.mean(axis=0, dtype=np.float64)
-        self.scale_ = np.where(std < self.min_std, 1.0, std)
+        self.scale_ = _std_or_one(data, self.min_std)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -84,8 +83,7 @@ class RobustScaler(Standardizer):
         data = _tabular(check_input(X))
         low, median, high = np.percentile(data, [25.0, 50.0, 75.0], axis=0)
         spread = (high - low) / 1.349
-        std = data.std(axis=0, dtype=np.float64)
-        fallback = np.where(std < self.min_std, 1.0, std)
+        fallback = _std_or_one(data, self.min_std)
         self.mean_ = median.astype(np.float64)
         self.scale_ = np.where(spread < self.min_std, fallback, spread).astype(np.float64)
         return self
@@ -119,8 +117,7 @@ class QuantileScaler:
         self.levels_ = np.linspace(0.0, 1.0, max(n_levels, 2))
         quantiles = np.quantile(data.astype(np.float64), self.levels_, axis=0)
         self.quantiles_ = np.maximum.accumulate(quantiles, axis=0)
-        std = data.std(axis=0, dtype=np.float64)
-        self.tail_scale_ = np.where(std < self.min_std, 1.0, std)
+        self.tail_scale_ = _std_or_one(data, self.min_std)
         self.clip_ = 0.5 / max(len(data), 1)
         return self
 
@@ -230,7 +227,7 @@ TABULAR_SCALERS: dict[str, type[Standardizer] | type[QuantileScaler]] = {
 }
 
 
-def preprocessor_from_dict(state: dict[str, Any]) -> Standardizer | ImageScaler:
+def preprocessor_from_dict(state: dict[str, Any]) -> Standardizer | QuantileScaler | ImageScaler:
     """Rebuild the fitted preprocessor that `to_dict` saved, chosen by its "type" key."""
     kind = state.get("type")
     if kind not in PREPROCESSORS:
@@ -238,6 +235,12 @@ def preprocessor_from_dict(state: dict[str, Any]) -> Standardizer | ImageScaler:
             f"Unknown preprocessor type {kind!r}; known types: {sorted(PREPROCESSORS)}."
         )
     return PREPROCESSORS[kind].from_dict(state)
+
+
+def _std_or_one(data: np.ndarray, min_std: float) -> np.ndarray:
+    """Each column's standard deviation, or 1 where it is below `min_std` (constant columns)."""
+    std = data.std(axis=0, dtype=np.float64)
+    return np.where(std < min_std, 1.0, std)
 
 
 def _tabular(data: np.ndarray) -> np.ndarray:
