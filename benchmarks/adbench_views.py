@@ -7,13 +7,18 @@ calibration scores (VAEDetector: `calibration_scores_`, the held-out rows it nev
 IsolationForest: its training rows) are cached under `--cache` as npz, keyed by the view's
 parameters. A combination "a+b" standardises each view's score by the median and MAD
 (x 1.4826) of its own calibration scores, so no test label or test row sets the scale, and
-adds them. Prints per-set AUROC (mean over seeds) and, per view and combination, the mean AUROC,
+adds them. A selection "a|b" scores each (set, seed) by the view whose calibration scores have
+the higher mean (model choice by held-out log-likelihood; meaningful only between views whose
+scores are log p(x) in the same units, e.g. two decoders on the same scaling). A view whose
+parameters hold `"_score_as_gaussian": true` trains with its own decoder (a Student-t) and scores
+with a Gaussian of the same location and scale (the robust fit's Gaussian plug-in).
+Prints per-set AUROC (mean over seeds) and, per view, combination and selection, the mean AUROC,
 mean AUPRC and the sets where it is at least IsolationForest's.
 
 Usage (one torch thread per process):
     .venv/bin/python benchmarks/adbench_views.py --protocol unsupervised \
         --views '{"iforest": {}, "gauss": {}, "t": {"likelihood": "student_t"}}' \
-        --combine gauss+t
+        --combine 'gauss+t,gauss|t'
 """
 
 from __future__ import annotations
@@ -51,6 +56,18 @@ def cache_path(cache: str, name: str, seed: int, protocol: str, view: str, param
     return Path(cache) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 
+def score_as_gaussian(detector) -> None:
+    """Make a fitted Student-t detector score with the Gaussian of the same location and scale."""
+    import types
+
+    from generative.vae.likelihoods import GaussianLearned, StudentT
+
+    likelihood = detector.model_.likelihood
+    if not isinstance(likelihood, StudentT):
+        raise SystemExit("_score_as_gaussian needs a view with likelihood='student_t'")
+    likelihood.log_prob = types.MethodType(GaussianLearned.log_prob, likelihood)
+
+
 def fit_view(task: tuple[str, int, str, str, dict, str]) -> str:
     """Fit one view on one (set, seed); cache (test scores, calibration scores, labels)."""
     import torch
@@ -72,7 +89,13 @@ def fit_view(task: tuple[str, int, str, str, dict, str]) -> str:
         else:
             from anomaly import VAEDetector
 
+            params = dict(params)
+            as_gaussian = params.pop("_score_as_gaussian", False)
             detector = VAEDetector(random_state=seed, **params).fit(X_train)
+            if as_gaussian:
+                score_as_gaussian(detector)
+                calibration_rows = detector._split(len(X_train))[2]  # the rows fit held out
+                detector.calibration_scores_ = detector.score_samples(X_train[calibration_rows])
             test, calibration = detector.score_samples(X_test), detector.calibration_scores_
     seconds = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +113,11 @@ def standardised(test: np.ndarray, calibration: np.ndarray) -> np.ndarray:
     return np.clip((test - median) / spread, -1e6, 1e6)
 
 
+def held_out_mean(fitted: np.lib.npyio.NpzFile) -> float:
+    """Mean calibration score (mean held-out log p(x) for a VAE view); NaN counts as -inf."""
+    return float(np.mean(np.nan_to_num(fitted["calibration"], nan=-np.inf)))
+
+
 def metrics(args: argparse.Namespace, views: dict, combos: list[list[str]]) -> dict:
     """{row name: {set: [(AUROC, AUPRC) per seed]}} for the views and the combinations."""
     rows: dict[str, dict[str, list]] = {}
@@ -102,6 +130,10 @@ def metrics(args: argparse.Namespace, views: dict, combos: list[list[str]]) -> d
             y = next(iter(fitted.values()))["y"]
             scores = {view: -np.nan_to_num(f["test"], nan=-1e30) for view, f in fitted.items()}
             for combo in combos:
+                if "|" in combo[0]:  # a selection: the view of highest mean calibration score
+                    chosen = max(combo[0].split("|"), key=lambda v: held_out_mean(fitted[v]))
+                    scores[combo[0]] = scores[chosen]
+                    continue
                 parts = [standardised(fitted[v]["test"], fitted[v]["calibration"]) for v in combo]
                 scores["+".join(combo)] = -np.sum(parts, axis=0)
             for row, score in scores.items():
@@ -130,7 +162,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--protocol", choices=("unsupervised", "novelty"), default="unsupervised")
     parser.add_argument("--views", required=True, help="JSON: {name: VAEDetector params}")
-    parser.add_argument("--combine", default="", help="comma-separated, e.g. gauss+t,gauss+q")
+    parser.add_argument(
+        "--combine", default="", help="comma-separated sums and selections, e.g. gauss+t,gauss|t"
+    )
     parser.add_argument("--datasets", default="all", help="comma-separated, or 'all'")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--jobs", type=int, default=2)
@@ -138,7 +172,7 @@ def main() -> None:
     args = parser.parse_args()
     views = json.loads(args.views)
     combos = [c.split("+") for c in args.combine.split(",") if c]
-    unknown = sorted({v for c in combos for v in c} - set(views))
+    unknown = sorted({v for c in combos for part in c for v in part.split("|")} - set(views))
     if unknown:
         raise SystemExit(f"--combine names views not in --views: {unknown}")
     args.datasets, args.seeds = (
