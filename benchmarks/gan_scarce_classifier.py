@@ -68,10 +68,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--gan-steps", type=int, default=2000)
     parser.add_argument("--gan-augment", default="translation,cutout")
+    parser.add_argument("--gan-ema", type=float, default=0.0, help="EMA decay of G (0 = off)")
     parser.add_argument("--classifier-steps", type=int, default=600)
     parser.add_argument("--weights", nargs="+", type=float, default=[0.25, 0.5])
     parser.add_argument("--counts", nargs="+", type=int, default=[100, 400])
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--json", type=Path, default=ROOT / "docs/results/gan_augmentation.json",
+                        help="where the accuracy rows are merged in")  # fmt: skip
     return parser.parse_args()
 
 
@@ -126,7 +129,8 @@ def gan_samples(images: torch.Tensor, labels: torch.Tensor, name: str, seed: int
                "betas": [0.5, 0.999], "augment": args.gan_augment}  # fmt: skip
     start = time.perf_counter()
     holdout = max(0.02, 11 / len(images))  # the flow needs >= 10 rows for its metrics
-    train_gan_flow(str(folder / "train.npz"), {"conditional": True}, trainer, model_name=name,
+    model = {"conditional": True, "ema_decay": args.gan_ema}
+    train_gan_flow(str(folder / "train.npz"), model, trainer, model_name=name,
                    holdout_fraction=holdout, seed=seed)  # fmt: skip
     log(f"{name}: GAN trained in {time.perf_counter() - start:.0f} s")
     out = folder / "samples.npz"
@@ -196,7 +200,7 @@ def main() -> int:
     print(text)
     if args.write_docs:
         replace_section(ROOT / "docs" / "benchmarks.md", text)
-    write_rows(rows)
+    write_rows(rows, args.json)
     return 0
 
 
@@ -213,16 +217,15 @@ def summary_rows(results: dict) -> list[dict]:
     return rows
 
 
-def write_rows(rows: list[dict]) -> None:
-    """Merge the image rows into docs/results/gan_augmentation.json (tabular rows kept)."""
-    path = ROOT / "docs" / "results" / "gan_augmentation.json"
+def write_rows(rows: list[dict], path: Path) -> None:
+    """Merge the image rows into `path` (gan_augmentation.json's form; tabular rows kept)."""
     old = json.loads(path.read_text())["rows"] if path.is_file() else []
     kept = [row for row in old if row["metric"] != "accuracy"]
     payload = {"command": command_line(), "commit": git_commit(),
                "date": datetime.date.today().isoformat(), "rows": rows + kept}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path}")
 
 
 def report(args: argparse.Namespace, results: dict, wall: float) -> str:
@@ -232,7 +235,8 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
         f"Command: `{command_line()}` (commit {git_commit()}, "
         f"{datetime.date.today().isoformat()}; {wall / 60:.1f} min; torch threads: "
         f"{args.threads}; seeds {args.seeds}; GAN {args.gan_steps} G steps with "
-        f"{args.gan_augment}; classifiers {args.classifier_steps} steps; w in {args.weights}, "
+        f"{args.gan_augment}, EMA {args.gan_ema:g}; classifiers {args.classifier_steps} steps; "
+        f"w in {args.weights}, "
         f"m in {args.counts} per class chosen on validation).",
         "",
         "Test accuracy (10,000 images), mean ± sd over seeds; gain = (c) - (b), paired:",

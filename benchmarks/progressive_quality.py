@@ -8,8 +8,8 @@ other jobs on a busy machine do not eat into it). DCGAN (non-saturating loss, th
 settings) is capped at a G-step count from two timed throw-away runs of n and 3n G steps (the
 marginal rate and the fixed cost of a fit, as in `gan_quality.py`, but on the process clock).
 The progressive models (`--loss` and `--r1-gamma`, by default the library's: non-saturating
-with lazy R1; drift 1e-3, Adam 1e-3, betas (0, 0.99), n_critic 1; widths from
-`--channel-base` / `--max-channels`, by default the library's) grow
+with lazy R1; drift 1e-3, Adam (`--lr`, `--betas`; the library's 6e-3, (0, 0.99)), n_critic 1;
+widths from `--channel-base` / `--max-channels`, by default the library's) grow
 4x4 -> 32x32 with `--fade-images` / `--stable-images` per phase and an unbounded 32x32 stable
 phase that the trainer's `max_seconds` (clock "process") ends. All three keep an EMA of G
 (`--ema-decay`); the EMA G is the main row, the raw G is reported beside it.
@@ -93,6 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fade-images", type=int, default=3000)
     parser.add_argument("--stable-images", type=int, default=6000)
     parser.add_argument("--ema-decay", type=float, default=0.99)
+    parser.add_argument(
+        "--lr", type=float, default=ProgressiveTrainerConfig.lr, help="the progressive models' lr"
+    )
+    parser.add_argument("--betas", nargs=2, type=float, default=[0.0, 0.99], help="their betas")
     parser.add_argument("--eval", type=int, default=2000, help="images per set for metrics")
     parser.add_argument("--latents", type=int, default=64, help="latents for the properties")
     parser.add_argument("--feature-epochs", type=int, default=2)
@@ -203,7 +207,7 @@ def train_model(name: str, images: torch.Tensor, args: argparse.Namespace) -> di
         row.update(stage="32x32 (no growth)", images=trainer.discriminator_steps * args.batch_size)
     else:
         config = ProgressiveTrainerConfig(
-            batch_size=args.batch_size, lr=1e-3, betas=(0.0, 0.99),
+            batch_size=args.batch_size, lr=args.lr, betas=tuple(args.betas),
             fade_images=args.fade_images, stable_images=args.stable_images,
             final_images=10**9, n_critic=1, seed=0, device="cpu", autocast=args.autocast,
             max_seconds=args.budget_s, clock="process", augment=args.augment,
@@ -348,7 +352,8 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
         "- DCGAN: base 64 channels; " + settings_line("non_saturating"),
         f"- ProGAN / StyleGAN: channel_base {args.channel_base}, max {args.max_channels} "
         f"channels, loss {args.loss}, R1 gamma {r1_text(args)} (every 16 D steps), drift "
-        "1e-3, Adam lr 1e-3, betas (0, 0.99), n_critic 1; StyleGAN: w_dim 128, 8 mapping "
+        f"1e-3, Adam lr {args.lr:g}, betas ({args.betas[0]:g}, {args.betas[1]:g}), n_critic 1; "
+        "StyleGAN: w_dim 128, 8 mapping "
         f"layers, style mixing 0.9; augmentation {args.augment or 'none'}, ADA target "
         f"{args.ada_target}",
         f"- growth schedule: {args.fade_images:,} images per fade-in, {args.stable_images:,} "
