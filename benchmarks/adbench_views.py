@@ -32,23 +32,14 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from adbench import dataset_names
 from adbench_sweep import LARGE, split
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 
 def adbench_names(spec: str) -> list[str]:
     """The ADBench sets `spec` names (comma-separated, or "all"), without the "adbench/"."""
-    from anomaly.data import list_datasets
-
-    known = [
-        name.removeprefix("adbench/") for name in list_datasets() if name.startswith("adbench/")
-    ]
-    if spec == "all":
-        return known
-    unknown = sorted(set(spec.split(",")) - set(known))
-    if unknown:
-        raise SystemExit(f"unknown ADBench set(s) {unknown}; known: {known}")
-    return spec.split(",")
+    return [name.removeprefix("adbench/") for name in dataset_names(spec)]
 
 
 def cache_path(cache: str, name: str, seed: int, protocol: str, view: str, params: dict) -> Path:

@@ -96,7 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--lr", type=float, default=ProgressiveTrainerConfig.lr, help="the progressive models' lr"
     )
-    parser.add_argument("--betas", nargs=2, type=float, default=[0.0, 0.99], help="their betas")
+    parser.add_argument(
+        "--betas", nargs=2, type=float, default=list(ProgressiveTrainerConfig.betas), help="betas"
+    )
     parser.add_argument("--eval", type=int, default=2000, help="images per set for metrics")
     parser.add_argument("--latents", type=int, default=64, help="latents for the properties")
     parser.add_argument("--feature-epochs", type=int, default=2)
