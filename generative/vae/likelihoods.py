@@ -112,6 +112,34 @@ class StudentT(GaussianLearned):
         return (normaliser - tail).sum(dim=-1)
 
 
+class Huber(GaussianLearned):
+    """Huber's density per feature: Gaussian within `k` scales of mu, Laplace-like beyond.
+
+    -log p = r^2 / 2 for |r| <= k and k |r| - k^2 / 2 beyond (r = (x - mu) / s, one learned s
+    per feature, floored like the Gaussian's), plus log s and the closed-form normaliser
+    log(sqrt(2 pi) (2 Phi(k) - 1) + 2 exp(-k^2 / 2) / k). The bulk is scored like the
+    Gaussian's; a value far out in one feature costs linearly, not quadratically, more.
+    """
+
+    k: ClassVar[float] = 2.0
+
+    @classmethod
+    def log_normaliser(cls) -> float:
+        """log of the integral of exp(-rho_k(r)) over r."""
+        k = cls.k
+        inner = math.sqrt(2.0 * math.pi) * math.erf(k / math.sqrt(2.0))
+        return math.log(inner + 2.0 * math.exp(-0.5 * k * k) / k)
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        log_std = self.log_std(params)
+        distance = ((x - params[..., 0, :]) * torch.exp(-log_std)).abs()
+        cost = torch.where(
+            distance <= self.k, 0.5 * distance.square(), self.k * (distance - 0.5 * self.k)
+        )
+        constant = log_std.sum() + self.data_dim * self.log_normaliser()
+        return -cost.sum(dim=-1) - constant
+
+
 class Bernoulli(Likelihood):
     """Independent Bernoulli pixels with logits; for binarised data."""
 
@@ -227,6 +255,7 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
     "gaussian_learned": GaussianLearned,
     "gaussian_bernoulli": GaussianBernoulli,
     "student_t": StudentT,
+    "huber": Huber,
     "bernoulli": Bernoulli,
     "logistic256": DiscretizedLogistic,
     "categorical256": Categorical256,
