@@ -108,6 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--r1-gamma", type=float, default=None, help="default: the loss's")
     parser.add_argument("--channel-base", type=int, default=ProGANConfig.channel_base)
     parser.add_argument("--max-channels", type=int, default=ProGANConfig.max_channels)
+    parser.add_argument("--mapping-layers", type=int, default=StyleGANConfig.mapping_layers)
+    parser.add_argument("--style-mixing", type=float, default=StyleGANConfig.style_mixing_prob)
     parser.add_argument("--augment", default="", help="DiffAugment policy of the progressive D")
     parser.add_argument("--ada-target", type=float, default=None, help="ADA's target (e.g. 0.6)")
     parser.add_argument("--json", type=Path, default=None, help="rows in gan_quality.json's form")
@@ -146,7 +148,8 @@ def make_model(name: str, args: argparse.Namespace) -> torch.nn.Module:
         return ProGAN(ProGANConfig(data_shape=SHAPE, **common, **nets))
     return StyleGAN(
         StyleGANConfig(
-            data_shape=SHAPE, w_dim=128, mapping_layers=8, style_mixing_prob=0.9,
+            data_shape=SHAPE, w_dim=128, mapping_layers=args.mapping_layers,
+            style_mixing_prob=args.style_mixing,
             progressive=True, **common, **nets,
         )
     )  # fmt: skip
@@ -355,8 +358,8 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
         f"- ProGAN / StyleGAN: channel_base {args.channel_base}, max {args.max_channels} "
         f"channels, loss {args.loss}, R1 gamma {r1_text(args)} (every 16 D steps), drift "
         f"1e-3, Adam lr {args.lr:g}, betas ({args.betas[0]:g}, {args.betas[1]:g}), n_critic 1; "
-        "StyleGAN: w_dim 128, 8 mapping "
-        f"layers, style mixing 0.9; augmentation {args.augment or 'none'}, ADA target "
+        f"StyleGAN: w_dim 128, {args.mapping_layers} mapping layers, style mixing "
+        f"{args.style_mixing:g}; augmentation {args.augment or 'none'}, ADA target "
         f"{args.ada_target}",
         f"- growth schedule: {args.fade_images:,} images per fade-in, {args.stable_images:,} "
         "per stable phase, then 32x32 stable until the budget ends",

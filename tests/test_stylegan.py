@@ -87,8 +87,8 @@ def test_each_layer_is_styled_by_its_own_affine_map_of_w() -> None:
         )
 
 
-def test_mapping_network_is_an_eight_layer_mlp_by_default() -> None:
-    model = StyleGAN(StyleGANConfig((1, 8, 8)))
+def test_mapping_network_is_a_slow_mlp_of_the_configured_depth() -> None:
+    model = StyleGAN(StyleGANConfig((1, 8, 8), mapping_layers=8))  # the paper's depth
     assert len(model.generator.mapping.layers) == 8
     assert all(layer.lr_multiplier == 0.01 for layer in model.generator.mapping.layers)
     assert model.generator.synthesis.const.shape == (1, model.config.channels(4), 4, 4)
@@ -223,3 +223,23 @@ def test_bf16_growth_runs_and_samples_on_the_device(device: str, tmp_path) -> No
     assert all(torch.isfinite(torch.tensor([h["d_loss"], h["g_loss"]])).all() for h in history)
     images = model.sample(2, seed=0)
     assert images.dtype == torch.float32 and images.device.type == device
+
+
+def test_default_mapping_keeps_fresh_ws_apart() -> None:
+    """The default mapping depth (2) leaves the ws of a fresh network spread out: their mean
+    pairwise cosine stayed in 0.26-0.37 over 5 initial seeds, against 0.66-0.76 for the paper's 8
+    layers, which squeeze every z toward one direction while the 0.01 lr multiplier keeps the
+    mapping from learning its way out."""
+
+    def mean_cosine(mapping_layers: int) -> float:
+        torch.manual_seed(0)
+        config = StyleGANConfig((1, 32, 32), w_dim=128, mapping_layers=mapping_layers)
+        mapping = StyleGAN(config).generator.mapping
+        z = torch.randn(256, 128, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            unit = torch.nn.functional.normalize(mapping(z), dim=1)
+        n = len(unit)
+        return float(((unit @ unit.T).sum() - n) / (n * n - n))
+
+    assert StyleGANConfig((1, 32, 32)).mapping_layers == 2
+    assert mean_cosine(2) < 0.45 < 0.6 < mean_cosine(8)
