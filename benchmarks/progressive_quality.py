@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from bench_common import base_parser, header_lines, log, run_benchmark, write_report
+from ema_shadows import EMAShadows
 from gan_common import IMAGE_SHAPE, fashion, paper_trainer_config, settings_line
 from provenance import command_line, git_commit
 from stylegan_properties import (
@@ -93,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fade-images", type=int, default=3000)
     parser.add_argument("--stable-images", type=int, default=6000)
     parser.add_argument("--ema-decay", type=float, default=0.99)
+    parser.add_argument(
+        "--extra-ema", type=float, nargs="*", default=[], help="more EMA decays, same run"
+    )
     parser.add_argument(
         "--lr", type=float, default=ProgressiveTrainerConfig.lr, help="the progressive models' lr"
     )
@@ -206,6 +210,7 @@ def train_model(name: str, images: torch.Tensor, args: argparse.Namespace) -> di
     """Train one model on the budget; the model with its counts and CPU seconds."""
     model = make_model(name, args)
     row = {"model": model, "params": [count(model.generator), count(model.discriminator)]}
+    row["shadows"] = EMAShadows(model, args.extra_ema)
     if name == "DCGAN":
         steps, row["calibration"] = dcgan_steps(images, args)
         trainer, seconds = cpu_seconds(fit_dcgan, model, steps, images, args)
@@ -284,6 +289,7 @@ def run_all(args: argparse.Namespace, start: float) -> dict:
         model = row.pop("model")
         row["ema"] = evaluate(net, real, samples(model, args.eval, seed=1))
         row["raw"] = evaluate(net, real, samples(model, args.eval, seed=1, raw=True))
+        row["extra_ema"] = extra_ema_metrics(row.pop("shadows"), net, real, args.eval)
         log(f"{name}: EMA {row['ema']}, raw G {row['raw']}")
         results["rows"][name] = row
         results["grids"][name] = samples(model, 24, seed=7)
@@ -295,6 +301,16 @@ def run_all(args: argparse.Namespace, start: float) -> dict:
             draw_interpolations(interpolations(model), args.interp)
         write_report(args.out, report(results, args, time.perf_counter() - start))
     return results
+
+
+def extra_ema_metrics(shadows: EMAShadows, net: FeatureNet, real: torch.Tensor, n: int) -> dict:
+    """Metrics of every extra EMA copy's samples (`--extra-ema`), by decay."""
+    metrics = {}
+    for decay in shadows.copies:
+        with shadows.sampling_with(decay):
+            metrics[decay] = evaluate(net, real, samples(shadows.model, n, seed=1))
+        log(f"EMA {decay:g}: {metrics[decay]}")
+    return metrics
 
 
 def draw_samples(grids: dict[str, torch.Tensor], results: dict, path: Path) -> None:
@@ -324,6 +340,8 @@ def main_table(results: dict) -> list[str]:
         facts += f"{row['images']:,} | {row['stage']}"
         lines.append(f"| {name} | EMA G | {facts} | {metric_cells(row['ema'])} |")
         lines.append(f"| {name} | raw G | {facts} | {metric_cells(row['raw'])} |")
+        for decay, metrics in row["extra_ema"].items():
+            lines.append(f"| {name} | EMA G, decay {decay:g} | {facts} | {metric_cells(metrics)} |")
     lines.append(
         f"| real train (floor) | - | - | - | - | - | - | {metric_cells(results['floor'])} |"
     )
@@ -401,9 +419,12 @@ def write_quality_json(results: dict, args: argparse.Namespace) -> None:
     def row(model: str, metrics: dict, psi: float) -> dict:
         return {"model": model, "conditional": False, "budget_cpu_s": args.budget_s,
                 "fid": metrics["fid"], "precision": metrics["precision"],
-                "recall": metrics["recall"], "truncation": psi}  # fmt: skip
+                "recall": metrics["recall"], "truncation": psi,
+                "ema_decay": args.ema_decay}  # fmt: skip
 
     rows = [row(name, r["ema"], 1.0) for name, r in results["rows"].items()]
+    for name, r in results["rows"].items():
+        rows += [{**row(name, m, 1.0), "ema_decay": d} for d, m in r["extra_ema"].items()]
     truncated = results.get("truncation", {}).items()
     rows += [row("StyleGAN", m, psi) for psi, m in truncated if psi != 1.0]  # psi 1: the EMA row
     payload = {"command": command_line(), "commit": git_commit(),
