@@ -198,8 +198,9 @@ def vae_config(
     trim: float | None = None,
 ) -> VAEConfig:
     """The VAE for inputs of `input_shape` (without the batch axis): options left at "auto"/None
-    resolve to an MLP with a learned-variance Gaussian for tabular rows, a conv net with an 8-bit
-    discretised logistic (or, for `image_mode="binarize"`, Bernoulli) likelihood for images."""
+    resolve to an MLP with the Huber likelihood (a learned scale per feature) for tabular rows,
+    a conv net with an 8-bit discretised logistic (or, for `image_mode="binarize"`, Bernoulli)
+    likelihood for images."""
     images = len(input_shape) == 3
     data_dim = math.prod(input_shape)
     backbone = detector.backbone
@@ -208,7 +209,7 @@ def vae_config(
     likelihood = detector.likelihood
     if likelihood == "auto":
         image_likelihood = "bernoulli" if detector.image_mode == "binarize" else "logistic256"
-        likelihood = image_likelihood if images else "gaussian_learned"
+        likelihood = image_likelihood if images else "huber"
     if detector.hidden_dims is not None:
         hidden = tuple(detector.hidden_dims)
     else:

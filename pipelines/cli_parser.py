@@ -87,7 +87,7 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scaling", choices=SCALINGS, help="tabular scaling of the features")
     parser.add_argument(
         "--likelihood", choices=["auto", *sorted(LIKELIHOODS)],
-        help="the decoder's p(x|z); gaussian_bernoulli: a Bernoulli on two-valued columns",
+        help="the decoder's p(x|z) (auto: huber for tables); gaussian_bernoulli: Bernoulli flags",
     )  # fmt: skip
 
 
