@@ -1,9 +1,9 @@
 """Extra EMA copies of a GAN's generator, kept beside its own EMA during one training run.
 
 Several EMA decays can then be compared on the same run of G (the same weights at every step),
-instead of one training run per decay. Every copy follows G after each update of the model's
-own EMA, with the progressive trainer's ramp-up: decay min(target, (1 + t) / (10 + t)) after t
-updates.
+instead of one training run per decay. After each update of the model's own EMA, every copy
+gets the same update (the model's `update_ema`, with the copy swapped in) at decay
+min(target, (1 + t) / (10 + t)) after t updates, the progressive trainer's ramp-up.
 """
 
 from __future__ import annotations
@@ -32,22 +32,18 @@ class EMAShadows:
 
     @torch.no_grad()
     def update(self, decay: float | None = None) -> None:
-        """The model's own EMA update, then every copy's."""
+        """The model's own EMA update, then the same update on every copy."""
         self._own_update(decay)
         self.updates += 1
         ramp = (1.0 + self.updates) / (10.0 + self.updates)
-        for target, shadow in self.copies.items():
-            weight = 1.0 - min(target, ramp)
-            for mine, live in zip(
-                shadow.parameters(), self.model.generator.parameters(), strict=True
-            ):
-                mine.lerp_(live.detach(), weight)
-            for mine, live in zip(shadow.buffers(), self.model.generator.buffers(), strict=True):
-                mine.copy_(live)
+        for target in self.copies:
+            with self.swapped_in(target):
+                self._own_update(min(target, ramp))
 
     @contextmanager
-    def sampling_with(self, decay: float) -> Iterator[None]:
-        """The model samples from the copy of `decay` inside the block."""
+    def swapped_in(self, decay: float) -> Iterator[None]:
+        """Inside the block the model's EMA generator is the copy of `decay`: the model samples
+        from it, and its `update_ema` moves it."""
         own = self.model.generator_ema
         self.model.generator_ema = self.copies[decay]
         try:

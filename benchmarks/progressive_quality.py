@@ -307,7 +307,7 @@ def extra_ema_metrics(shadows: EMAShadows, net: FeatureNet, real: torch.Tensor, 
     """Metrics of every extra EMA copy's samples (`--extra-ema`), by decay."""
     metrics = {}
     for decay in shadows.copies:
-        with shadows.sampling_with(decay):
+        with shadows.swapped_in(decay):
             metrics[decay] = evaluate(net, real, samples(shadows.model, n, seed=1))
         log(f"EMA {decay:g}: {metrics[decay]}")
     return metrics

@@ -6,25 +6,29 @@ import importlib
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
+from generative.gan.model import AdversarialModel
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-class TinyGAN(nn.Module):
-    """The two attributes and the method EMAShadows relies on."""
+class TinyGAN(AdversarialModel):
+    """The library's EMA update on a one-layer generator; counts the updates of its own EMA."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.generator = nn.Linear(3, 2)
-        self.generator_ema = None
+        config = SimpleNamespace(ema_decay=0.5)
+        super().__init__(config, nn.Linear(3, 2), nn.Linear(2, 1))
+        self.own = self.generator_ema
         self.own_updates = 0
 
     def update_ema(self, decay: float | None = None) -> None:
-        self.own_updates += 1
+        self.own_updates += self.generator_ema is self.own
+        super().update_ema(decay)
 
 
 @pytest.fixture
@@ -53,12 +57,12 @@ def test_each_copy_is_the_ramped_ema_of_a_constant_generator(shadows_module) -> 
         torch.testing.assert_close(shadow.weight, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_sampling_with_swaps_the_copy_in_and_back(shadows_module) -> None:
+def test_swapped_in_swaps_the_copy_in_and_back(shadows_module) -> None:
     model = TinyGAN()
     shadows = shadows_module.EMAShadows(model, [0.95])
-    with shadows.sampling_with(0.95):
+    with shadows.swapped_in(0.95):
         assert model.generator_ema is shadows.copies[0.95]
-    assert model.generator_ema is None
+    assert model.generator_ema is model.own
 
 
 def test_a_decay_outside_the_unit_interval_is_refused(shadows_module) -> None:
