@@ -3,7 +3,7 @@
 Several EMA decays can then be compared on the same run of G (the same weights at every step),
 instead of one training run per decay. After each update of the model's own EMA, every copy
 gets the same update (the model's `update_ema`, with the copy swapped in) at decay
-min(target, (1 + t) / (10 + t)) after t updates, the progressive trainer's ramp-up.
+min(target, (1 + t) / (10 + t)) after t updates (the progressive trainer's `ema_decay`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
+
+from generative.progressive.trainer import ema_decay
 
 
 class EMAShadows:
@@ -35,10 +37,9 @@ class EMAShadows:
         """The model's own EMA update, then the same update on every copy."""
         self._own_update(decay)
         self.updates += 1
-        ramp = (1.0 + self.updates) / (10.0 + self.updates)
         for target in self.copies:
             with self.swapped_in(target):
-                self._own_update(min(target, ramp))
+                self._own_update(ema_decay(target, self.updates))
 
     @contextmanager
     def swapped_in(self, decay: float) -> Iterator[None]:
