@@ -52,8 +52,9 @@ class VAEDetector(BaseDetector):
     on CPUs with bf16 units; scores move by ~0.05 nats of ~180 on Fashion-MNIST).
     Works for tabular arrays (n, d) and images (n, c, h, w) (or (n, h, w)).
 
-    `fit` holds out `calibration_fraction` of the rows (and `validation_fraction` for early
-    stopping) and trains on the rest. Two rules set the threshold `offset_`:
+    `fit` holds out `calibration_fraction` of the rows (and `validation_fraction`, whose score
+    each epoch logs and early stopping reads) and trains on the rest. Two rules set the
+    threshold `offset_`:
     - `target_fpr` = q (the guarantee): set on the held-out calibration scores only, so a new
       normal row is flagged with probability at most q (a conformal order statistic; exact for
       continuous scores). Use it when the flags must hold a false-alarm rate on new data.
@@ -85,7 +86,10 @@ class VAEDetector(BaseDetector):
     under the first model is beyond Tukey's upper fence (Q3 + 1.5 IQR). `trim_fraction=0`
     and `refit=False` train on every row as given. `batch_growth` g > 1 trains epoch e in
     batches of `batch_size` * g^e rows (ALTBI's batch increment: fewer, larger steps later).
-    `min_steps` raises the epochs of a small training set until it gets that many steps.
+    `min_steps` (300) raises the epochs of a small training set until it gets that many steps
+    (30 epochs of a 200-row table are only 60 steps). `patience` > 0 stops training when the
+    validation score has not improved for that many epochs and keeps the best weights; the
+    default 0 trains every epoch (a small set's few validation rows stop it by chance).
     `teacher_decay` d > 0 ranks each batch's rows for trimming by an exponential moving average
     of the VAE's weights (decay d per step) instead of the VAE itself (EMA-teacher filtering).
     `input_mask` m > 0 zeroes each encoder input feature with probability m at every training
@@ -124,7 +128,7 @@ class VAEDetector(BaseDetector):
         likelihood: str = "auto",
         image_mode: str = "scale",
         epochs: int = 30,
-        min_steps: int = 0,
+        min_steps: int = 300,
         batch_size: int = 128,
         batch_growth: float = 1.0,
         learning_rate: float = 1e-3,
@@ -136,7 +140,7 @@ class VAEDetector(BaseDetector):
         trim_warmup_epochs: int = 1,
         teacher_decay: float = 0.0,
         refit: bool = True,
-        patience: int = 10,
+        patience: int = 0,
         validation_fraction: float = 0.1,
         calibration_fraction: float = 0.2,
         contamination: float = 0.1,
@@ -225,8 +229,8 @@ class VAEDetector(BaseDetector):
         checkpoint_dir: str | os.PathLike | None,
         world: World | None,
     ) -> torch.device:
-        """A fresh `model_` trained on the rows `train_idx` of `data` (early stopping on
-        `val_idx`); sets `history_` and returns the device it trained on."""
+        """A fresh `model_` trained on the rows `train_idx` of `data` (early stopping, when
+        `patience` > 0, on `val_idx`); sets `history_` and returns the device it trained on."""
         if world is not None and world.size > 1 and self.trim_fraction_ > 0:
             raise ConfigError(
                 "trim_fraction ranks the rows of a whole batch, which is split across the "
