@@ -86,10 +86,11 @@ class VAEDetector(BaseDetector):
     under the first model is beyond Tukey's upper fence (Q3 + 1.5 IQR). `trim_fraction=0`
     and `refit=False` train on every row as given. `batch_growth` g > 1 trains epoch e in
     batches of `batch_size` * g^e rows (ALTBI's batch increment: fewer, larger steps later).
-    `min_steps` (300) raises the epochs of a small training set until it gets that many steps
-    (30 epochs of a 200-row table are only 60 steps). `patience` > 0 stops training when the
-    validation score has not improved for that many epochs and keeps the best weights; the
-    default 0 trains every epoch (a small set's few validation rows stop it by chance).
+    `min_steps` raises the epochs of a small training set until it gets that many steps; None
+    is 300 for tables (30 epochs of a 200-row table are only 60 steps) and 0 for images.
+    `patience` > 0 stops training when the validation score has not improved for that many
+    epochs and keeps the best weights; the default 0 trains every epoch (a small set's few
+    validation rows would stop it by chance).
     `teacher_decay` d > 0 ranks each batch's rows for trimming by an exponential moving average
     of the VAE's weights (decay d per step) instead of the VAE itself (EMA-teacher filtering).
     `input_mask` m > 0 zeroes each encoder input feature with probability m at every training
@@ -128,7 +129,7 @@ class VAEDetector(BaseDetector):
         likelihood: str = "auto",
         image_mode: str = "scale",
         epochs: int = 30,
-        min_steps: int = 300,
+        min_steps: int | None = None,
         batch_size: int = 128,
         batch_growth: float = 1.0,
         learning_rate: float = 1e-3,
@@ -246,7 +247,7 @@ class VAEDetector(BaseDetector):
         callbacks = [*self._callbacks(len(val_idx)), *callbacks]
         trainer = Trainer(
             self.model_,
-            trainer_config(self, len(train_idx)),
+            trainer_config(self, len(train_idx), images=len(shape) == 3),
             callbacks,
             checkpoint_dir=checkpoint_dir,
             world=world,

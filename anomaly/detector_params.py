@@ -39,7 +39,7 @@ class VAEParams(Protocol):
     likelihood: str
     image_mode: str
     epochs: int
-    min_steps: int
+    min_steps: int | None
     batch_size: int
     batch_growth: float
     teacher_decay: float
@@ -126,8 +126,9 @@ def check_params(detector: VAEParams) -> None:
         raise ValueError(
             f"trim_warmup_epochs must be an integer >= 0, got {detector.trim_warmup_epochs!r}"
         )
-    if not (isinstance(detector.min_steps, int | np.integer) and detector.min_steps >= 0):
-        raise ValueError(f"min_steps must be an integer >= 0, got {detector.min_steps!r}")
+    min_steps = detector.min_steps
+    if min_steps is not None and not (isinstance(min_steps, int | np.integer) and min_steps >= 0):
+        raise ValueError(f"min_steps must be None or an integer >= 0, got {min_steps!r}")
     if not (isinstance(detector.batch_growth, int | float) and detector.batch_growth >= 1):
         raise ValueError(f"batch_growth must be a number >= 1, got {detector.batch_growth!r}")
     if not (isinstance(detector.teacher_decay, int | float) and 0 <= detector.teacher_decay < 1):
@@ -252,17 +253,26 @@ def density_config(
     )
 
 
-def training_epochs(detector: VAEParams, n_train: int) -> int:
+# The step floor `min_steps=None` resolves to for tables (none for images). Chosen on the 25
+# ADBench dev sets (docs/benchmarks.md, "A step floor without early stopping").
+TABULAR_MIN_STEPS = 300
+
+
+def training_epochs(detector: VAEParams, n_train: int, images: bool = False) -> int:
     """`epochs`, or more when that many epochs over `n_train` rows in batches of `batch_size`
-    make fewer than `min_steps` optimisation steps (small data sets)."""
+    make fewer than `min_steps` optimisation steps (small data sets). `min_steps=None` is
+    `TABULAR_MIN_STEPS` for tables and 0 for images."""
+    min_steps = detector.min_steps
+    if min_steps is None:
+        min_steps = 0 if images else TABULAR_MIN_STEPS
     steps_per_epoch = max(1, math.ceil(n_train / detector.batch_size))
-    return max(detector.epochs, math.ceil(detector.min_steps / steps_per_epoch))
+    return max(detector.epochs, math.ceil(min_steps / steps_per_epoch))
 
 
-def trainer_config(detector: VAEParams, n_train: int = 0) -> TrainerConfig:
-    """The VAE's optimisation settings for `n_train` training rows."""
+def trainer_config(detector: VAEParams, n_train: int = 0, images: bool = False) -> TrainerConfig:
+    """The VAE's optimisation settings for `n_train` training rows (of images, or a table)."""
     return TrainerConfig(
-        epochs=training_epochs(detector, n_train),
+        epochs=training_epochs(detector, n_train, images),
         batch_size=detector.batch_size,
         batch_growth=detector.batch_growth,
         teacher_decay=detector.teacher_decay,

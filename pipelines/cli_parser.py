@@ -89,6 +89,14 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
         "--likelihood", choices=["auto", *sorted(LIKELIHOODS)],
         help="the decoder's p(x|z) (auto: huber for tables); gaussian_bernoulli: Bernoulli flags",
     )  # fmt: skip
+    parser.add_argument(
+        "--min-steps", type=int,
+        help="train small sets for at least this many steps (default 300 for tables, 0 for images)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--patience", type=int,
+        help="stop after this many epochs without a better validation score (default 0: never)",
+    )  # fmt: skip
 
 
 def _trim_fraction(text: str) -> float | str:

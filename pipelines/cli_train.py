@@ -86,6 +86,8 @@ DETECTOR_FLAGS = (
     "refit",
     "scaling",
     "likelihood",
+    "min_steps",
+    "patience",
 )
 
 

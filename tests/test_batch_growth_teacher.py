@@ -135,15 +135,30 @@ def test_a_detector_with_both_options_is_repeatable() -> None:
 
 @pytest.mark.parametrize(
     ("n_train", "min_steps", "epochs"),
-    [(63, 500, 500), (1000, 500, 63), (7000, 500, 30), (63, 0, 30)],
-)
+    [(63, 500, 500), (1000, 500, 63), (7000, 500, 30), (63, 0, 30), (63, None, 300),
+     (1000, None, 38), (7000, None, 30)],
+)  # fmt: skip
 def test_min_steps_raises_the_epochs_of_small_sets_only(n_train, min_steps, epochs) -> None:
-    # batches of 128: 63 rows make 1 step per epoch, 1000 rows 8, 7000 rows 55 (1650 in 30)
+    # batches of 128: 63 rows make 1 step per epoch, 1000 rows 8, 7000 rows 55 (1650 in 30);
+    # None is a floor of 300 steps for tables: ceil(300 / 8) = 38 epochs for 1000 rows
     detector = VAEDetector(min_steps=min_steps)
     assert training_epochs(detector, n_train) == epochs
+
+
+@pytest.mark.parametrize(("min_steps", "epochs"), [(None, 30), (500, 500)])
+def test_the_default_step_floor_is_for_tables_only(min_steps, epochs) -> None:
+    # 63 images: one step per epoch; None leaves images at `epochs`, an explicit floor applies
+    detector = VAEDetector(min_steps=min_steps)
+    assert training_epochs(detector, 63, images=True) == epochs
 
 
 def test_a_small_set_trains_for_min_steps() -> None:
     X = np.random.default_rng(0).normal(size=(100, 3))
     detector = VAEDetector(min_steps=60, epochs=2, patience=0, refit=False, n_samples=4).fit(X)
     assert len(detector.history_) == 60  # 70 training rows: one batch, one step per epoch
+
+
+def test_a_small_table_trains_for_300_steps_by_default() -> None:
+    X = np.random.default_rng(0).normal(size=(100, 3))
+    detector = VAEDetector(refit=False, n_samples=4).fit(X)
+    assert len(detector.history_) == 300  # 70 training rows: one step per epoch, no early stop

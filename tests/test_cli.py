@@ -297,6 +297,8 @@ def test_the_robust_training_flags_reach_the_detector_config():
     assert config("--trim-fraction", "estimate") == {"trim_fraction": "estimate"}
     heavy_tails = ("--likelihood", "student_t", "--scaling", "quantile")
     assert config(*heavy_tails) == {"likelihood": "student_t", "scaling": "quantile"}
+    steps = ("--min-steps", "1000", "--patience", "10")
+    assert config(*steps) == {"min_steps": 1000, "patience": 10}
     with pytest.raises(SystemExit):
         config("--likelihood", "poisson")
 
