@@ -126,6 +126,7 @@ def tabular_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 TINY_CONFIG = {
     "epochs": 4,
+    "min_steps": 0,  # exactly `epochs` epochs: the flow tests count them
     "hidden_dims": [16],
     "latent_dim": 2,
     "n_samples": 8,

@@ -28,7 +28,7 @@ from generative.distributed import GlobalBatchNoise, World
 U = 2.0**-24  # float32 unit roundoff
 KAPPA = 10.0  # allowed cancellation in a gradient sum
 VAE_CONFIG = {"epochs": 3, "hidden_dims": [16], "latent_dim": 2, "n_samples": 8,
-              "batch_size": 64, "patience": 0, "device": "cpu", "random_state": 0,
+              "batch_size": 64, "patience": 0, "min_steps": 0, "device": "cpu", "random_state": 0,
               "trim_fraction": 0.0, "refit": False}  # fmt: skip
 GAN_CONFIG = {"latent_dim": 4, "hidden_dims": [16]}
 GAN_TRAINER = {"epochs": 3, "batch_size": 64, "device": "cpu", "autocast": "off"}
