@@ -14,7 +14,7 @@ from anomaly.evaluation import novelty_split, ranking_metrics
 
 
 def fast_detector(**overrides) -> VAEDetector:
-    params = {"epochs": 3, "n_samples": 8, "patience": 0, "device": "cpu"}
+    params = {"epochs": 3, "min_steps": 0, "n_samples": 8, "patience": 0, "device": "cpu"}
     return VAEDetector(**{**params, **overrides})
 
 

@@ -71,7 +71,9 @@ def test_the_base_class_calibrates_flags_and_saves_any_family(tmp_path):
 
 def test_families_load_by_name_and_old_folders_as_vae(tmp_path):
     assert DETECTOR_FAMILIES["vae"] is VAEDetector
-    detector = VAEDetector(epochs=1, n_samples=2, patience=0, device="cpu").fit(blob(100))
+    detector = VAEDetector(epochs=1, min_steps=0, n_samples=2, patience=0, device="cpu").fit(
+        blob(100)
+    )
     folder = detector.save(tmp_path / "vae")
     state = json.loads((folder / "detector.json").read_text())
     assert state.pop("family") == "vae"
@@ -89,7 +91,9 @@ def test_families_load_by_name_and_old_folders_as_vae(tmp_path):
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory) -> Path:
     """A saved tabular bundle flagging by its calibrated threshold (target_fpr 0.1)."""
-    detector = VAEDetector(epochs=2, n_samples=4, patience=0, target_fpr=0.1, device="cpu")
+    detector = VAEDetector(
+        epochs=2, min_steps=0, n_samples=4, patience=0, target_fpr=0.1, device="cpu"
+    )
     return save_bundle(detector.fit(blob(400)), tmp_path_factory.mktemp("bundle") / "model")
 
 

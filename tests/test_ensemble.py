@@ -15,7 +15,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from anomaly import VAEDetector, VAEEnsembleDetector
 from anomaly.base import DETECTOR_FAMILIES, load_detector
 
-TINY = {"epochs": 2, "hidden_dims": (8,), "latent_dim": 2, "n_samples": 4, "patience": 0}
+TINY = {"epochs": 2, "min_steps": 0, "hidden_dims": (8,), "latent_dim": 2, "n_samples": 4,
+        "patience": 0}  # fmt: skip
 MEMBER = {**TINY, "device": "cpu"}
 
 

@@ -25,9 +25,9 @@ def test_the_masked_share_is_binomial_and_kept_features_are_unchanged() -> None:
 
 def test_no_mask_is_the_identity_and_scoring_does_not_mask() -> None:
     X = np.random.default_rng(0).normal(size=(300, 4))
-    plain = VAEDetector(epochs=2, random_state=0).fit(X)
+    plain = VAEDetector(epochs=2, min_steps=0, random_state=0).fit(X)
     assert torch.equal(plain.model_.masked_input(torch.ones(3, 4)), torch.ones(3, 4))
-    masked = VAEDetector(epochs=2, input_mask=0.2, random_state=0).fit(X)
+    masked = VAEDetector(epochs=2, min_steps=0, input_mask=0.2, random_state=0).fit(X)
     assert masked.model_.config.input_mask == 0.2
     # scoring the same rows twice gives the same numbers: no random mask at scoring time
     np.testing.assert_array_equal(masked.score_samples(X[:20]), masked.score_samples(X[:20]))

@@ -114,7 +114,7 @@ def test_ensemble_log_px_is_in_data_units_for_densities_only():
     (0/1 -> 0/100) leaves its probability mass, and so log p(x), unchanged."""
     rng = np.random.default_rng(4)
     rows = np.column_stack([rng.normal(size=600), rng.random(600) < 0.3, rng.normal(size=600)])
-    params = {"likelihood": "gaussian_bernoulli", "epochs": 3}
+    params = {"likelihood": "gaussian_bernoulli", "epochs": 3, "min_steps": 0}
     fits = {}
     for name, factors in {"raw": [1, 1, 1], "flag": [1, 100, 1], "gauss": [10, 1, 1]}.items():
         ensemble = VAEEnsembleDetector(n_estimators=1, member_params=params, random_state=0)
