@@ -3,6 +3,8 @@ Gaussian on the others (`gaussian_bernoulli`), checked against torch's distribut
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -30,7 +32,8 @@ def test_fit_columns_marks_exactly_the_two_valued_columns():
     assert likelihood.binary_mask.tolist() == [True, False, False, False, True]
     torch.testing.assert_close(likelihood.binary_low[[0, 4]], torch.tensor([0.0, -1.3]))
     torch.testing.assert_close(likelihood.binary_high[[0, 4]], torch.tensor([1.0, 2.7]))
-    assert LIKELIHOODS["gaussian_learned"](5).fit_columns(mixed_rows()) == 0
+    # the learned Gaussian marks only the constant column (tests/test_constant_columns.py)
+    assert LIKELIHOODS["gaussian_learned"](5).fit_columns(mixed_rows()) == 1
 
 
 def test_unfitted_mixed_likelihood_is_the_learned_gaussian():
@@ -55,10 +58,17 @@ def test_mixed_log_prob_is_bernoulli_mass_times_gaussian_density():
     x[:, 0] = torch.tensor([0.0, 0.0, 1.0, 1.0])
     x[:, 4] = torch.tensor([-1.3, 2.7, -1.3, 2.7])
     log_p = likelihood.log_prob(params.expand(4, 1, 5), x)
-    gaussian_columns = [1, 2, 3]
+    gaussian_columns = [2, 3]
     location, std = params[0, 0, gaussian_columns], raw[gaussian_columns].exp()
     density = torch.distributions.Normal(location, std)
     log_density = density.log_prob(x[0, gaussian_columns]).sum()
+    # column 1 is 4.0 in all 200 training rows: the rule-of-succession mixture around it
+    new = 1 / 202
+    seen = torch.distributions.Normal(torch.tensor(4.0, dtype=torch.float64), 1e-3)
+    unseen = torch.distributions.Normal(torch.tensor(4.0, dtype=torch.float64), 1.0)
+    log_density += torch.logaddexp(
+        seen.log_prob(x[0, 1]) + math.log1p(-new), unseen.log_prob(x[0, 1]) + math.log(new)
+    )
     flags = torch.distributions.Bernoulli(logits=params[0, 0, [0, 4]])
     configurations = torch.tensor([[0.0, 0], [0, 1], [1, 0], [1, 1]], dtype=torch.float64)
     expected = flags.log_prob(configurations).sum(-1)

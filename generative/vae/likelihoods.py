@@ -57,24 +57,85 @@ class GaussianFixed(Likelihood):
             (self.data_dim,), self.initial_log_std, dtype=like.dtype, device=like.device
         )
 
+    def columns(
+        self, location: torch.Tensor, log_std: torch.Tensor, x: torch.Tensor, params: torch.Tensor
+    ) -> torch.Tensor:
+        """log p per feature, shape (..., D), at the given location and log-scale (`params`
+        for what else a family reads from the decoder)."""
+        scaled = (x - location) * torch.exp(-log_std)
+        return -0.5 * scaled.square() - log_std - 0.5 * _LOG_2PI
+
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        log_std = self.log_std(params)
-        scaled = (x - params[..., 0, :]) * torch.exp(-log_std)
-        constant = log_std.sum() + 0.5 * self.data_dim * _LOG_2PI
-        return -0.5 * scaled.square().sum(dim=-1) - constant
+        return self.columns(params[..., 0, :], self.log_std(params), x, params).sum(dim=-1)
 
 
 class GaussianLearned(GaussianFixed):
-    """N(mu, diag(s^2)) with one learned standard deviation per feature, floored at 1e-3."""
+    """N(mu, diag(s^2)) with one learned standard deviation per feature, floored at 1e-3.
+
+    A column that holds one value c in all n training rows (`fit_columns` finds them; buffers
+    saved with the state_dict) is not left to the decoder. Laplace's rule of succession gives
+    the next row a new value there with probability 1 / (n + 2): the column is scored by the
+    family's density around c at the floor scale (weight 1 - 1 / (n + 2)) mixed with the
+    family at scale 1 around c (weight 1 / (n + 2); scale 1 is the column's own units, as a
+    constant column is not scaled). A value never seen there then costs about log(n + 2) + 7
+    nats more than c, growing with how many rows showed only c. Without this the learned scale
+    stays near its start (Adam moves it about the learning rate per step, so 0.3 in the 300
+    steps of a small table) and a new value costs what one ordinary deviation costs.
+    """
 
     min_log_std: ClassVar[float] = math.log(1e-3)
 
     def __init__(self, data_dim: int, *, gaussian_std: float = 1.0) -> None:
         super().__init__(data_dim, gaussian_std=gaussian_std)
         self.raw_log_std = nn.Parameter(torch.full((data_dim,), self.initial_log_std))
+        self.register_buffer("constant_mask", torch.zeros(data_dim, dtype=torch.bool))
+        self.register_buffer("constant_value", torch.zeros(data_dim))
+        self.register_buffer("constant_rows", torch.zeros(()))
+
+    @torch.no_grad()
+    def fit_columns(self, x: torch.Tensor) -> int:
+        """Mark the columns of `x` (rows, D) that hold one value in every row; returns how many."""
+        x = x.flatten(1).to(self.constant_value.device, torch.float32)
+        low, high = x.min(dim=0).values, x.max(dim=0).values
+        constant = low == high
+        self.constant_mask.copy_(constant)
+        self.constant_value.copy_(torch.where(constant, low, torch.zeros_like(low)))
+        self.constant_rows.fill_(len(x))
+        return int(constant.sum())
 
     def log_std(self, like: torch.Tensor) -> torch.Tensor:
         return self.raw_log_std.clamp(min=self.min_log_std).to(like.dtype)
+
+    def location(self, params: torch.Tensor) -> torch.Tensor:
+        """The decoder's location, and c in the constant columns."""
+        value = self.constant_value.to(params.dtype)
+        return torch.where(self.constant_mask, value, params[..., 0, :])
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return self.location(params)
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        per_column = self.columns(params[..., 0, :], self.log_std(params), x, params)
+        if self.constant_mask.any():
+            constant = self.constant_columns(x, params)
+            per_column = torch.where(self.constant_mask, constant, per_column)
+        return per_column.sum(dim=-1)
+
+    def constant_columns(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """log p per feature under the rule-of-succession mixture (read in the constant
+        columns only)."""
+        new = 1.0 / (float(self.constant_rows) + 2.0)
+        value = self.constant_value.to(params.dtype)
+        floor = torch.full_like(value, self.min_log_std)
+        seen = self.columns(value, floor, x, params) + math.log1p(-new)
+        unseen = self.columns(value, torch.zeros_like(value), x, params) + math.log(new)
+        return torch.logaddexp(seen, unseen)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
+        """A state_dict saved before the constant columns existed loads with none marked."""
+        for name in ("constant_mask", "constant_value", "constant_rows"):
+            state_dict.setdefault(prefix + name, torch.zeros_like(getattr(self, name)))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 class StudentT(GaussianLearned):
@@ -99,17 +160,18 @@ class StudentT(GaussianLearned):
         """Per-feature degrees of freedom (D,), in the dtype and device of `like`."""
         return (1.0 + F.softplus(self.raw_nu)).to(like.dtype)
 
-    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        log_std, nu = self.log_std(params), self.nu(params)
-        scaled = (x - params[..., 0, :]) * torch.exp(-log_std)
+    def columns(
+        self, location: torch.Tensor, log_std: torch.Tensor, x: torch.Tensor, params: torch.Tensor
+    ) -> torch.Tensor:
+        nu = self.nu(params)
+        scaled = (x - location) * torch.exp(-log_std)
         normaliser = (
             torch.lgamma((nu + 1.0) / 2.0)
             - torch.lgamma(nu / 2.0)
             - 0.5 * torch.log(nu * math.pi)
             - log_std
         )
-        tail = 0.5 * (nu + 1.0) * torch.log1p(scaled.square() / nu)
-        return (normaliser - tail).sum(dim=-1)
+        return normaliser - 0.5 * (nu + 1.0) * torch.log1p(scaled.square() / nu)
 
 
 class Huber(GaussianLearned):
@@ -130,14 +192,14 @@ class Huber(GaussianLearned):
         inner = math.sqrt(2.0 * math.pi) * math.erf(k / math.sqrt(2.0))
         return math.log(inner + 2.0 * math.exp(-0.5 * k * k) / k)
 
-    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        log_std = self.log_std(params)
-        distance = ((x - params[..., 0, :]) * torch.exp(-log_std)).abs()
+    def columns(
+        self, location: torch.Tensor, log_std: torch.Tensor, x: torch.Tensor, params: torch.Tensor
+    ) -> torch.Tensor:
+        distance = ((x - location) * torch.exp(-log_std)).abs()
         cost = torch.where(
             distance <= self.k, 0.5 * distance.square(), self.k * (distance - 0.5 * self.k)
         )
-        constant = log_std.sum() + self.data_dim * self.log_normaliser()
-        return -cost.sum(dim=-1) - constant
+        return -cost - log_std - self.log_normaliser()
 
 
 class Bernoulli(Likelihood):
@@ -224,7 +286,9 @@ class GaussianBernoulli(GaussianLearned):
 
     @torch.no_grad()
     def fit_columns(self, x: torch.Tensor) -> int:
-        """Mark the columns of `x` (rows, D) that take exactly two values; returns how many."""
+        """Mark the columns of `x` (rows, D) that take exactly two values (and, as the Gaussian
+        does, the constant ones); returns how many take two values."""
+        super().fit_columns(x)
         x = x.flatten(1).to(self.binary_low.device, torch.float32)
         low, high = x.min(dim=0).values, x.max(dim=0).values
         two_valued = (low < high) & ((x == low) | (x == high)).all(dim=0)
@@ -233,19 +297,19 @@ class GaussianBernoulli(GaussianLearned):
         self.binary_high.copy_(torch.where(two_valued, high, torch.ones_like(high)))
         return int(two_valued.sum())
 
-    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        location = params[..., 0, :]
-        log_std = self.log_std(params)
-        scaled = (x - location) * torch.exp(-log_std)
-        gaussian = -0.5 * scaled.square() - log_std - 0.5 * _LOG_2PI
-        is_high = (x > 0.5 * (self.binary_low + self.binary_high)).to(location.dtype)
+    def columns(
+        self, location: torch.Tensor, log_std: torch.Tensor, x: torch.Tensor, params: torch.Tensor
+    ) -> torch.Tensor:
+        gaussian = super().columns(location, log_std, x, params)
+        logits = params[..., 0, :]
+        is_high = (x > 0.5 * (self.binary_low + self.binary_high)).to(logits.dtype)
         bernoulli = -F.binary_cross_entropy_with_logits(
-            location, is_high.expand_as(location), reduction="none"
+            logits, is_high.expand_as(logits), reduction="none"
         )
-        return torch.where(self.binary_mask, bernoulli, gaussian).sum(dim=-1)
+        return torch.where(self.binary_mask, bernoulli, gaussian)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
-        location = params[..., 0, :]
+        location = self.location(params)
         flag_mean = self.binary_low + (self.binary_high - self.binary_low) * torch.sigmoid(location)
         return torch.where(self.binary_mask, flag_mean, location)
 
