@@ -103,9 +103,10 @@ class VAEDetector(BaseDetector):
     top-down inference (`generative.hvae`; MLP blocks, the bottom layer sized as the VAE's
     latent, each layer above half the one below), scored by "elbo" or "iwae".
 
-    Architecture options left at "auto"/None are resolved in `fit`: MLP with Gaussian (learned
-    variance) likelihood for tabular data; conv net with an 8-bit discretised logistic likelihood
-    for images (`image_mode="scale"`), or Bernoulli on binarised pixels (`image_mode="binarize"`).
+    Architecture options left at "auto"/None are resolved in `fit`: MLP with the Huber
+    likelihood (a learned scale per feature) for tabular data; conv net with an 8-bit
+    discretised logistic likelihood for images (`image_mode="scale"`), or Bernoulli on
+    binarised pixels (`image_mode="binarize"`).
 
     Fitted attributes: `model_` (the VAE), `preprocessor_`, `offset_`, `calibration_scores_`,
     `threshold_` (alias of `offset_`, PyOD's name), `n_features_in_`, `input_shape_`,
