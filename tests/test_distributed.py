@@ -59,6 +59,11 @@ def torchrun(args: list, out: Path, mlflow_store: str) -> dict:
     return json.loads((out / "result.json").read_text())
 
 
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trained parameters (not the buffers, which training does not move)."""
+    return {name: parameter.detach() for name, parameter in model.named_parameters()}
+
+
 def assert_close_and_moved(
     trained: dict[str, torch.Tensor],
     reference: dict[str, torch.Tensor],
@@ -146,11 +151,13 @@ def test_two_process_vae_matches_one_process_and_only_rank_0_tracks(
     train_rows = DataSpec(str(rows_csv), None, "label", ()).load().holdout(0.2, 0).X_train
     reference = VAEDetector(**VAE_CONFIG).fit(train_rows, world=World())
     torch.manual_seed(0)  # the detector's weight initialisation
-    start = type(reference.model_)(reference.model_.config).state_dict()
+    start = weights(type(reference.model_)(reference.model_.config))
     fitted_rows = len(reference._split(len(train_rows))[0])  # less calibration and validation
     steps = len(reference.history_) * -(-fitted_rows // 64)
     atol = tolerance(steps, 64, 1e-3)
-    assert_close_and_moved(trained.model_.state_dict(), reference.model_.state_dict(), start, atol)
+    assert_close_and_moved(weights(trained.model_), weights(reference.model_), start, atol)
+    for key, buffer in reference.model_.named_buffers():  # the likelihood's column marks
+        assert torch.equal(trained.model_.get_buffer(key), buffer), key
 
     client = MlflowClient()
     logged = sorted(
