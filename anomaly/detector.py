@@ -21,6 +21,7 @@ from anomaly.detector_params import (
     check_params,
     density_config,
     estimated_outlier_share,
+    is_image_shape,
     refuse_renamed,
     refusing_renamed,
     trainer_config,
@@ -248,7 +249,7 @@ class VAEDetector(BaseDetector):
         callbacks = [*self._callbacks(len(val_idx)), *callbacks]
         trainer = Trainer(
             self.model_,
-            trainer_config(self, len(train_idx), images=len(shape) == 3),
+            trainer_config(self, len(train_idx), images=is_image_shape(shape)),
             callbacks,
             checkpoint_dir=checkpoint_dir,
             world=world,

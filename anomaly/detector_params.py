@@ -192,6 +192,11 @@ def estimated_outlier_share(losses: np.ndarray, cap: float = 0.45) -> float:
     return float(min(cap, np.mean(losses > q3 + 1.5 * (q3 - q1))))
 
 
+def is_image_shape(input_shape: tuple[int, ...]) -> bool:
+    """Whether rows of `input_shape` (without the batch axis) are images (C, H, W), not a table."""
+    return len(input_shape) == 3
+
+
 def vae_config(
     detector: VAEParams,
     input_shape: tuple[int, ...],
@@ -202,7 +207,7 @@ def vae_config(
     resolve to an MLP with the Huber likelihood (a learned scale per feature) for tabular rows,
     a conv net with an 8-bit discretised logistic (or, for `image_mode="binarize"`, Bernoulli)
     likelihood for images."""
-    images = len(input_shape) == 3
+    images = is_image_shape(input_shape)
     data_dim = math.prod(input_shape)
     backbone = detector.backbone
     if backbone == "auto":
