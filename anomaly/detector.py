@@ -84,7 +84,10 @@ class VAEDetector(BaseDetector):
     the training rows whose ELBO under the first is above its `trim_fraction` quantile (the
     first model's scores pick the rows; the second model's are the scores). "estimate" trims
     `contamination` in the first fit and, in the refit, the share of training rows whose loss
-    under the first model is beyond Tukey's upper fence (Q3 + 1.5 IQR). `trim_fraction=0`
+    under the first model is beyond Tukey's upper fence (Q3 + 1.5 IQR). `refit_folds` k > 1
+    picks the refit's rows by out-of-fold ELBOs: k first models, each trained on all but one
+    fold of the training rows, score the fold they left out (about k - 1 times the first
+    fit's cost). `trim_fraction=0`
     and `refit=False` train on every row as given. `batch_growth` g > 1 trains epoch e in
     batches of `batch_size` * g^e rows (ALTBI's batch increment: fewer, larger steps later).
     `min_steps` raises the epochs of a small training set until it gets that many steps; None
@@ -143,6 +146,7 @@ class VAEDetector(BaseDetector):
         trim_warmup_epochs: int = 1,
         teacher_decay: float = 0.0,
         refit: bool = True,
+        refit_folds: int = 1,
         patience: int = 0,
         validation_fraction: float = 0.1,
         calibration_fraction: float = 0.2,
@@ -204,12 +208,12 @@ class VAEDetector(BaseDetector):
         data = self._to_tensor(self.preprocessor_.transform(X))
         options = {"callbacks": callbacks, "checkpoint_dir": checkpoint_dir, "world": world}
         self.trim_fraction_ = trim_fraction(self)
-        device = self._train_vae(data, train_idx, val_idx, **options)
         if self.refit:
-            train_idx = self._kept_for_refit(data, train_idx, device)
+            elbo = self._first_pass_elbo(data, train_idx, val_idx, options)
+            train_idx = self._kept_for_refit(elbo, train_idx)
             if checkpoint_dir is not None:
                 options["checkpoint_dir"] = Path(checkpoint_dir) / "refit"
-            device = self._train_vae(data, train_idx, val_idx, **options)
+        device = self._train_vae(data, train_idx, val_idx, **options)
         self.active_units_ = self.model_.active_units(data[train_idx].to(device))
         self.background_ = None
         if CORRECTIONS[self.correction].needs_background:
@@ -257,19 +261,38 @@ class VAEDetector(BaseDetector):
         self.history_ = trainer.fit(data[train_idx], data[val_idx] if len(val_idx) else None)
         return trainer.device
 
-    @torch.no_grad()
-    def _kept_for_refit(
-        self, data: torch.Tensor, train_idx: np.ndarray, device: torch.device
+    def _first_pass_elbo(
+        self, data: torch.Tensor, train_idx: np.ndarray, val_idx: np.ndarray, options: dict
     ) -> np.ndarray:
-        """The training rows whose ELBO under the first model is above its `trim_fraction_`
-        quantile (the rows a refit trains on). With `trim_fraction="estimate"`, first sets
-        `trim_fraction_` to the share of rows beyond the loss's upper fence."""
+        """Each training row's ELBO under a first model: the model trained on every training
+        row (`refit_folds=1`), or, with k folds, the model trained on the other k - 1 folds
+        (an out-of-fold score, so a model cannot vouch for an anomaly it memorised)."""
+        if self.refit_folds == 1:
+            device = self._train_vae(data, train_idx, val_idx, **options)
+            return self._elbo(data[train_idx], device)
+        rng = np.random.default_rng(self.random_state)
+        fold_of = rng.permutation(len(train_idx)) % self.refit_folds
+        elbo = np.empty(len(train_idx))
+        for fold in range(self.refit_folds):
+            fold_options = dict(options)
+            if options["checkpoint_dir"] is not None:
+                fold_options["checkpoint_dir"] = Path(options["checkpoint_dir"]) / f"fold{fold}"
+            device = self._train_vae(data, train_idx[fold_of != fold], val_idx, **fold_options)
+            elbo[fold_of == fold] = self._elbo(data[train_idx[fold_of == fold]], device)
+        return elbo
+
+    @torch.no_grad()
+    def _elbo(self, rows: torch.Tensor, device: torch.device) -> np.ndarray:
         self.model_.eval()
         elbo = density_log_px(
-            self.model_, data[train_idx].to(device), method="elbo", n_samples=100,
-            seed=self.random_state,
-        )  # fmt: skip
-        elbo = elbo.double().cpu().numpy()
+            self.model_, rows.to(device), method="elbo", n_samples=100, seed=self.random_state
+        )
+        return elbo.double().cpu().numpy()
+
+    def _kept_for_refit(self, elbo: np.ndarray, train_idx: np.ndarray) -> np.ndarray:
+        """The training rows whose first-pass ELBO is above its `trim_fraction_` quantile (the
+        rows a refit trains on). With `trim_fraction="estimate"`, first sets `trim_fraction_`
+        to the share of rows beyond the loss's upper fence."""
         if self.trim_fraction == "estimate":
             self.trim_fraction_ = estimated_outlier_share(-elbo)
         n_keep = len(train_idx) - math.floor(self.trim_fraction_ * len(train_idx))

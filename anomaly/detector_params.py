@@ -51,6 +51,7 @@ class VAEParams(Protocol):
     trim_fraction: float | str
     trim_warmup_epochs: int
     refit: bool
+    refit_folds: int
     contamination: float
     correction: str
     compressor: str
@@ -140,6 +141,9 @@ def check_params(detector: VAEParams) -> None:
     check_hierarchy(detector)
     if not isinstance(detector.refit, bool | np.bool_):
         raise ValueError(f"refit must be True or False, got {detector.refit!r}")
+    folds = detector.refit_folds
+    if not (isinstance(folds, int | np.integer) and not isinstance(folds, bool) and folds >= 1):
+        raise ValueError(f"refit_folds must be an integer >= 1, got {folds!r}")
     check_correction(detector.correction, detector.compressor)
     background_settings(detector)  # raises on a bad background setting, before training
 

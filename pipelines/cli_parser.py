@@ -82,6 +82,10 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
         help="train again on the rows the first model keeps (drops the trim fraction)",
     )  # fmt: skip
     parser.add_argument(
+        "--refit-folds", type=int,
+        help="pick the refit's rows by out-of-fold ELBOs of this many first models (default 1)",
+    )  # fmt: skip
+    parser.add_argument(
         "--latent-layers", type=int, help="stochastic layers (> 1: a hierarchical VAE)"
     )
     parser.add_argument("--scaling", choices=SCALINGS, help="tabular scaling of the features")

@@ -84,6 +84,7 @@ DETECTOR_FLAGS = (
     "correction",
     "trim_fraction",
     "refit",
+    "refit_folds",
     "scaling",
     "likelihood",
     "min_steps",

@@ -289,9 +289,10 @@ def test_the_robust_training_flags_reach_the_detector_config():
     assert config() == {}
     flags = ("--trim-fraction", "0.05", "--no-refit", "--scaling", "robust")
     assert config(*flags) == {"trim_fraction": 0.05, "refit": False, "scaling": "robust"}
-    assert config("--trim-fraction", "contamination", "--refit") == {
+    assert config("--trim-fraction", "contamination", "--refit", "--refit-folds", "4") == {
         "trim_fraction": "contamination",
         "refit": True,
+        "refit_folds": 4,
     }
     assert config("--likelihood", "gaussian_bernoulli") == {"likelihood": "gaussian_bernoulli"}
     assert config("--trim-fraction", "estimate") == {"trim_fraction": "estimate"}

@@ -79,6 +79,8 @@ def test_trimmed_loss_is_the_mean_over_the_kept_rows() -> None:
         ({"trim_warmup_epochs": -1}, "trim_warmup_epochs"),
         ({"scaling": "minmax"}, "scaling"),
         ({"refit": "yes"}, "refit"),
+        ({"refit_folds": 0}, "refit_folds"),
+        ({"refit_folds": 2.5}, "refit_folds"),
     ],
 )
 def test_bad_robust_parameters_are_refused_by_name(params: dict, message: str) -> None:
@@ -213,3 +215,45 @@ def test_quantile_scaling_fits_saves_and_loads(tmp_path) -> None:
     assert np.all(detector.score_samples(outliers) < np.median(clean_scores))
     loaded = VAEDetector.load(detector.save(tmp_path / "quantile"))
     np.testing.assert_allclose(loaded.score_samples(clean[:500]), clean_scores, rtol=1e-6)
+
+
+@pytest.mark.parametrize("folds", [2, 3])
+def test_refit_folds_score_each_row_by_a_model_that_never_trained_on_it(
+    monkeypatch: pytest.MonkeyPatch, folds: int
+) -> None:
+    """`refit_folds=k`: k first-pass models whose training rows partition the training part
+    into their complements; each row's first-pass ELBO comes from the one model that left it
+    out, and the refit keeps all but floor(trim * n) rows, the planted outliers not among them."""
+    clean, mixed, outliers = gaussian_with_far_outliers()
+    trained: list[np.ndarray] = []
+    scored: list[np.ndarray] = []
+    original_train, original_elbo = VAEDetector._train_vae, VAEDetector._elbo
+
+    def record_train(self, data, train_idx, val_idx, **options):
+        trained.append(np.asarray(train_idx))
+        return original_train(self, data, train_idx, val_idx, **options)
+
+    def record_elbo(self, rows, device):
+        scored.append(rows.numpy())
+        return original_elbo(self, rows, device)
+
+    monkeypatch.setattr(VAEDetector, "_train_vae", record_train)
+    monkeypatch.setattr(VAEDetector, "_elbo", record_elbo)
+    detector = VAEDetector(refit_folds=folds, epochs=30, random_state=0).fit(mixed)
+    first_pass, refit_rows = trained[:folds], trained[folds]
+    assert len(trained) == folds + 1 and len(scored) == folds
+    train_part = np.unique(np.concatenate(first_pass))
+    held_out = [np.setdiff1d(train_part, rows) for rows in first_pass]
+    assert sum(map(len, held_out)) == len(train_part)  # the left-out folds are disjoint
+    assert max(map(len, held_out)) - min(map(len, held_out)) <= 1
+    for rows, left_out, scored_rows in zip(first_pass, held_out, scored, strict=True):
+        assert len(rows) + len(left_out) == len(train_part)
+        expected = detector.preprocessor_.transform(mixed[left_out])  # as sets of rows
+        assert scored_rows.shape == expected.shape
+        np.testing.assert_allclose(scored_rows.sum(axis=0), expected.sum(axis=0), rtol=1e-4)
+    n = len(train_part)
+    assert len(refit_rows) == n - math.floor(0.1 * n)
+    planted = np.flatnonzero(mixed.mean(axis=1) > 3.0)  # the outliers' rows of `mixed`
+    kept_planted = np.intersect1d(planted, refit_rows).size
+    assert kept_planted <= 0.1 * np.intersect1d(planted, train_part).size
+    assert detector.score_samples(outliers).max() < np.median(detector.score_samples(clean))
