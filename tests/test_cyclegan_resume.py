@@ -125,6 +125,7 @@ CycleGANTrainer(new_model(), config(epochs=8), [Slow()], checkpoint_dir=sys.argv
 """
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite (its 8-minute bar)
 def test_a_run_killed_mid_training_resumes_bitwise(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)

@@ -175,6 +175,7 @@ def test_two_process_vae_matches_one_process_and_only_rank_0_tracks(
     assert len(client.search_model_versions(f"name='{name}'")) == 1
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite (its 8-minute bar)
 def test_two_process_gan_matches_one_process(rows_csv, tmp_path, mlflow_store):
     from anomaly.data.gan_data import GanDataSpec, load_gan_data
     from generative.gan import GAN, GANTrainer

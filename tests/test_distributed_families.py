@@ -86,6 +86,7 @@ def assert_same_history(folder: Path, history: list[dict[str, float]]) -> None:
             assert abs(got[key] - value) <= 1e-4 * max(1.0, abs(value)), key
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite (its 8-minute bar)
 def test_two_process_cyclegan_matches_one_process(tmp_path):
     train_family("cyclegan", tmp_path)
     threads = torch.get_num_threads()
@@ -115,6 +116,7 @@ def progressive_outputs(model: ProgressiveModel) -> torch.Tensor:
     return torch.cat([model.generator(z, **fixed).flatten(), model.discriminator(images())])
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite (its 8-minute bar)
 @pytest.mark.parametrize("family", ["progan", "stylegan"])
 def test_two_process_progressive_growth_matches_one_process(family, tmp_path):
     train_family(family, tmp_path)

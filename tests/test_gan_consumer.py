@@ -83,6 +83,7 @@ def test_consumer_without_genad_draws_the_same_samples(generator, tmp_path):
     pd.testing.assert_frame_equal(served[features], expected[features], check_exact=True)
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite (its 8-minute bar)
 def test_consumer_without_genad_draws_the_same_images(image_generator, tmp_path):
     uri = f"models:/{IMAGE_MODEL}@challenger"
     requests = {"n": [3, 2], "seed": [1, 2]}

@@ -108,6 +108,7 @@ def test_estimates_are_batch_invariant_and_survive_save_load(tmp_path) -> None:
     assert torch.equal(estimate_hvae_log_px(loaded, x, n_samples=64), whole)
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite (its 8-minute bar)
 def test_training_reaches_the_data_entropy() -> None:
     """Fitted to samples of a linear-Gaussian model (which the family contains), the held-out
     IWAE bound comes within 0.15 nats/row of the true mean log-density (the true model's)."""

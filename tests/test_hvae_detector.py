@@ -55,6 +55,7 @@ def test_held_out_score_approaches_the_true_entropy_from_below(untrimmed):
     assert scores.mean() >= -entropy - 0.3 - error
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite (its 8-minute bar)
 def test_planted_outliers_score_low_and_the_detector_survives_save_and_pyfunc(
     tmp_path, mlflow_store
 ):

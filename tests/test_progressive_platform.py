@@ -199,6 +199,7 @@ def test_cli_trains_a_progan_and_synthesises_with_style_options(
     assert main(["train", "stylegan", "--dataset", "fashion-mnist", "--budget-s", "-1"]) == 2
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite (its 8-minute bar)
 def test_a_consumer_without_genad_draws_the_same_styled_images(stylegan: dict, tmp_path) -> None:
     """The registered StyleGAN, loaded by a `python -I` child without genad (the GAN consumer
     test's harness), answers a psi + mixing request with the in-process pixels."""
