@@ -115,6 +115,7 @@ def test_noise_is_per_pixel_with_learned_per_channel_strength() -> None:
     torch.testing.assert_close(layer(x, w, "random", torch.Generator().manual_seed(5)), styled)
 
 
+@pytest.mark.slow  # in CI's `make test-slow`, not in the default suite (its 8-minute bar)
 def test_noise_changes_fine_detail_but_not_the_global_structure(trained: StyleGAN) -> None:
     """Same w, other noise: the images differ, but their 4 x 4 low-pass versions stay close;
     another w changes the low-pass image an order of magnitude more."""
