@@ -16,6 +16,10 @@ the training part. Three classifiers of the metrics package's FeatureNet archite
   registered generator: the path of `genad train gan --conditional --augment ...` and
   `genad synth`. w in `--weights` and m in `--counts` are chosen on the validation split
   (the best validation accuracy; ties to the smaller w and m).
+- (d) "classic+gan_filtered", with `--filter-keep q` < 1: as (c), but the GAN draws
+  max(m) / q images per class and classifier (b) keeps, per class, the max(m) to which it gives
+  the highest probability of the class they were drawn for (classifier filtering of synthetic
+  data); w and m are chosen on the validation split as for (c).
 Accuracy on the whole test split (10,000 images). The flow holds out 2 % of its rows, and at
 least 11, for its own quality metrics (it needs 10), so the GAN sees the rest of the training
 part (93 % of it at 20 images per class). MLflow's store
@@ -46,6 +50,7 @@ os.environ.setdefault("GENAD_DATA_DIR", str(ROOT.parent / "shared" / "data"))
 import argparse
 import datetime
 import json
+import math
 import time
 
 import numpy as np
@@ -72,10 +77,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--classifier-steps", type=int, default=600)
     parser.add_argument("--weights", nargs="+", type=float, default=[0.25, 0.5])
     parser.add_argument("--counts", nargs="+", type=int, default=[100, 400])
+    parser.add_argument(
+        "--filter-keep",
+        type=float,
+        default=1.0,
+        help="< 1: also (d), the GAN's samples filtered by classifier (b)",
+    )
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--json", type=Path, default=ROOT / "docs/results/gan_augmentation.json",
                         help="where the accuracy rows are merged in")  # fmt: skip
-    return parser.parse_args()
+    args = parser.parse_args()
+    if not 0 < args.filter_keep <= 1:
+        parser.error(f"--filter-keep must be in (0, 1], got {args.filter_keep}")
+    return args
 
 
 def classic_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -134,12 +148,27 @@ def gan_samples(images: torch.Tensor, labels: torch.Tensor, name: str, seed: int
                    holdout_fraction=holdout, seed=seed)  # fmt: skip
     log(f"{name}: GAN trained in {time.perf_counter() - start:.0f} s")
     out = folder / "samples.npz"
-    synthesize_flow(f"models:/{name}@challenger", max(args.counts), None, str(out), seed=seed)
+    per_class = math.ceil(max(args.counts) / args.filter_keep)
+    synthesize_flow(f"models:/{name}@challenger", per_class, None, str(out), seed=seed)
     with np.load(out) as samples:
         X = torch.from_numpy(np.asarray(samples["X"], np.float32))
         y = torch.from_numpy(np.asarray(samples["y"]).astype(np.int64))
     X = X.reshape(len(X), *IMAGE_SHAPE)
     return (X / 255.0 if X.max() > 1.5 else X), y
+
+
+@torch.no_grad()
+def most_confident(fake: tuple, net: FeatureNet, per_class: int) -> tuple:
+    """Per class, the `per_class` synthetic images to which `net` gives the highest probability
+    of the class they were drawn for, most confident first."""
+    probability = torch.cat([torch.softmax(net(chunk), dim=1) for chunk in fake[0].split(1000)])
+    own = probability[torch.arange(len(fake[1])), fake[1]]
+    rows = []
+    for c in range(10):
+        members = torch.nonzero(fake[1] == c).flatten()
+        rows.append(members[torch.argsort(own[members], descending=True)[:per_class]])
+    rows = torch.cat(rows)
+    return fake[0][rows], fake[1][rows]
 
 
 def split_validation(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,10 +198,24 @@ def run_one(per_class: int, seed: int, data: dict, args: argparse.Namespace) -> 
     fake = gan_samples(*train, f"scarce-{per_class}-{seed}", seed, args)
     fit = {"seed": seed, "steps": args.classifier_steps}
     test = data["test"]
+    classic = train_classifier(train, None, 0, augment=True, **fit)
     result = {
         "real": accuracy(train_classifier(train, None, 0, augment=False, **fit), *test),
-        "classic": accuracy(train_classifier(train, None, 0, augment=True, **fit), *test),
+        "classic": accuracy(classic, *test),
     }
+    net, result["choice"] = best_on_validation(train, fake, val, fit, args)
+    result["classic+gan"] = accuracy(net, *test)
+    if args.filter_keep < 1:
+        kept = most_confident(fake, classic, max(args.counts))
+        net, result["choice_filtered"] = best_on_validation(train, kept, val, fit, args)
+        result["classic+gan_filtered"] = accuracy(net, *test)
+    log(f"{per_class}/class seed {seed}: {result}")
+    return result
+
+
+def best_on_validation(train: tuple, fake: tuple, val: tuple, fit: dict, args) -> tuple:
+    """(classifier, choice): the (b)-style classifier with m synthetic images per class mixed
+    in at weight w, for the (m, w) of `args` with the best validation accuracy."""
     best = (-1.0, None)
     for count in sorted(args.counts):
         subset = first_per_class(fake[1], count)
@@ -183,10 +226,7 @@ def run_one(per_class: int, seed: int, data: dict, args: argparse.Namespace) -> 
             if score > best[0]:
                 best = (score, (count, weight, net))
     count, weight, net = best[1]
-    result["classic+gan"] = accuracy(net, *test)
-    result["choice"] = {"count": count, "weight": weight, "val_accuracy": best[0]}
-    log(f"{per_class}/class seed {seed}: {result}")
-    return result
+    return net, {"count": count, "weight": weight, "val_accuracy": best[0]}
 
 
 def main() -> int:
@@ -208,13 +248,18 @@ def summary_rows(results: dict) -> list[dict]:
     """gan_augmentation.json's rows for the images: accuracy per size and method."""
     rows = []
     for per_class, runs in results.items():
-        for method in METHODS:
+        for method in methods_run(runs):
             values = [run[method] for run in runs]
             rows.append({"data": "fashion-mnist", "per_class": per_class, "method": method,
                          "metric": "accuracy", "mean": float(np.mean(values)),
                          "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
                          "seeds": len(values)})  # fmt: skip
     return rows
+
+
+def methods_run(runs: list[dict]) -> tuple[str, ...]:
+    """(a), (b), (c), and (d) where `--filter-keep` ran it."""
+    return METHODS + (("classic+gan_filtered",) if "classic+gan_filtered" in runs[0] else ())
 
 
 def write_rows(rows: list[dict], path: Path) -> None:
@@ -245,12 +290,34 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
         "(c)'s choices (m, w) |",
         "|---|---|---|---|---|---|",
     ]
+    filtered = []
     for per_class, runs in results.items():
         cells = [mean_sd([r[m] * 100 for r in runs]) for m in METHODS]
         gain = mean_sd([(r["classic+gan"] - r["classic"]) * 100 for r in runs], signed=True)
-        choices = ", ".join(f"({r['choice']['count']}, {r['choice']['weight']:g})" for r in runs)
-        lines.append(f"| {per_class} | " + " | ".join(cells) + f" | {gain} | {choices} |")
+        lines.append(f"| {per_class} | " + " | ".join(cells) + f" | {gain} | {choices(runs)} |")
+        if len(methods_run(runs)) > len(METHODS):
+            cell = mean_sd([r["classic+gan_filtered"] * 100 for r in runs])
+            gain = mean_sd(
+                [(r["classic+gan_filtered"] - r["classic"]) * 100 for r in runs], signed=True
+            )
+            filtered.append(f"| {per_class} | {cell} | {gain} | {choices(runs, '_filtered')} |")
+    if filtered:
+        lines += [
+            "",
+            f"(d) the GAN's samples filtered by classifier (b), keeping {args.filter_keep:g} of "
+            "them per class:",
+            "",
+            "| images per class | (d) classic + filtered GAN | gain (d) - (b) | (d)'s choices |",
+            "|---|---|---|---|",
+            *filtered,
+        ]
     return "\n".join(lines) + "\n"
+
+
+def choices(runs: list[dict], suffix: str = "") -> str:
+    """The (m, w) that validation chose, per seed."""
+    picked = [r["choice" + suffix] for r in runs]
+    return ", ".join(f"({c['count']}, {c['weight']:g})" for c in picked)
 
 
 if __name__ == "__main__":
