@@ -145,6 +145,7 @@ def test_iwae_tightens_elbo_on_the_same_model(data_env):
         assert gain.mean() > 4 * gain.std(ddof=1) / np.sqrt(len(gain))
 
 
+@pytest.mark.slow  # about 16 s: the default suite's budget is 8 minutes
 def test_image_path_with_discrete_and_bernoulli_likelihoods(data_env):
     images = load_dataset("fashion-mnist", split="test")
     trousers = images.X[images.y == 1][:400]

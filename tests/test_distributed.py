@@ -134,6 +134,7 @@ def test_gan_options_that_cannot_split_across_processes_are_refused():
         GANTrainer(GAN(GANConfig(data_shape=(4,), latent_dim=2)), config, world=world).fit(data)
 
 
+@pytest.mark.slow  # about 16 s: the default suite's budget is 8 minutes
 def test_two_process_vae_matches_one_process_and_only_rank_0_tracks(
     rows_csv, tmp_path, mlflow_store
 ):
