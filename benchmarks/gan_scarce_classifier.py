@@ -64,6 +64,7 @@ from generative.metrics import FeatureNet, FeatureNetConfig, accuracy
 
 BATCH = 64
 METHODS = ("real", "classic", "classic+gan")
+FILTERED = "classic+gan_filtered"  # (d), run with --filter-keep < 1
 
 
 def parse_args() -> argparse.Namespace:
@@ -163,11 +164,8 @@ def most_confident(fake: tuple, net: FeatureNet, per_class: int) -> tuple:
     of the class they were drawn for, most confident first."""
     probability = torch.cat([torch.softmax(net(chunk), dim=1) for chunk in fake[0].split(1000)])
     own = probability[torch.arange(len(fake[1])), fake[1]]
-    rows = []
-    for c in range(10):
-        members = torch.nonzero(fake[1] == c).flatten()
-        rows.append(members[torch.argsort(own[members], descending=True)[:per_class]])
-    rows = torch.cat(rows)
+    order = torch.argsort(own, descending=True)
+    rows = order[first_per_class(fake[1][order], per_class)]
     return fake[0][rows], fake[1][rows]
 
 
@@ -208,7 +206,7 @@ def run_one(per_class: int, seed: int, data: dict, args: argparse.Namespace) -> 
     if args.filter_keep < 1:
         kept = most_confident(fake, classic, max(args.counts))
         net, result["choice_filtered"] = best_on_validation(train, kept, val, fit, args)
-        result["classic+gan_filtered"] = accuracy(net, *test)
+        result[FILTERED] = accuracy(net, *test)
     log(f"{per_class}/class seed {seed}: {result}")
     return result
 
@@ -259,7 +257,7 @@ def summary_rows(results: dict) -> list[dict]:
 
 def methods_run(runs: list[dict]) -> tuple[str, ...]:
     """(a), (b), (c), and (d) where `--filter-keep` ran it."""
-    return METHODS + (("classic+gan_filtered",) if "classic+gan_filtered" in runs[0] else ())
+    return METHODS + ((FILTERED,) if FILTERED in runs[0] else ())
 
 
 def write_rows(rows: list[dict], path: Path) -> None:
@@ -293,12 +291,12 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
     filtered = []
     for per_class, runs in results.items():
         cells = [mean_sd([r[m] * 100 for r in runs]) for m in METHODS]
-        gain = mean_sd([(r["classic+gan"] - r["classic"]) * 100 for r in runs], signed=True)
+        gain = gain_over_classic(runs, "classic+gan")
         lines.append(f"| {per_class} | " + " | ".join(cells) + f" | {gain} | {choices(runs)} |")
-        if len(methods_run(runs)) > len(METHODS):
-            cell = mean_sd([r["classic+gan_filtered"] * 100 for r in runs])
-            gain = mean_sd(
-                [(r["classic+gan_filtered"] - r["classic"]) * 100 for r in runs], signed=True
+        if FILTERED in runs[0]:
+            cell, gain = (
+                mean_sd([r[FILTERED] * 100 for r in runs]),
+                gain_over_classic(runs, FILTERED),
             )
             filtered.append(f"| {per_class} | {cell} | {gain} | {choices(runs, '_filtered')} |")
     if filtered:
@@ -312,6 +310,11 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
             *filtered,
         ]
     return "\n".join(lines) + "\n"
+
+
+def gain_over_classic(runs: list[dict], method: str) -> str:
+    """`method`'s accuracy minus (b)'s, in points, mean ± sd over the paired seeds."""
+    return mean_sd([(r[method] - r["classic"]) * 100 for r in runs], signed=True)
 
 
 def choices(runs: list[dict], suffix: str = "") -> str:
