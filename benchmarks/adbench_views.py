@@ -13,12 +13,13 @@ scores are log p(x) in the same units, e.g. two decoders on the same scaling). A
 parameters hold `"_score_as_gaussian": true` trains with its own decoder (a Student-t) and scores
 with a Gaussian of the same location and scale (the robust fit's Gaussian plug-in).
 Prints per-set AUROC (mean over seeds) and, per view, combination and selection, the mean AUROC,
-mean AUPRC and the sets where it is at least IsolationForest's.
+mean AUPRC and the sets where it is at least IsolationForest's; with `--reference`, each row paired
+against that one set by set.
 
 Usage (one torch thread per process):
     .venv/bin/python benchmarks/adbench_views.py --protocol unsupervised \
         --views '{"iforest": {}, "gauss": {}, "t": {"likelihood": "student_t"}}' \
-        --combine 'gauss+t,gauss|t'
+        --combine 'gauss+t,gauss|t' --reference gauss
 """
 
 from __future__ import annotations
@@ -149,6 +150,29 @@ def report(rows: dict, names: list[str]) -> None:
         print(line)
 
 
+def paired_lines(rows: dict, names: list[str], reference: str) -> list[str]:
+    """Each row against `reference`, set by set: the mean AUROC difference, the sets it gains
+    or loses by more than 0.005, the difference without the two sets that moved most (so two
+    swinging sets cannot carry it), and Wilcoxon's signed-rank p over the per-set differences
+    (two-sided; the seeds of a set are averaged first, so a set counts once)."""
+    from scipy.stats import wilcoxon
+
+    auroc = {r: np.array([np.mean(rows[r][n], axis=0)[0] for n in names]) for r in rows}
+    lines = [f"paired against {reference} (AUROC, per set; p: Wilcoxon signed-rank over sets)"]
+    for row in rows:
+        if row == reference:
+            continue
+        diff = auroc[row] - auroc[reference]
+        trimmed = diff[np.argsort(np.abs(diff))[:-2]] if len(diff) > 2 else diff
+        p_value = wilcoxon(diff).pvalue if np.any(diff != 0) else 1.0
+        lines.append(
+            f"{row:24s} diff {diff.mean():+.4f} gains {int(np.sum(diff > 0.005)):2d} "
+            f"losses {int(np.sum(diff < -0.005)):2d} without the 2 largest moves "
+            f"{trimmed.mean():+.4f} p {p_value:.3f}"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--protocol", choices=("unsupervised", "novelty"), default="unsupervised")
@@ -160,6 +184,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--cache", default=".state/adbench_views")
+    parser.add_argument("--reference", default="", help="a row to compare every other with")
     args = parser.parse_args()
     views = json.loads(args.views)
     combos = [c.split("+") for c in args.combine.split(",") if c]
@@ -176,7 +201,12 @@ def main() -> None:
     tasks.sort(key=lambda task: task[0] not in (*LARGE, "InternetAds"))  # long ones first
     with get_context("spawn").Pool(args.jobs) as pool:
         list(pool.imap_unordered(fit_view, tasks))
-    report(metrics(args, views, combos), args.datasets)
+    rows = metrics(args, views, combos)
+    report(rows, args.datasets)
+    if args.reference:
+        if args.reference not in rows:
+            raise SystemExit(f"--reference {args.reference!r} is not a view or combination")
+        print("\n".join(paired_lines(rows, args.datasets, args.reference)))
 
 
 if __name__ == "__main__":
