@@ -27,6 +27,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import time
@@ -103,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--betas", nargs=2, type=float, default=list(ProgressiveTrainerConfig.betas), help="betas"
     )
+    parser.add_argument(
+        "--dcgan-lr", type=float, default=None, help="DCGAN's lr for G and D (default: paper's)"
+    )
     parser.add_argument("--eval", type=int, default=2000, help="images per set for metrics")
     parser.add_argument("--latents", type=int, default=64, help="latents for the properties")
     parser.add_argument("--feature-epochs", type=int, default=2)
@@ -160,10 +164,15 @@ def make_model(name: str, args: argparse.Namespace) -> torch.nn.Module:
 
 
 def fit_dcgan(model: GAN, steps: int, images: torch.Tensor, args) -> GANTrainer:
-    """Train DCGAN for `steps` G steps with the non-saturating loss's paper settings."""
+    """Train DCGAN for `steps` G steps with the non-saturating loss's paper settings (the lr
+    `--dcgan-lr` when given)."""
     config = paper_trainer_config(
         "non_saturating", steps=steps, batch_size=args.batch_size, seed=0, autocast=args.autocast
     )
+    if args.dcgan_lr is not None:
+        config = dataclasses.replace(
+            config, lr_generator=args.dcgan_lr, lr_discriminator=args.dcgan_lr
+        )
     trainer = GANTrainer(model, config)
     trainer.fit(images)
     return trainer
@@ -372,7 +381,9 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
         f"- budget: {args.budget_s:.0f} CPU seconds (process clock) of training per model, "
         f"batch {args.batch_size}, latent {args.latent_dim}, autocast {args.autocast}, seed 0, "
         f"EMA of G with decay {args.ema_decay}",
-        "- DCGAN: base 64 channels; " + settings_line("non_saturating"),
+        "- DCGAN: base 64 channels; "
+        + settings_line("non_saturating")
+        + (f"; lr overridden to {args.dcgan_lr:g}" if args.dcgan_lr is not None else ""),
         f"- ProGAN / StyleGAN: channel_base {args.channel_base}, max {args.max_channels} "
         f"channels, loss {args.loss}, R1 gamma {r1_text(args)} (every 16 D steps), drift "
         f"1e-3, Adam lr {args.lr:g}, betas ({args.betas[0]:g}, {args.betas[1]:g}), n_critic 1; "
