@@ -443,7 +443,8 @@ def write_quality_json(results: dict, args: argparse.Namespace) -> None:
                "settings": {"loss": args.loss, "r1_gamma": args.r1_gamma,
                             "channel_base": args.channel_base,
                             "max_channels": args.max_channels, "augment": args.augment,
-                            "ada_target": args.ada_target}, "rows": rows}  # fmt: skip
+                            "ada_target": args.ada_target, "dcgan_lr": args.dcgan_lr,
+                            "ema_decay": args.ema_decay}, "rows": rows}  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     log(f"wrote {args.json}")
