@@ -134,9 +134,14 @@ def metrics(args: argparse.Namespace, views: dict, combos: list[list[str]]) -> d
     return rows
 
 
-def report(rows: dict, names: list[str]) -> None:
-    """Per-set AUROC table, then one summary line per row."""
-    mean = {r: {n: np.mean(rows[r][n], axis=0) for n in names} for r in rows}
+def set_means(rows: dict, names: list[str]) -> dict:
+    """{row: {set: (AUROC, AUPRC) averaged over the seeds}} of `metrics`' rows."""
+    return {r: {n: np.mean(rows[r][n], axis=0) for n in names} for r in rows}
+
+
+def report(mean: dict, names: list[str]) -> None:
+    """Per-set AUROC table, then one summary line per row (`mean` from `set_means`)."""
+    rows = list(mean)
     print(f"{'set':14s}" + "".join(f"{r:>16s}" for r in rows))
     for n in names:
         print(f"{n:14s}" + "".join(f"{mean[r][n][0]:16.3f}" for r in rows))
@@ -150,16 +155,16 @@ def report(rows: dict, names: list[str]) -> None:
         print(line)
 
 
-def paired_lines(rows: dict, names: list[str], reference: str) -> list[str]:
+def paired_lines(mean: dict, names: list[str], reference: str) -> list[str]:
     """Each row against `reference`, set by set: the mean AUROC difference, the sets it gains
     or loses by more than 0.005, the difference without the two sets that moved most (so two
     swinging sets cannot carry it), and Wilcoxon's signed-rank p over the per-set differences
     (two-sided; the seeds of a set are averaged first, so a set counts once)."""
     from scipy.stats import wilcoxon
 
-    auroc = {r: np.array([np.mean(rows[r][n], axis=0)[0] for n in names]) for r in rows}
+    auroc = {r: np.array([mean[r][n][0] for n in names]) for r in mean}
     lines = [f"paired against {reference} (AUROC, per set; p: Wilcoxon signed-rank over sets)"]
-    for row in rows:
+    for row in mean:
         if row == reference:
             continue
         diff = auroc[row] - auroc[reference]
@@ -201,12 +206,12 @@ def main() -> None:
     tasks.sort(key=lambda task: task[0] not in (*LARGE, "InternetAds"))  # long ones first
     with get_context("spawn").Pool(args.jobs) as pool:
         list(pool.imap_unordered(fit_view, tasks))
-    rows = metrics(args, views, combos)
-    report(rows, args.datasets)
+    mean = set_means(metrics(args, views, combos), args.datasets)
+    report(mean, args.datasets)
     if args.reference:
-        if args.reference not in rows:
+        if args.reference not in mean:
             raise SystemExit(f"--reference {args.reference!r} is not a view or combination")
-        print("\n".join(paired_lines(rows, args.datasets, args.reference)))
+        print("\n".join(paired_lines(mean, args.datasets, args.reference)))
 
 
 if __name__ == "__main__":
