@@ -82,6 +82,7 @@ def assert_names_the_problem(message: str, case: dict[str, Any], error: str | No
 
 
 # --- the corpus itself ------------------------------------------------------------------------
+@pytest.mark.slow  # rebuilds every file of the corpus (~15 s): in CI's `make test-slow`
 def test_corpus_has_30_plus_cases_and_regenerates_byte_for_byte(tmp_path):
     assert len(CASES) >= 30
     assert {case["path"].split("/")[0] for case in CASES} == {"csv", "parquet", "npz", "images"}

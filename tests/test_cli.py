@@ -230,6 +230,7 @@ def test_models_list_shows_the_champion(champion, capsys):
     assert "val_auroc" in rows["tabular-test"]["champion_metrics"]
 
 
+@pytest.mark.slow  # a second whole demo (~12 s): in CI's `make test-slow`
 def test_tabular_demo_runs_through_the_same_cli(
     data_env, mlflow_store, prefect_harness, capsys, tmp_path
 ):

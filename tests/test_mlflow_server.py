@@ -17,6 +17,10 @@ from servers import VENV_BIN, child_env, free_port, running
 
 from pipelines import tracking
 
+# A real `mlflow server` costs ~45 s to start and drive: in CI's `make test-slow`, not the
+# default suite (which uses the same flows against a sqlite store).
+pytestmark = pytest.mark.slow
+
 MODEL_NAME = "server-test"
 FEATURES = ["f0", "f1", "f2", "f3"]
 

@@ -170,6 +170,7 @@ def run_child(python: str | Path, script: str, *args: str, cwd: Path, timeout: f
     return json.loads(line[len("RESULT") :])
 
 
+@pytest.mark.slow  # ~15 s: in CI's `make test-model-env` with the other environment checks
 def test_shipped_code_imports_only_the_pinned_packages(models, tmp_path):
     uris = [models[kind] for kind in (*KINDS, "complexity")]
     imported = run_child(sys.executable, IMPORTS_PROBE, *uris, cwd=tmp_path)

@@ -114,6 +114,7 @@ def kill_after_parts(process: subprocess.Popen, work: Path, parts: int, log: Pat
     return {int(p.name[5:11]) for p in work.glob("part-*.done.json")}
 
 
+@pytest.mark.slow  # kills and restarts a real CLI run (~15 s): in CI's `make test-slow`
 def test_a_killed_run_resumes_without_rescoring_finished_partitions(
     champion, big_input, reference, prefect_api_url, tmp_path, monkeypatch
 ):
