@@ -85,6 +85,7 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
         "--refit-folds", type=int,
         help="pick the refit's rows by out-of-fold ELBOs of this many first models (default 1)",
     )  # fmt: skip
+    _averaging_arguments(parser)
     parser.add_argument(
         "--latent-layers", type=int, help="stochastic layers (> 1: a hierarchical VAE)"
     )
@@ -100,6 +101,22 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--patience", type=int,
         help="stop after this many epochs without a better validation score (default 0: never)",
+    )  # fmt: skip
+
+
+def _averaging_arguments(parser: argparse.ArgumentParser) -> None:
+    """The moving averages of the VAE's weights, and the denoising input mask."""
+    parser.add_argument(
+        "--weight-average", type=float,
+        help="end training with a moving average of the weights of this decay (0: the last step)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--teacher-decay", type=float,
+        help="rank the rows to trim by a moving average of the weights of this decay (0: off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--input-mask", type=float,
+        help="zero each encoder input with this probability while training (0: off)",
     )  # fmt: skip
 
 
