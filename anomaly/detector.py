@@ -97,9 +97,6 @@ class VAEDetector(BaseDetector):
     validation rows would stop it by chance).
     `teacher_decay` d > 0 ranks each batch's rows for trimming by an exponential moving average
     of the VAE's weights (decay d per step) instead of the VAE itself (EMA-teacher filtering).
-    `weight_average` d > 0 ends training with an exponential moving average of the VAE's
-    weights (decay d, ramped up over the first steps: Polyak averaging) instead of the last
-    step's weights, in the first fit and the refit alike; it cannot be combined with `patience`.
     `input_mask` m > 0 zeroes each encoder input feature with probability m at every training
     step while the decoder reconstructs them all (a denoising VAE: features learned from the
     others). `scaling` scales tabular features: "standard", "robust" (median and IQR) or
@@ -148,7 +145,6 @@ class VAEDetector(BaseDetector):
         trim_fraction: float | str = "contamination",
         trim_warmup_epochs: int = 1,
         teacher_decay: float = 0.0,
-        weight_average: float = 0.0,
         refit: bool = True,
         refit_folds: int = 1,
         patience: int = 0,

@@ -43,8 +43,6 @@ class VAEParams(Protocol):
     batch_size: int
     batch_growth: float
     teacher_decay: float
-    weight_average: float
-    patience: int
     learning_rate: float
     kl_warmup_steps: int
     free_bits: float
@@ -138,7 +136,6 @@ def check_params(detector: VAEParams) -> None:
         raise ValueError(
             f"teacher_decay must be a number in [0, 1), got {detector.teacher_decay!r}"
         )
-    check_weight_average(detector)
     if not (isinstance(detector.input_mask, int | float) and 0 <= detector.input_mask < 1):
         raise ValueError(f"input_mask must be a number in [0, 1), got {detector.input_mask!r}")
     check_hierarchy(detector)
@@ -149,19 +146,6 @@ def check_params(detector: VAEParams) -> None:
         raise ValueError(f"refit_folds must be an integer >= 1, got {folds!r}")
     check_correction(detector.correction, detector.compressor)
     background_settings(detector)  # raises on a bad background setting, before training
-
-
-def check_weight_average(detector: VAEParams) -> None:
-    """ValueError for a `weight_average` outside [0, 1), or one combined with `patience`."""
-    average = detector.weight_average
-    number = isinstance(average, int | float) and not isinstance(average, bool)
-    if not (number and 0 <= average < 1):
-        raise ValueError(f"weight_average must be a number in [0, 1), got {average!r}")
-    if average > 0 and detector.patience > 0:
-        raise ValueError(
-            f"weight_average={average!r} ends training with averaged weights and patience="
-            f"{detector.patience!r} with the best epoch's: set one of them to 0"
-        )
 
 
 def check_hierarchy(detector: VAEParams) -> None:
@@ -301,7 +285,6 @@ def trainer_config(detector: VAEParams, n_train: int = 0, images: bool = False) 
         batch_size=detector.batch_size,
         batch_growth=detector.batch_growth,
         teacher_decay=detector.teacher_decay,
-        weight_average=detector.weight_average,
         learning_rate=detector.learning_rate,
         seed=detector.random_state,
         device=detector.device,

@@ -75,13 +75,6 @@ def autocast(mode: str, device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def ema_decay(target: float, steps: int) -> float:
-    """The EMA decay after `steps` steps: min(target, (1 + steps) / (10 + steps)), a ramp-up
-    so that a short run's average is not mostly its initial weights (0.999 would keep 60% of them
-    after 500 steps)."""
-    return min(target, (1.0 + steps) / (10.0 + steps))
-
-
 def check_runtime(autocast: str, clock: str = "wall", max_seconds: float | None = None) -> None:
     """The checks every trainer config shares: ValueError for an autocast mode not in
     AUTOCAST_MODES, a clock not in CLOCKS or a time budget that is not positive."""

@@ -40,7 +40,6 @@ from generative.loop import (
     TrainingDivergedError,
     autocast,
     check_runtime,
-    ema_decay,
     resolve_device,
 )
 
@@ -76,10 +75,7 @@ class TrainerConfig:
     the first epoch on and stop training before it starts (seen on ADBench mnist).
     `teacher_decay` d > 0 keeps an exponential moving average of the model's weights (decay d
     per step, the "teacher") and passes it to `model.training_loss(x, step, teacher=...)`,
-    which ranks the rows a trimmed loss keeps by the teacher's loss (EMA-teacher filtering).
-    `weight_average` d > 0 keeps a second moving average of the weights, with decay
-    min(d, (1 + t) / (10 + t)) after t steps (Polyak averaging with a ramp-up), and the model
-    ends training with those averaged weights: the noise of the last steps averages out."""
+    which ranks the rows a trimmed loss keeps by the teacher's loss (EMA-teacher filtering)."""
 
     epochs: int = 50
     batch_size: int = 128
@@ -92,7 +88,6 @@ class TrainerConfig:
     validation_statistic: str = "median"
     batch_growth: float = 1.0
     teacher_decay: float = 0.0
-    weight_average: float = 0.0
 
     def batch_size_at(self, epoch: int, rows: int) -> int:
         """The batch size of epoch `epoch` (from 0) over `rows` training rows."""
@@ -105,8 +100,6 @@ class TrainerConfig:
             raise ValueError(f"batch_growth must be >= 1, got {self.batch_growth!r}")
         if not 0.0 <= self.teacher_decay < 1.0:
             raise ValueError(f"teacher_decay must be in [0, 1), got {self.teacher_decay!r}")
-        if not 0.0 <= self.weight_average < 1.0:
-            raise ValueError(f"weight_average must be in [0, 1), got {self.weight_average!r}")
         check_runtime(self.autocast)
         if self.validation_statistic not in VALIDATION_STATISTICS:
             raise ValueError(
@@ -178,11 +171,7 @@ class Trainer(LoopTrainer):
         self.val_rows = None if val is None else val.to(self.device)
         self.loss_fn = self.model.training_loss
         self.teacher = self._make_teacher()
-        self.average = self._make_average()
-        history = self.run(resume_from)
-        if self.average is not None:
-            self.model.load_state_dict(self.average.state_dict())
-        return history
+        return self.run(resume_from)
 
     def _make_teacher(self) -> nn.Module | None:
         """The EMA teacher (a frozen copy of the model), or None without `teacher_decay`."""
@@ -190,49 +179,29 @@ class Trainer(LoopTrainer):
             return None
         if self.world is not None and self.world.size > 1:
             raise ValueError("teacher_decay is not supported with data-parallel training")
-        return self._frozen_copy()
-
-    def _make_average(self) -> nn.Module | None:
-        """The weight average (a frozen copy of the model), or None without `weight_average`."""
-        if self.config.weight_average == 0:
-            return None
-        if any(isinstance(callback, EarlyStopping) for callback in self.callbacks):
-            raise ValueError(
-                "weight_average replaces the final weights, early stopping restores the best "
-                "epoch's: use one of them"
-            )
-        return self._frozen_copy()
-
-    def _frozen_copy(self) -> nn.Module:
-        """A copy of the model in eval mode without gradients (a moving average's start)."""
-        copied = copy.deepcopy(self.model).eval()
-        copied.requires_grad_(False)
-        return copied
+        teacher = copy.deepcopy(self.model).eval()
+        teacher.requires_grad_(False)
+        return teacher
 
     @torch.no_grad()
-    def _update_average(self, average: nn.Module, decay: float) -> None:
-        """average <- d * average + (1 - d) * model for the weights; buffers are copied."""
-        for mean, live in zip(average.parameters(), self.model.parameters(), strict=True):
+    def _update_teacher(self) -> None:
+        """teacher <- d * teacher + (1 - d) * model for the weights; buffers are copied."""
+        decay = self.config.teacher_decay
+        for mean, live in zip(self.teacher.parameters(), self.model.parameters(), strict=True):
             mean.lerp_(live.detach(), 1.0 - decay)
-        for mean, live in zip(average.buffers(), self.model.buffers(), strict=True):
+        for mean, live in zip(self.teacher.buffers(), self.model.buffers(), strict=True):
             mean.copy_(live)
 
-    def _averages(self) -> dict[str, nn.Module]:
-        """The moving averages this run keeps, by checkpoint key."""
-        found = {"teacher": self.teacher, "weight_average": self.average}
-        return {key: module for key, module in found.items() if module is not None}
-
     def family_state(self) -> dict[str, Any]:
-        """The teacher's and the weight average's weights, when there are."""
-        return {
-            key: {k: t.detach().cpu() for k, t in module.state_dict().items()}
-            for key, module in self._averages().items()
-        }
+        """The teacher's weights, when there is one."""
+        if self.teacher is None:
+            return {}
+        return {"teacher": {k: t.detach().cpu() for k, t in self.teacher.state_dict().items()}}
 
     def load_family_state(self, state: dict[str, Any]) -> None:
-        """Continue with the checkpoint's teacher and weight average."""
-        for key, module in self._averages().items():
-            module.load_state_dict(state[key])
+        """Continue with the checkpoint's teacher."""
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
 
     def prepare_networks(self) -> None:
         """Wrap the loss in DDP when distributed (after restoring: rank 0's weights spread)."""
@@ -259,9 +228,7 @@ class Trainer(LoopTrainer):
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         if self.teacher is not None:
-            self._update_average(self.teacher, self.config.teacher_decay)
-        if self.average is not None:
-            self._update_average(self.average, ema_decay(self.config.weight_average, self.step))
+            self._update_teacher()
         self.step += 1
         share = len(rows) / len(index)  # this rank's part of the global batch mean
         self.metric_names = ["loss", *metrics]

@@ -51,7 +51,7 @@ from generative.gan.augment import (
     saved_ada_state,
 )
 from generative.gan.losses import clip_weights, gradient_penalty, r1_penalty
-from generative.loop import CLOCKS, Callback, LoopTrainer, autocast, check_runtime, ema_decay
+from generative.loop import CLOCKS, Callback, LoopTrainer, autocast, check_runtime
 from generative.progressive.layers import downsample, upsample
 from generative.progressive.model import ProgressiveModel
 from generative.progressive.schedule import Phase, build_schedule
@@ -360,6 +360,13 @@ class ProgressiveTrainer(LoopTrainer):
         `rows` of its `global_rows` rows (weighted here, averaged over the ranks)."""
         (loss * self.ranks.loss_weight(rows, global_rows)).backward()
         self.ranks.average_gradients(net.parameters())
+
+
+def ema_decay(target: float, steps: int) -> float:
+    """The EMA decay after `steps` G steps: min(target, (1 + steps) / (10 + steps)), a ramp-up
+    so that a short run's EMA is not mostly its initial weights (0.999 would keep 60% of them
+    after 500 steps)."""
+    return min(target, (1.0 + steps) / (10.0 + steps))
 
 
 def image_pyramid(images: torch.Tensor, stages: int) -> list[torch.Tensor]:
