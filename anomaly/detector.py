@@ -96,7 +96,9 @@ class VAEDetector(BaseDetector):
     epochs and keeps the best weights; the default 0 trains every epoch (a small set's few
     validation rows would stop it by chance).
     `teacher_decay` d > 0 ranks each batch's rows for trimming by an exponential moving average
-    of the VAE's weights (decay d per step) instead of the VAE itself (EMA-teacher filtering).
+    of the VAE's weights (decay d per step) instead of the VAE itself (EMA-teacher filtering);
+    None is 0.99 for a table that trims and 0 (the VAE ranks its own rows) for images and
+    `latent_layers` > 1.
     `input_mask` m > 0 zeroes each encoder input feature with probability m at every training
     step while the decoder reconstructs them all (a denoising VAE: features learned from the
     others). `scaling` scales tabular features: "standard", "robust" (median and IQR) or
@@ -144,7 +146,7 @@ class VAEDetector(BaseDetector):
         scaling: str = "standard",
         trim_fraction: float | str = "contamination",
         trim_warmup_epochs: int = 1,
-        teacher_decay: float = 0.0,
+        teacher_decay: float | None = None,
         refit: bool = True,
         refit_folds: int = 1,
         patience: int = 0,
@@ -253,7 +255,9 @@ class VAEDetector(BaseDetector):
         callbacks = [*self._callbacks(len(val_idx)), *callbacks]
         trainer = Trainer(
             self.model_,
-            trainer_config(self, len(train_idx), images=is_image_shape(shape)),
+            trainer_config(
+                self, len(train_idx), images=is_image_shape(shape), trim=self.trim_fraction_
+            ),
             callbacks,
             checkpoint_dir=checkpoint_dir,
             world=world,

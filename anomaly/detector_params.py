@@ -42,7 +42,7 @@ class VAEParams(Protocol):
     min_steps: int | None
     batch_size: int
     batch_growth: float
-    teacher_decay: float
+    teacher_decay: float | None
     learning_rate: float
     kl_warmup_steps: int
     free_bits: float
@@ -132,10 +132,11 @@ def check_params(detector: VAEParams) -> None:
         raise ValueError(f"min_steps must be None or an integer >= 0, got {min_steps!r}")
     if not (isinstance(detector.batch_growth, int | float) and detector.batch_growth >= 1):
         raise ValueError(f"batch_growth must be a number >= 1, got {detector.batch_growth!r}")
-    if not (isinstance(detector.teacher_decay, int | float) and 0 <= detector.teacher_decay < 1):
-        raise ValueError(
-            f"teacher_decay must be a number in [0, 1), got {detector.teacher_decay!r}"
-        )
+    decay = detector.teacher_decay
+    if decay is not None and not (
+        isinstance(decay, int | float) and not isinstance(decay, bool) and 0 <= decay < 1
+    ):
+        raise ValueError(f"teacher_decay must be None or a number in [0, 1), got {decay!r}")
     if not (isinstance(detector.input_mask, int | float) and 0 <= detector.input_mask < 1):
         raise ValueError(f"input_mask must be a number in [0, 1), got {detector.input_mask!r}")
     check_hierarchy(detector)
@@ -160,7 +161,7 @@ def check_hierarchy(detector: VAEParams) -> None:
         "backbone='conv'": detector.backbone == "conv",
         "free_bits > 0": detector.free_bits > 0,
         "input_mask > 0": detector.input_mask > 0,
-        "teacher_decay > 0": detector.teacher_decay > 0,
+        "teacher_decay > 0": (detector.teacher_decay or 0) > 0,
     }
     for option, used in unsupported.items():
         if used:
@@ -278,13 +279,31 @@ def training_epochs(detector: VAEParams, n_train: int, images: bool = False) -> 
     return max(detector.epochs, math.ceil(min_steps / steps_per_epoch))
 
 
-def trainer_config(detector: VAEParams, n_train: int = 0, images: bool = False) -> TrainerConfig:
-    """The VAE's optimisation settings for `n_train` training rows (of images, or a table)."""
+# The EMA teacher's decay `teacher_decay=None` resolves to for tables (the VAE; none for images
+# and the hierarchical VAE). Chosen on the 25 ADBench dev sets (docs/benchmarks.md, "Paired
+# per-set checks, capacity and the EMA teacher").
+TABULAR_TEACHER_DECAY = 0.99
+
+
+def teacher_decay(detector: VAEParams, images: bool = False, trim: float = 0.0) -> float:
+    """`teacher_decay`, or for None: `TABULAR_TEACHER_DECAY` for a fit of a table that trims
+    (`trim` > 0) with `latent_layers=1`, else 0 (no teacher: it only ranks the rows to trim)."""
+    if detector.teacher_decay is not None:
+        return float(detector.teacher_decay)
+    tabular_vae = not images and detector.latent_layers == 1
+    return TABULAR_TEACHER_DECAY if tabular_vae and trim > 0 else 0.0
+
+
+def trainer_config(
+    detector: VAEParams, n_train: int = 0, images: bool = False, trim: float = 0.0
+) -> TrainerConfig:
+    """The VAE's optimisation settings for `n_train` training rows (of images, or a table) in
+    a fit that trims the share `trim` of each batch."""
     return TrainerConfig(
         epochs=training_epochs(detector, n_train, images),
         batch_size=detector.batch_size,
         batch_growth=detector.batch_growth,
-        teacher_decay=detector.teacher_decay,
+        teacher_decay=teacher_decay(detector, images, trim),
         learning_rate=detector.learning_rate,
         seed=detector.random_state,
         device=detector.device,

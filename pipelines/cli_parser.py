@@ -85,7 +85,7 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
         "--refit-folds", type=int,
         help="pick the refit's rows by out-of-fold ELBOs of this many first models (default 1)",
     )  # fmt: skip
-    _averaging_arguments(parser)
+    _teacher_and_mask_arguments(parser)
     parser.add_argument(
         "--latent-layers", type=int, help="stochastic layers (> 1: a hierarchical VAE)"
     )
@@ -104,15 +104,12 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _averaging_arguments(parser: argparse.ArgumentParser) -> None:
-    """The moving averages of the VAE's weights, and the denoising input mask."""
-    parser.add_argument(
-        "--weight-average", type=float,
-        help="end training with a moving average of the weights of this decay (0: the last step)",
-    )  # fmt: skip
+def _teacher_and_mask_arguments(parser: argparse.ArgumentParser) -> None:
+    """The EMA teacher that ranks the rows to trim, and the denoising input mask."""
     parser.add_argument(
         "--teacher-decay", type=float,
-        help="rank the rows to trim by a moving average of the weights of this decay (0: off)",
+        help="rank the rows to trim by a moving average of the weights of this decay (0: off; "
+        "default 0.99 for tables, 0 for images and the hierarchical VAE)",
     )  # fmt: skip
     parser.add_argument(
         "--input-mask", type=float,

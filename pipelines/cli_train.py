@@ -85,7 +85,6 @@ DETECTOR_FLAGS = (
     "trim_fraction",
     "refit",
     "refit_folds",
-    "weight_average",
     "teacher_decay",
     "input_mask",
     "scaling",

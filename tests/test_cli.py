@@ -301,8 +301,8 @@ def test_the_robust_training_flags_reach_the_detector_config():
     assert config(*heavy_tails) == {"likelihood": "student_t", "scaling": "quantile"}
     steps = ("--min-steps", "1000", "--patience", "10")
     assert config(*steps) == {"min_steps": 1000, "patience": 10}
-    averages = ("--weight-average", "0.99", "--teacher-decay", "0.9", "--input-mask", "0.1")
-    assert config(*averages) == {"weight_average": 0.99, "teacher_decay": 0.9, "input_mask": 0.1}
+    averages = ("--teacher-decay", "0.9", "--input-mask", "0.1")
+    assert config(*averages) == {"teacher_decay": 0.9, "input_mask": 0.1}
     with pytest.raises(SystemExit):
         config("--likelihood", "poisson")
 
