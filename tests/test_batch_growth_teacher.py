@@ -12,7 +12,7 @@ import torch
 from resumes import Crash, assert_same_weights
 
 from anomaly.detector import VAEDetector
-from anomaly.detector_params import training_epochs
+from anomaly.detector_params import teacher_decay, training_epochs
 from generative.training import Trainer, TrainerConfig
 from generative.vae import VAE, VAEConfig
 
@@ -117,6 +117,7 @@ def test_a_run_with_a_teacher_resumes_bitwise(tmp_path) -> None:
         ({"batch_growth": "fast"}, "batch_growth"),
         ({"teacher_decay": 1.0}, "teacher_decay"),
         ({"teacher_decay": -0.1}, "teacher_decay"),
+        ({"teacher_decay": True}, "teacher_decay must be None or a number"),
         ({"min_steps": -1}, "min_steps"),
     ],
 )
@@ -162,3 +163,28 @@ def test_a_small_table_trains_for_300_steps_by_default() -> None:
     X = np.random.default_rng(0).normal(size=(100, 3))
     detector = VAEDetector(refit=False, n_samples=4).fit(X)
     assert len(detector.history_) == 300  # 70 training rows: one step per epoch, no early stop
+
+
+@pytest.mark.parametrize(
+    ("params", "images", "trim", "expected"),
+    [
+        ({}, False, 0.1, 0.99),  # a table whose fit trims: the teacher ranks the rows
+        ({}, False, 0.0, 0.0),  # nothing to rank without trimming
+        ({}, True, 0.1, 0.0),  # images: the VAE ranks its own rows
+        ({"latent_layers": 2}, False, 0.1, 0.0),  # the hierarchical VAE has no teacher
+        ({"teacher_decay": 0.5}, True, 0.0, 0.5),  # a given decay is kept as it is
+        ({"teacher_decay": 0.0}, False, 0.1, 0.0),
+    ],
+)
+def test_teacher_decay_none_resolves_by_data_and_trimming(params, images, trim, expected) -> None:
+    assert teacher_decay(VAEDetector(**params), images, trim) == expected
+
+
+def test_a_default_table_fit_trains_with_the_teacher_and_an_explicit_zero_without() -> None:
+    X = np.random.default_rng(0).normal(size=(300, 3))
+    params = {"epochs": 3, "n_samples": 8, "min_steps": 0, "refit": False}
+    default = VAEDetector(**params).fit(X).score_samples(X[:20])
+    explicit = VAEDetector(teacher_decay=0.99, **params).fit(X).score_samples(X[:20])
+    without = VAEDetector(teacher_decay=0.0, **params).fit(X).score_samples(X[:20])
+    np.testing.assert_array_equal(default, explicit)
+    assert not np.allclose(default, without)
