@@ -42,23 +42,45 @@ def _name_and_rows(parser: argparse.ArgumentParser, family: str, rows_help: str)
     parser.add_argument("--max-rows", type=int, default=None, help=rows_help)
 
 
+# VAEDetector's numeric flags: (flag, type, help). Each becomes the parameter of its name.
+DETECTOR_NUMBERS = (
+    ("--epochs", int, "training epochs (small tables get more: see --min-steps)"),
+    ("--n-samples", int, "K samples per row for the score"),
+    ("--target-fpr", float,
+     "flag at most this share of new normal rows (threshold on held-out calibration rows)"),
+    ("--contamination", float,
+     "flag this share of the training rows (used when --target-fpr is not given)"),
+)  # fmt: skip
+ROBUST_TRAINING_NUMBERS = (
+    ("--refit-folds", int,
+     "pick the refit's rows by out-of-fold ELBOs of this many first models (default 1)"),
+    ("--teacher-decay", float,
+     "rank the rows to trim by a moving average of the weights of this decay (0: off; "
+     "default 0.99 for tables, 0 for images and the hierarchical VAE)"),
+    ("--input-mask", float,
+     "zero each encoder input with this probability while training (0: off)"),
+    ("--latent-layers", int, "stochastic layers (> 1: a hierarchical VAE)"),
+    ("--min-steps", int,
+     "train small sets for at least this many steps (default 300 for tables, 0 for images)"),
+    ("--patience", int,
+     "stop after this many epochs without a better validation score (default 0: never)"),
+)  # fmt: skip
+
+
+def _numbers(parser: argparse.ArgumentParser, flags: tuple[tuple[str, type, str], ...]) -> None:
+    """One optional flag per (flag, type, help) of `flags`."""
+    for flag, kind, text in flags:
+        parser.add_argument(flag, type=kind, help=text)
+
+
 def _detector_arguments(parser: argparse.ArgumentParser) -> None:
     from anomaly.corrections import CORRECTIONS
     from generative.vae import METHODS
 
     parser.add_argument("--config", help="VAEDetector parameters as JSON text or a .json file")
-    parser.add_argument("--epochs", type=int)
     parser.add_argument("--score-method", choices=sorted(METHODS), help="the log p(x) estimate")
     parser.add_argument("--score", help=argparse.SUPPRESS)  # renamed: refused with a hint
-    parser.add_argument("--n-samples", type=int, help="K samples per row for the score")
-    parser.add_argument(
-        "--target-fpr", type=float,
-        help="flag at most this share of new normal rows (threshold on held-out calibration rows)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--contamination", type=float,
-        help="flag this share of the training rows (used when --target-fpr is not given)",
-    )  # fmt: skip
+    _numbers(parser, DETECTOR_NUMBERS)
     parser.add_argument(
         "--correction", choices=list(CORRECTIONS),
         help="score by a likelihood ratio or a complexity-corrected likelihood (images only)",
@@ -81,40 +103,12 @@ def _robust_arguments(parser: argparse.ArgumentParser) -> None:
         "--refit", action=argparse.BooleanOptionalAction, default=None,
         help="train again on the rows the first model keeps (drops the trim fraction)",
     )  # fmt: skip
-    parser.add_argument(
-        "--refit-folds", type=int,
-        help="pick the refit's rows by out-of-fold ELBOs of this many first models (default 1)",
-    )  # fmt: skip
-    _teacher_and_mask_arguments(parser)
-    parser.add_argument(
-        "--latent-layers", type=int, help="stochastic layers (> 1: a hierarchical VAE)"
-    )
     parser.add_argument("--scaling", choices=SCALINGS, help="tabular scaling of the features")
     parser.add_argument(
         "--likelihood", choices=["auto", *sorted(LIKELIHOODS)],
         help="the decoder's p(x|z) (auto: huber for tables); gaussian_bernoulli: Bernoulli flags",
     )  # fmt: skip
-    parser.add_argument(
-        "--min-steps", type=int,
-        help="train small sets for at least this many steps (default 300 for tables, 0 for images)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--patience", type=int,
-        help="stop after this many epochs without a better validation score (default 0: never)",
-    )  # fmt: skip
-
-
-def _teacher_and_mask_arguments(parser: argparse.ArgumentParser) -> None:
-    """The EMA teacher that ranks the rows to trim, and the denoising input mask."""
-    parser.add_argument(
-        "--teacher-decay", type=float,
-        help="rank the rows to trim by a moving average of the weights of this decay (0: off; "
-        "default 0.99 for tables, 0 for images and the hierarchical VAE)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--input-mask", type=float,
-        help="zero each encoder input with this probability while training (0: off)",
-    )  # fmt: skip
+    _numbers(parser, ROBUST_TRAINING_NUMBERS)
 
 
 def _trim_fraction(text: str) -> float | str:
