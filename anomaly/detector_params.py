@@ -279,9 +279,9 @@ def training_epochs(detector: VAEParams, n_train: int, images: bool = False) -> 
     return max(detector.epochs, math.ceil(min_steps / steps_per_epoch))
 
 
-# The EMA teacher's decay `teacher_decay=None` resolves to for tables (the VAE; none for images
-# and the hierarchical VAE). Chosen on the 25 ADBench dev sets (docs/benchmarks.md, "Paired
-# per-set checks, capacity and the EMA teacher").
+# The EMA teacher's decay `teacher_decay=None` resolves to for a table fit that trims (none
+# for fits that do not trim, images and the hierarchical VAE). Chosen on the 25 ADBench dev
+# sets (docs/benchmarks.md, "Paired per-set checks, capacity and the EMA teacher").
 TABULAR_TEACHER_DECAY = 0.99
 
 

@@ -56,7 +56,7 @@ ROBUST_TRAINING_NUMBERS = (
      "pick the refit's rows by out-of-fold ELBOs of this many first models (default 1)"),
     ("--teacher-decay", float,
      "rank the rows to trim by a moving average of the weights of this decay (0: off; "
-     "default 0.99 for tables, 0 for images and the hierarchical VAE)"),
+     "default 0.99 for tables that trim, 0 otherwise)"),
     ("--input-mask", float,
      "zero each encoder input with this probability while training (0: off)"),
     ("--latent-layers", int, "stochastic layers (> 1: a hierarchical VAE)"),
