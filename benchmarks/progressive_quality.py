@@ -118,6 +118,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-channels", type=int, default=ProGANConfig.max_channels)
     parser.add_argument("--mapping-layers", type=int, default=StyleGANConfig.mapping_layers)
     parser.add_argument("--style-mixing", type=float, default=StyleGANConfig.style_mixing_prob)
+    parser.add_argument(
+        "--fixed-resolution",
+        action="store_true",
+        help="StyleGAN trains at 32x32 from the start (no progressive growing)",
+    )
     parser.add_argument("--augment", default="", help="DiffAugment policy of the progressive D")
     parser.add_argument("--ada-target", type=float, default=None, help="ADA's target (e.g. 0.6)")
     parser.add_argument("--json", type=Path, default=None, help="rows in gan_quality.json's form")
@@ -158,7 +163,7 @@ def make_model(name: str, args: argparse.Namespace) -> torch.nn.Module:
         StyleGANConfig(
             data_shape=SHAPE, w_dim=128, mapping_layers=args.mapping_layers,
             style_mixing_prob=args.style_mixing,
-            progressive=True, **common, **nets,
+            progressive=not args.fixed_resolution, **common, **nets,
         )
     )  # fmt: skip
 
@@ -388,7 +393,9 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
         f"channels, loss {args.loss}, R1 gamma {r1_text(args)} (every 16 D steps), drift "
         f"1e-3, Adam lr {args.lr:g}, betas ({args.betas[0]:g}, {args.betas[1]:g}), n_critic 1; "
         f"StyleGAN: w_dim 128, {args.mapping_layers} mapping layers, style mixing "
-        f"{args.style_mixing:g}; augmentation {args.augment or 'none'}, ADA target "
+        f"{args.style_mixing:g}, "
+        + ("fixed 32x32 (no growing)" if args.fixed_resolution else "progressive growing")
+        + f"; augmentation {args.augment or 'none'}, ADA target "
         f"{args.ada_target}",
         f"- growth schedule: {args.fade_images:,} images per fade-in, {args.stable_images:,} "
         "per stable phase, then 32x32 stable until the budget ends",
@@ -444,7 +451,9 @@ def write_quality_json(results: dict, args: argparse.Namespace) -> None:
                             "channel_base": args.channel_base,
                             "max_channels": args.max_channels, "augment": args.augment,
                             "ada_target": args.ada_target, "dcgan_lr": args.dcgan_lr,
-                            "ema_decay": args.ema_decay}, "rows": rows}  # fmt: skip
+                            "ema_decay": args.ema_decay,
+                            "stylegan_fixed_resolution": args.fixed_resolution},
+               "rows": rows}  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     log(f"wrote {args.json}")

@@ -291,6 +291,12 @@ def _add_train_progressive(train: Any) -> None:
         )
         parser.add_argument("--ada-target", type=float, help="adapt its strength (ADA; e.g. 0.6)")
         parser.add_argument("--budget-s", type=float, help="stop after this many seconds")
+        if family == "stylegan":
+            parser.add_argument(
+                "--fixed-resolution",
+                action="store_true",
+                help="train at the data's size from the start, without progressive growing",
+            )
         parser.add_argument("--checkpoint-dir", help="keep the per-stage checkpoints here")
         parser.add_argument("--resume-from", help="a stage checkpoint folder to continue from")
         parser.add_argument(

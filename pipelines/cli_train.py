@@ -166,6 +166,8 @@ def cmd_train_progressive(args: argparse.Namespace) -> int:
 
     model = flag_settings(args, "model_config", PROGRESSIVE_MODEL_FLAGS)
     trainer = flag_settings(args, "trainer_config", SCHEDULE_FLAGS)
+    if getattr(args, "fixed_resolution", False):
+        model["progressive"] = False
     if args.budget_s is not None:
         trainer["max_seconds"] = args.budget_s
     return printed(
