@@ -160,16 +160,23 @@ def cmd_train_cyclegan(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
-def cmd_train_progressive(args: argparse.Namespace) -> int:
-    """Grow a Progressive GAN or StyleGAN, log it to MLflow, register it as `challenger`."""
-    from pipelines.train_progressive import train_progressive_flow
-
+def progressive_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model and trainer config fields of `genad train progan|stylegan`: the JSON options,
+    then the flags given (`--fixed-resolution`, StyleGAN's only, sets progressive=False)."""
     model = flag_settings(args, "model_config", PROGRESSIVE_MODEL_FLAGS)
     trainer = flag_settings(args, "trainer_config", SCHEDULE_FLAGS)
     if getattr(args, "fixed_resolution", False):
         model["progressive"] = False
     if args.budget_s is not None:
         trainer["max_seconds"] = args.budget_s
+    return model, trainer
+
+
+def cmd_train_progressive(args: argparse.Namespace) -> int:
+    """Grow a Progressive GAN or StyleGAN, log it to MLflow, register it as `challenger`."""
+    from pipelines.train_progressive import train_progressive_flow
+
+    model, trainer = progressive_settings(args)
     return printed(
         train_progressive_flow(args.progressive_family, args.dataset, model, trainer,
                                progress=sys.stderr.isatty(), **options(args, PROGRESSIVE_OPTIONS))

@@ -165,3 +165,22 @@ def test_spectral_norm_reaches_the_gan_config_only_when_asked():
 def test_train_gan_refuses_an_unknown_augmentation(mlflow_store, prefect_harness, capsys):
     code, _, err = run(capsys, "train", "gan", "--dataset", "fashion-mnist", "--augment", "blur")
     assert code == 2 and "unknown augmentation(s) ['blur']" in err
+
+
+def test_fixed_resolution_reaches_stylegan_only():
+    from generative.progressive.schedule import build_schedule
+    from generative.progressive.trainer import ProgressiveTrainerConfig
+    from generative.stylegan import StyleGANConfig
+    from pipelines.cli_train import progressive_settings
+
+    base = ["train", "stylegan", "--dataset", "fashion-mnist", "--budget-s", "60"]
+    model, trainer = progressive_settings(
+        build_parser(cli).parse_args([*base, "--fixed-resolution"])
+    )
+    assert model == {"progressive": False} and trainer == {"max_seconds": 60.0}
+    assert progressive_settings(build_parser(cli).parse_args(base))[0] == {}
+    config = StyleGANConfig(data_shape=(1, 32, 32), **model)
+    schedule = build_schedule(4, ProgressiveTrainerConfig(), config.progressive)
+    assert [(phase.stage, phase.kind) for phase in schedule] == [(3, "stable")]
+    with pytest.raises(SystemExit):
+        build_parser(cli).parse_args(["train", "progan", "--dataset", "x", "--fixed-resolution"])
