@@ -1,6 +1,6 @@
 """ADBench, two protocols: genad's VAEDetector against IsolationForest, ECOD, PyOD VAE and AE.
 
-For every ADBench "Classical" set (25, see /work/shared/data/README.md) and every seed, the rows
+For every ADBench "Classical" set (25, see ../shared/data/README.md) and every seed, the rows
 are split once, stratified, 30 % test (`anomaly.evaluation`), and every detector is fitted on
 the identical training rows and scored on the identical test rows. Protocols (`--protocols`):
 
@@ -69,7 +69,8 @@ from anomaly.data import list_datasets, load_dataset
 from anomaly.detector import VAEDetector
 from anomaly.evaluation import novelty_split, ranking_metrics, unsupervised_split
 
-DEFAULT_DATA_DIR = "/work/shared/data"
+# ../shared/data beside the repository (the layout CI and the dev machines have)
+DEFAULT_DATA_DIR = str(Path(__file__).resolve().parents[2] / "shared" / "data")
 METHODS = ("genad", "iforest", "ecod", "pyod_vae", "pyod_ae")  # slowest first within a set
 PROTOCOLS = {"novelty": novelty_split, "unsupervised": unsupervised_split}
 Result = dict[str, Any]

@@ -15,7 +15,7 @@ In one process, so that the variants share the machine's state, the script repor
 5. a sweep of the estimator's `max_rows`, and where genad's time goes.
 
 Usage:
-    GENAD_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/iwae_scoring.py --threads 1
+    GENAD_DATA_DIR=../shared/data .venv/bin/python benchmarks/iwae_scoring.py --threads 1
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ from anomaly.data import load_dataset
 from anomaly.detector import VAEDetector
 from generative.training import resolve_device
 
-DEFAULT_DATA_DIR = "/work/shared/data"
+# ../shared/data beside the repository (the layout CI and the dev machines have)
+DEFAULT_DATA_DIR = str(Path(__file__).resolve().parents[2] / "shared" / "data")
 SUBSET_SEED = 12345
 SCORES = (
     "elbo",

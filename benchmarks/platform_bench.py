@@ -265,7 +265,7 @@ def bare_rate_at(model: ScoringModel, X: np.ndarray, n_samples: int) -> float:
 # --- report ------------------------------------------------------------------------------------
 SECTION = """## Platform: orchestration overhead and memory (issue 3)
 
-- command: `cd /work/main && .venv/bin/{command}`
+- command: `.venv/bin/{command}`
 - date: {date}; code: {commit} plus the uncommitted work of the sessions running at the time
   (this script included)
 - machine: {cpus} CPUs; torch {torch}, torch.get_num_threads() = {threads} in every process;

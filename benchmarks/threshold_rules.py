@@ -48,7 +48,8 @@ from anomaly.data import load_dataset
 from anomaly.detector import VAEDetector
 from anomaly.thresholds import conformal_offset
 
-DEFAULT_DATA_DIR = "/work/shared/data"
+# ../shared/data beside the repository (the layout CI and the dev machines have)
+DEFAULT_DATA_DIR = str(Path(__file__).resolve().parents[2] / "shared" / "data")
 DEFAULT_SETS = "vertebral,breastw,yeast,satimage-2,mnist"
 LEVELS = (0.05, 0.10)
 RULES = ("contamination", "target_fpr")
