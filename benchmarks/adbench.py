@@ -61,7 +61,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from adbench_report import atomic_write, markdown, results_json
-from bench_common import set_threads
+from bench_common import DEFAULT_DATA_DIR, set_threads
 from provenance import command_line, git_commit
 from sklearn.ensemble import IsolationForest
 
@@ -69,8 +69,6 @@ from anomaly.data import list_datasets, load_dataset
 from anomaly.detector import VAEDetector
 from anomaly.evaluation import novelty_split, ranking_metrics, unsupervised_split
 
-# ../shared/data beside the repository (the layout CI and the dev machines have)
-DEFAULT_DATA_DIR = str(Path(__file__).resolve().parents[2] / "shared" / "data")
 METHODS = ("genad", "iforest", "ecod", "pyod_vae", "pyod_ae")  # slowest first within a set
 PROTOCOLS = {"novelty": novelty_split, "unsupervised": unsupervised_split}
 Result = dict[str, Any]

@@ -24,6 +24,10 @@ from anomaly.detector import VAEDetector
 
 Result = TypeVar("Result")
 
+# ../shared/data beside the repository (the layout CI and the dev machines have): the benchmarks'
+# GENAD_DATA_DIR when none is set
+DEFAULT_DATA_DIR = str(Path(__file__).resolve().parents[2] / "shared" / "data")
+
 
 def base_parser(doc: str) -> argparse.ArgumentParser:
     """An argument parser described by `doc`'s first line, with the `--threads` option (torch

@@ -7,16 +7,14 @@ the repository root or `benchmarks/`).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import DEFAULT_DATA_DIR
 
 from anomaly.data import load_dataset
 from generative.gan import GANTrainerConfig
 
-# ../shared/data beside the repository (the layout CI and the dev machines have)
-DEFAULT_DATA_DIR = str(Path(__file__).resolve().parents[2] / "shared" / "data")
 IMAGE_SHAPE = (1, 28, 28)
 
 # loss -> the optimizer settings its paper prescribes (no per-loss tuning beyond these):

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench_common import ratio_detector, set_threads, table_head
+from bench_common import DEFAULT_DATA_DIR, ratio_detector, set_threads, table_head
 from provenance import git_commit
 from sklearn.metrics import roc_auc_score
 
@@ -56,8 +56,6 @@ from anomaly.data import load_dataset
 from anomaly.detector import VAEDetector
 from generative.training import resolve_device
 
-# ../shared/data beside the repository (the layout CI and the dev machines have)
-DEFAULT_DATA_DIR = str(Path(__file__).resolve().parents[2] / "shared" / "data")
 SUBSET_SEED = 12345
 SCORES = (
     "elbo",

@@ -41,15 +41,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench_common import base_parser, save_text, set_threads
+from bench_common import DEFAULT_DATA_DIR, base_parser, save_text, set_threads
 from provenance import command_line, git_commit
 
 from anomaly.data import load_dataset
 from anomaly.detector import VAEDetector
 from anomaly.thresholds import conformal_offset
 
-# ../shared/data beside the repository (the layout CI and the dev machines have)
-DEFAULT_DATA_DIR = str(Path(__file__).resolve().parents[2] / "shared" / "data")
 DEFAULT_SETS = "vertebral,breastw,yeast,satimage-2,mnist"
 LEVELS = (0.05, 0.10)
 RULES = ("contamination", "target_fpr")
