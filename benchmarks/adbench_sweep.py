@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from adbench import stratified_rows
+from bench_common import DEFAULT_DATA_DIR
 
 SPLITS = {"unsupervised": "unsupervised_split", "novelty": "novelty_split"}
 LARGE = ("ALOI", "campaign", "celeba", "cover", "donors", "http", "skin", "smtp", "mnist")
@@ -128,7 +129,7 @@ def main() -> None:
     parser.add_argument("--cache", default=".state/adbench_sweep")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
-    os.environ.setdefault("GENAD_DATA_DIR", "../shared/data")
+    os.environ.setdefault("GENAD_DATA_DIR", DEFAULT_DATA_DIR)
     from anomaly.data import list_datasets
 
     names = [n for n in list_datasets() if n.startswith("adbench/")]

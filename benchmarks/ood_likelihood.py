@@ -15,7 +15,7 @@
    smoke runs).
 
 Usage:
-    .venv/bin/python benchmarks/ood_likelihood.py --threads 2 --out /tmp/ood.md
+    .venv/bin/python benchmarks/ood_likelihood.py --threads 2 --out .state/bench/ood.md
 """
 
 from __future__ import annotations

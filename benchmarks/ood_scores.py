@@ -16,7 +16,7 @@ the scores that are not the compressor alone is "chosen" before MNIST is scored.
 the test. Writes docs/results/ood_likelihood.json and a markdown report.
 
 Usage (from the repository root):
-    .venv/bin/python benchmarks/ood_scores.py --threads 1 --out /tmp/ood_scores.md \
+    .venv/bin/python benchmarks/ood_scores.py --threads 1 --out .state/bench/ood_scores.md \
         --json docs/results/ood_likelihood.json
 """
 

@@ -378,6 +378,14 @@ def phase_lines(results: dict) -> list[str]:
     return lines
 
 
+def growing_models(args: argparse.Namespace) -> str:
+    """The models of this run that grow progressively (StyleGAN not with --fixed-resolution)."""
+    growing = [m for m in ("ProGAN", "StyleGAN") if m in args.models]
+    if args.fixed_resolution:
+        growing = [m for m in growing if m != "StyleGAN"]
+    return " and ".join(growing) or "no model of this run grows"
+
+
 def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
     """The markdown section."""
     title = "DCGAN vs Progressive GAN vs StyleGAN on Fashion-MNIST 32x32 at equal CPU time"
@@ -397,8 +405,8 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
         + ("fixed 32x32 (no growing)" if args.fixed_resolution else "progressive growing")
         + f"; augmentation {args.augment or 'none'}, ADA target "
         f"{args.ada_target}",
-        f"- growth schedule: {args.fade_images:,} images per fade-in, {args.stable_images:,} "
-        "per stable phase, then 32x32 stable until the budget ends",
+        f"- growth schedule ({growing_models(args)}): {args.fade_images:,} images per fade-in, "
+        f"{args.stable_images:,} per stable phase, then 32x32 stable until the budget ends",
         *NOTES,
         *phase_lines(results),
         f"- features: FeatureNet trained on {args.feature_rows or 60_000:,} training images, "

@@ -6,9 +6,9 @@ Parquet's data, and its bytes), and `genad train gan|progan|stylegan|cyclegan` f
 followed by `genad synth` / `genad translate` (the sample arrays). Each output is reduced to a
 SHA-256 of its arrays, so two commits can be compared row by row:
 
-    python benchmarks/seeded_outputs.py --out /tmp/before.json     # on the old commit
-    python benchmarks/seeded_outputs.py --out /tmp/after.json      # on the new one
-    python benchmarks/seeded_outputs.py --compare /tmp/before.json /tmp/after.json
+    python benchmarks/seeded_outputs.py --out .state/bench/before.json     # on the old commit
+    python benchmarks/seeded_outputs.py --out .state/bench/after.json      # on the new one
+    python benchmarks/seeded_outputs.py --compare .state/bench/before.json .state/bench/after.json
 
 Writes docs/results/seeded_outputs.json when --out is not given.
 """
