@@ -107,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dcgan-lr", type=float, default=None, help="DCGAN's lr for G and D (default: paper's)"
     )
+    parser.add_argument(
+        "--dcgan-base", type=int, default=64, help="DCGAN's base channels (G's last, D's first)"
+    )
     parser.add_argument("--eval", type=int, default=2000, help="images per set for metrics")
     parser.add_argument("--latents", type=int, default=64, help="latents for the properties")
     parser.add_argument("--feature-epochs", type=int, default=2)
@@ -153,7 +156,7 @@ def make_model(name: str, args: argparse.Namespace) -> torch.nn.Module:
     torch.manual_seed(0)
     nets = {"latent_dim": args.latent_dim, "ema_decay": args.ema_decay}
     if name == "DCGAN":
-        config = GANConfig(SHAPE, architecture="dcgan", base_channels=64, **nets)
+        config = GANConfig(SHAPE, architecture="dcgan", base_channels=args.dcgan_base, **nets)
         return GAN(config)
     common = {"channel_base": args.channel_base, "max_channels": args.max_channels,
               "loss": args.loss, "r1_gamma": args.r1_gamma, "drift": 1e-3}  # fmt: skip
@@ -394,7 +397,7 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
         f"- budget: {args.budget_s:.0f} CPU seconds (process clock) of training per model, "
         f"batch {args.batch_size}, latent {args.latent_dim}, autocast {args.autocast}, seed 0, "
         f"EMA of G with decay {args.ema_decay}",
-        "- DCGAN: base 64 channels; "
+        f"- DCGAN: base {args.dcgan_base} channels; "
         + settings_line("non_saturating")
         + (f"; lr overridden to {args.dcgan_lr:g}" if args.dcgan_lr is not None else ""),
         f"- ProGAN / StyleGAN: channel_base {args.channel_base}, max {args.max_channels} "
@@ -459,6 +462,7 @@ def write_quality_json(results: dict, args: argparse.Namespace) -> None:
                             "channel_base": args.channel_base,
                             "max_channels": args.max_channels, "augment": args.augment,
                             "ada_target": args.ada_target, "dcgan_lr": args.dcgan_lr,
+                            "dcgan_base": args.dcgan_base,
                             "ema_decay": args.ema_decay,
                             "stylegan_fixed_resolution": args.fixed_resolution},
                "rows": rows}  # fmt: skip
