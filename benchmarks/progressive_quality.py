@@ -110,6 +110,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dcgan-base", type=int, default=64, help="DCGAN's base channels (G's last, D's first)"
     )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the models' initialisation and training order"
+    )
     parser.add_argument("--eval", type=int, default=2000, help="images per set for metrics")
     parser.add_argument("--latents", type=int, default=64, help="latents for the properties")
     parser.add_argument("--feature-epochs", type=int, default=2)
@@ -152,8 +155,8 @@ def crop(images: torch.Tensor) -> torch.Tensor:
 
 
 def make_model(name: str, args: argparse.Namespace) -> torch.nn.Module:
-    """A freshly initialised model (seed 0)."""
-    torch.manual_seed(0)
+    """A freshly initialised model (seed `--seed`)."""
+    torch.manual_seed(args.seed)
     nets = {"latent_dim": args.latent_dim, "ema_decay": args.ema_decay}
     if name == "DCGAN":
         config = GANConfig(SHAPE, architecture="dcgan", base_channels=args.dcgan_base, **nets)
@@ -176,7 +179,11 @@ def fit_dcgan(model: GAN, images: torch.Tensor, args) -> GANTrainer:
     step, as the progressive trainer does) with the non-saturating loss's paper settings (the lr
     `--dcgan-lr` when given)."""
     config = paper_trainer_config(
-        "non_saturating", steps=1, batch_size=args.batch_size, seed=0, autocast=args.autocast
+        "non_saturating",
+        steps=1,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        autocast=args.autocast,
     )
     config = dataclasses.replace(
         config, max_generator_steps=None, max_seconds=args.budget_s, clock="process"
@@ -222,7 +229,7 @@ def train_model(name: str, images: torch.Tensor, args: argparse.Namespace) -> di
         config = ProgressiveTrainerConfig(
             batch_size=args.batch_size, lr=args.lr, betas=tuple(args.betas),
             fade_images=args.fade_images, stable_images=args.stable_images,
-            final_images=10**9, n_critic=1, seed=0, device="cpu", autocast=args.autocast,
+            final_images=10**9, n_critic=1, seed=args.seed, device="cpu", autocast=args.autocast,
             max_seconds=args.budget_s, clock="process", augment=args.augment,
             ada_target=args.ada_target,
         )  # fmt: skip
@@ -382,8 +389,8 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
     return [
         *header_lines(title, wall),
         f"- budget: {args.budget_s:.0f} CPU seconds (process clock) of training per model, "
-        f"batch {args.batch_size}, latent {args.latent_dim}, autocast {args.autocast}, seed 0, "
-        f"EMA of G with decay {args.ema_decay}",
+        f"batch {args.batch_size}, latent {args.latent_dim}, autocast {args.autocast}, "
+        f"seed {args.seed}, EMA of G with decay {args.ema_decay}",
         f"- DCGAN: base {args.dcgan_base} channels; "
         + settings_line("non_saturating")
         + (f"; lr overridden to {args.dcgan_lr:g}" if args.dcgan_lr is not None else ""),
@@ -449,7 +456,7 @@ def write_quality_json(results: dict, args: argparse.Namespace) -> None:
                             "channel_base": args.channel_base,
                             "max_channels": args.max_channels, "augment": args.augment,
                             "ada_target": args.ada_target, "dcgan_lr": args.dcgan_lr,
-                            "dcgan_base": args.dcgan_base,
+                            "dcgan_base": args.dcgan_base, "seed": args.seed,
                             "ema_decay": args.ema_decay,
                             "stylegan_fixed_resolution": args.fixed_resolution},
                "rows": rows}  # fmt: skip
