@@ -32,12 +32,13 @@ PAPER_SETTINGS: dict[str, dict] = {
 
 
 def paper_trainer_config(
-    loss: str, *, steps: int, batch_size: int, seed: int, autocast: str
+    loss: str, *, steps: int | None, batch_size: int, seed: int, autocast: str
 ) -> GANTrainerConfig:
-    """A CPU trainer config with `loss`'s paper settings, stopped after `steps` G steps."""
+    """A CPU trainer config with `loss`'s paper settings, stopped after `steps` G steps (None: no
+    step cap; the caller then sets a time budget)."""
     settings = PAPER_SETTINGS[loss]
     return GANTrainerConfig(
-        epochs=10**6,  # the step cap ends training
+        epochs=10**6,  # the step cap (or the caller's time budget) ends training
         batch_size=batch_size,
         lr_generator=settings["lr"],
         lr_discriminator=settings["lr"],

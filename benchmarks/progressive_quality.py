@@ -180,14 +180,12 @@ def fit_dcgan(model: GAN, images: torch.Tensor, args) -> GANTrainer:
     `--dcgan-lr` when given)."""
     config = paper_trainer_config(
         "non_saturating",
-        steps=1,
+        steps=None,
         batch_size=args.batch_size,
         seed=args.seed,
         autocast=args.autocast,
     )
-    config = dataclasses.replace(
-        config, max_generator_steps=None, max_seconds=args.budget_s, clock="process"
-    )
+    config = dataclasses.replace(config, max_seconds=args.budget_s, clock="process")
     if args.dcgan_lr is not None:
         config = dataclasses.replace(
             config, lr_generator=args.dcgan_lr, lr_discriminator=args.dcgan_lr
