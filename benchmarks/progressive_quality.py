@@ -111,6 +111,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dcgan-base", type=int, default=64, help="DCGAN's base channels (G's last, D's first)"
     )
     parser.add_argument(
+        "--dcgan-lr-decay",
+        type=float,
+        default=None,
+        help="DCGAN's lrs fall linearly to 0 after this fraction of the budget (default: constant)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="the models' initialisation and training order"
     )
     parser.add_argument("--eval", type=int, default=2000, help="images per set for metrics")
@@ -185,7 +191,9 @@ def fit_dcgan(model: GAN, images: torch.Tensor, args) -> GANTrainer:
         seed=args.seed,
         autocast=args.autocast,
     )
-    config = dataclasses.replace(config, max_seconds=args.budget_s, clock="process")
+    config = dataclasses.replace(
+        config, max_seconds=args.budget_s, clock="process", lr_decay_start=args.dcgan_lr_decay
+    )
     if args.dcgan_lr is not None:
         config = dataclasses.replace(
             config, lr_generator=args.dcgan_lr, lr_discriminator=args.dcgan_lr
@@ -391,7 +399,12 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
         f"seed {args.seed}, EMA of G with decay {args.ema_decay}",
         f"- DCGAN: base {args.dcgan_base} channels; "
         + settings_line("non_saturating")
-        + (f"; lr overridden to {args.dcgan_lr:g}" if args.dcgan_lr is not None else ""),
+        + (f"; lr overridden to {args.dcgan_lr:g}" if args.dcgan_lr is not None else "")
+        + (
+            f"; lrs decay linearly to 0 from {args.dcgan_lr_decay:g} of the budget"
+            if args.dcgan_lr_decay is not None
+            else ""
+        ),
         f"- ProGAN / StyleGAN: channel_base {args.channel_base}, max {args.max_channels} "
         f"channels, loss {args.loss}, R1 gamma {r1_text(args)} (every 16 D steps), drift "
         f"1e-3, Adam lr {args.lr:g}, betas ({args.betas[0]:g}, {args.betas[1]:g}), n_critic 1; "
@@ -454,6 +467,7 @@ def write_quality_json(results: dict, args: argparse.Namespace) -> None:
                             "channel_base": args.channel_base,
                             "max_channels": args.max_channels, "augment": args.augment,
                             "ada_target": args.ada_target, "dcgan_lr": args.dcgan_lr,
+                            "dcgan_lr_decay": args.dcgan_lr_decay,
                             "dcgan_base": args.dcgan_base, "seed": args.seed,
                             "ema_decay": args.ema_decay,
                             "stylegan_fixed_resolution": args.fixed_resolution},

@@ -254,6 +254,9 @@ def _add_train_gan(train: Any) -> None:
     )
     gan.add_argument("--ada-target", type=float, help="adapt its strength (ADA; e.g. 0.6)")
     gan.add_argument("--r1-gamma", type=float, help="R1 penalty weight on D (0 = off)")
+    gan.add_argument(
+        "--lr-decay-start", type=float, help="both lrs fall linearly to 0 after this budget share"
+    )
     gan.set_defaults(handler=cli_train.cmd_train_gan)
 
 

@@ -17,6 +17,7 @@ from anomaly.errors import InputNotFoundError, UserInputError
 GAN_FLAGS = ("loss", "architecture", "latent_dim", "base_channels", "ema_decay", "spectral_norm")
 TRAINER_FLAGS = (
     "epochs", "batch_size", "n_critic", "optimizer", "augment", "ada_target", "r1_gamma",
+    "lr_decay_start",
 )  # fmt: skip
 # `genad train cyclegan` flags -> the CycleGANConfig / CycleGANTrainerConfig field they set
 CYCLEGAN_FLAGS = ("base_channels", "residual_blocks", "lambda_cycle", "lambda_identity",

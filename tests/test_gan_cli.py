@@ -145,11 +145,13 @@ def test_the_small_data_recipe_flags_reach_the_trainer_config():
 
     args = build_parser(cli).parse_args(
         ["train", "gan", "--dataset", "fashion-mnist", "--augment", "translation,cutout",
-         "--ada-target", "0.6", "--r1-gamma", "10", "--trainer-config", '{"r1_interval": 8}']
+         "--ada-target", "0.6", "--r1-gamma", "10", "--lr-decay-start", "0.5",
+         "--trainer-config", '{"r1_interval": 8}']
     )  # fmt: skip
     settings = flag_settings(args, "trainer_config", TRAINER_FLAGS)
     assert settings == {
         "r1_interval": 8, "augment": "translation,cutout", "ada_target": 0.6, "r1_gamma": 10.0,
+        "lr_decay_start": 0.5,
     }  # fmt: skip
 
 

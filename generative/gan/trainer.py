@@ -47,6 +47,13 @@ from generative.gan.augment import (
 )
 from generative.gan.losses import clip_weights, gradient_penalty, r1_penalty
 from generative.gan.model import GAN
+from generative.gan.schedule import (
+    batches_per_epoch,
+    budget_progress,
+    check_decay_start,
+    decay_factor,
+    scale_learning_rates,
+)
 from generative.loop import (
     CLOCKS,
     Callback,
@@ -99,6 +106,10 @@ class GANTrainerConfig(JsonConfig):
         from D's overfitting signal E[sign(D(real))] (target 0.6 in the paper).
     r1_gamma: weight gamma of the R1 penalty (gamma / 2) E||grad D(real)||^2 (0 = off),
         applied every `r1_interval` D steps and scaled by it (lazy regularisation).
+    lr_decay_start: None = constant learning rates; a fraction f in [0, 1): once f of the
+        budget is used (the largest used fraction of `max_seconds`, `max_generator_steps` and
+        the epochs' batches), both learning rates fall linearly to 0 at the budget's end
+        (`generative.gan.schedule`).
     """
 
     epochs: int = 20
@@ -119,9 +130,11 @@ class GANTrainerConfig(JsonConfig):
     ada_target: float | None = None
     r1_gamma: float = 0.0
     r1_interval: int = 16
+    lr_decay_start: float | None = None
 
     def __post_init__(self) -> None:
         check_two_player(self)
+        check_decay_start(self.lr_decay_start)
         check_augment(self.augment, self.augment_strength, self.ada_target)
         if self.r1_gamma < 0 or self.r1_interval < 1:
             raise ValueError("r1_gamma must be >= 0 and r1_interval >= 1")
@@ -231,6 +244,22 @@ class GANTrainer(LoopTrainer):
         d = build(self.model.discriminator.parameters(), self.config.lr_discriminator, betas)
         return [g, d]
 
+    def _decay_learning_rates(self) -> None:
+        """Scale both learning rates by the decay schedule at the budget used so far."""
+        config = self.config
+        if config.lr_decay_start is None:
+            return
+        progress = budget_progress(
+            elapsed=CLOCKS[config.clock]() - self.started,
+            max_seconds=config.max_seconds,
+            steps=self.generator_steps,
+            max_steps=config.max_generator_steps,
+            batches=self.discriminator_steps,
+            max_batches=config.epochs * batches_per_epoch(len(self.data), config.batch_size),
+        )
+        rates = [config.lr_generator, config.lr_discriminator]
+        scale_learning_rates(self.optimizers, rates, decay_factor(progress, config.lr_decay_start))
+
     def fit(
         self,
         data: torch.Tensor,
@@ -269,6 +298,7 @@ class GANTrainer(LoopTrainer):
     def train_step(self, index: torch.Tensor) -> torch.Tensor:
         """One D step on this rank's rows of the global batch `index`, then a G step after
         every n_critic-th; returns the (d_loss, g_loss, penalty) sums' increments."""
+        self._decay_learning_rates()
         opt_g, opt_d = self.optimizers
         rows = self.world.shard(index)
         share = len(rows) / len(index)  # this rank's part of the global batch mean
