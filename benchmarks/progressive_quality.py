@@ -111,6 +111,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dcgan-base", type=int, default=64, help="DCGAN's base channels (G's last, D's first)"
     )
     parser.add_argument(
+        "--lr-decay",
+        type=float,
+        default=None,
+        help="the progressive models' lr falls linearly to 0 after this fraction of the budget",
+    )
+    parser.add_argument(
         "--dcgan-lr-decay",
         type=float,
         default=None,
@@ -237,7 +243,7 @@ def train_model(name: str, images: torch.Tensor, args: argparse.Namespace) -> di
             fade_images=args.fade_images, stable_images=args.stable_images,
             final_images=10**9, n_critic=1, seed=args.seed, device="cpu", autocast=args.autocast,
             max_seconds=args.budget_s, clock="process", augment=args.augment,
-            ada_target=args.ada_target,
+            ada_target=args.ada_target, lr_decay_start=args.lr_decay,
         )  # fmt: skip
         clock = PhaseClock()
         trainer = ProgressiveTrainer(model, config, [clock])
@@ -411,8 +417,12 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
         f"StyleGAN: w_dim 128, {args.mapping_layers} mapping layers, style mixing "
         f"{args.style_mixing:g}, "
         + ("fixed 32x32 (no growing)" if args.fixed_resolution else "progressive growing")
-        + f"; augmentation {args.augment or 'none'}, ADA target "
-        f"{args.ada_target}",
+        + f"; augmentation {args.augment or 'none'}, ADA target {args.ada_target}"
+        + (
+            f"; lr decays linearly to 0 from {args.lr_decay:g} of the budget"
+            if args.lr_decay
+            else ""
+        ),
         f"- growth schedule ({growing_models(args)}): {args.fade_images:,} images per fade-in, "
         f"{args.stable_images:,} per stable phase, then 32x32 stable until the budget ends",
         *NOTES,
@@ -467,7 +477,7 @@ def write_quality_json(results: dict, args: argparse.Namespace) -> None:
                             "channel_base": args.channel_base,
                             "max_channels": args.max_channels, "augment": args.augment,
                             "ada_target": args.ada_target, "dcgan_lr": args.dcgan_lr,
-                            "dcgan_lr_decay": args.dcgan_lr_decay,
+                            "dcgan_lr_decay": args.dcgan_lr_decay, "lr_decay": args.lr_decay,
                             "dcgan_base": args.dcgan_base, "seed": args.seed,
                             "ema_decay": args.ema_decay,
                             "stylegan_fixed_resolution": args.fixed_resolution},

@@ -290,6 +290,11 @@ def _add_train_progressive(train: Any) -> None:
         parser.add_argument("--final-images", type=int, help="the last stage's stable phase")
         parser.add_argument("--lr", type=float, help="Adam learning rate of both nets")
         parser.add_argument(
+            "--lr-decay-start",
+            type=float,
+            help="the lr falls linearly to 0 after this budget share",
+        )
+        parser.add_argument(
             "--augment", help="differentiable augmentation of D's inputs: color,translation,cutout"
         )
         parser.add_argument("--ada-target", type=float, help="adapt its strength (ADA; e.g. 0.6)")

@@ -27,7 +27,7 @@ CYCLEGAN_TRAINER_FLAGS = ("epochs", "batch_size", "max_steps", "decay_fraction")
 
 # `genad train progan|stylegan` flags -> the ProgressiveTrainerConfig field they set
 SCHEDULE_FLAGS = ("batch_size", "fade_images", "stable_images", "final_images", "lr", "augment",
-                  "ada_target")  # fmt: skip
+                  "ada_target", "lr_decay_start")  # fmt: skip
 PROGRESSIVE_MODEL_FLAGS = ("loss", "r1_gamma", "channel_base", "max_channels")
 # Flags passed on to the training flows as the keyword arguments of the same name
 VAE_OPTIONS = ("model_name", "split", "label_column", "validation_fraction", "seed",

@@ -1,4 +1,5 @@
-"""The GAN trainer's learning-rate decay over the budget (`GANTrainerConfig.lr_decay_start`).
+"""Learning rates that decay over the budget (`lr_decay_start` of the GAN and progressive
+trainers).
 
 The expected rates are closed forms: with E epochs of B batches, the step after b batches runs
 at progress p = b / (E B), so both rates are the base rate times min(1, (1 - p) / (1 - f)).
@@ -14,6 +15,8 @@ from resumes import Crash, assert_same_weights
 
 from generative.gan import GAN, GANConfig, GANTrainer, GANTrainerConfig
 from generative.gan.schedule import budget_progress, decay_factor
+from generative.progressive import ProGAN, ProGANConfig
+from generative.progressive.trainer import ProgressiveTrainer, ProgressiveTrainerConfig
 from generative.training import Callback
 
 DATA = torch.randn(200, 2, generator=torch.Generator().manual_seed(3))
@@ -56,11 +59,11 @@ def test_decay_factor_is_flat_then_linear_to_zero():
 
 
 def test_budget_progress_is_the_most_used_budget():
-    common = {"batches": 10, "max_batches": 100}
-    assert budget_progress(elapsed=5, max_seconds=None, steps=0, max_steps=None, **common) == 0.1
-    assert budget_progress(elapsed=5, max_seconds=10, steps=1, max_steps=4, **common) == 0.5
-    assert budget_progress(elapsed=9, max_seconds=10, steps=3, max_steps=4, **common) == 0.9
-    assert budget_progress(elapsed=30, max_seconds=10, steps=0, max_steps=None, **common) == 1.0
+    assert budget_progress((5, None), (0, None), (10, 100)) == 0.1
+    assert budget_progress((5, 10), (1, 4), (10, 100)) == 0.5
+    assert budget_progress((9, 10), (3, 4), (10, 100)) == 0.9
+    assert budget_progress((30, 10), (0, None), (10, 100)) == 1.0
+    assert budget_progress((30, None)) == 0.0
 
 
 @pytest.mark.parametrize("start", [0.0, 0.5])
@@ -112,3 +115,24 @@ def test_a_decaying_run_resumes_bit_for_bit(tmp_path):
 def test_the_option_round_trips_through_json():
     original = config(lr_decay_start=0.4)
     assert GANTrainerConfig.from_dict(json.loads(json.dumps(original.to_dict()))) == original
+
+
+def test_the_progressive_lr_follows_the_schedules_images():
+    torch.manual_seed(0)
+    options = {"latent_dim": 8, "channel_base": 32, "max_channels": 8, "minibatch_group": 2}
+    gan = ProGAN(ProGANConfig((1, 8, 8), **options))
+    settings = {"batch_size": 16, "fade_images": 48, "stable_images": 32, "device": "cpu"}
+    config = ProgressiveTrainerConfig(**settings, lr=1e-3, lr_decay_start=0.5, autocast="off")
+    rates = LastRates()
+    images = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ProgressiveTrainer(gan, config, [rates]).fit(images)
+    phases = [32, 48, 32]  # 4x4 stable, 8x8 fade-in, 8x8 stable: 112 images
+    ends = [sum(phases[: k + 1]) - 16 for k in range(3)]  # before each phase's last step
+    expected = [1e-3 * min(1.0, (1 - end / 112) / 0.5) for end in ends]
+    assert [g for g, _ in rates.rates] == pytest.approx(expected, rel=1e-12)
+    assert [d for _, d in rates.rates] == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_progressive_config_refuses_a_bad_decay_start():
+    with pytest.raises(ValueError, match="lr_decay_start must be None or a fraction in"):
+        ProgressiveTrainerConfig(lr_decay_start=1.5)

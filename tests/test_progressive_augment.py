@@ -83,8 +83,10 @@ def test_the_augmentation_flags_reach_the_progressive_trainer_config():
     for family in ("progan", "stylegan"):
         args = build_parser(cli).parse_args(
             ["train", family, "--dataset", "fashion-mnist", "--augment", "translation,cutout",
-             "--ada-target", "0.6"]
+             "--ada-target", "0.6", "--lr-decay-start", "0.5"]
         )  # fmt: skip
         settings = flag_settings(args, "trainer_config", SCHEDULE_FLAGS)
-        assert settings == {"augment": "translation,cutout", "ada_target": 0.6}
+        assert settings == {
+            "augment": "translation,cutout", "ada_target": 0.6, "lr_decay_start": 0.5,
+        }  # fmt: skip
         ProgressiveTrainerConfig(**settings)  # a valid config

@@ -28,23 +28,11 @@ def check_decay_start(start: float | None) -> None:
         raise ValueError(f"lr_decay_start must be None or a fraction in [0, 1), got {start!r}")
 
 
-def budget_progress(
-    *,
-    elapsed: float,
-    max_seconds: float | None,
-    steps: int,
-    max_steps: int | None,
-    batches: int,
-    max_batches: int,
-) -> float:
-    """The largest used fraction (in [0, 1]) of the budgets that are set: seconds, G steps,
-    and the batches of all epochs (which always bounds a run)."""
-    fractions = [batches / max_batches]
-    if max_seconds is not None:
-        fractions.append(elapsed / max_seconds)
-    if max_steps is not None:
-        fractions.append(steps / max_steps)
-    return min(max(fractions), 1.0)
+def budget_progress(*used_of_budget: tuple[float, float | None]) -> float:
+    """The largest used fraction, in [0, 1], of the budgets that are set: each pair is
+    (used, budget), and a budget of None is not set (e.g. no time limit)."""
+    fractions = [used / budget for used, budget in used_of_budget if budget is not None]
+    return min(max(fractions, default=0.0), 1.0)
 
 
 def decay_factor(progress: float, start: float) -> float:

@@ -249,13 +249,11 @@ class GANTrainer(LoopTrainer):
         config = self.config
         if config.lr_decay_start is None:
             return
+        batches = config.epochs * batches_per_epoch(len(self.data), config.batch_size)
         progress = budget_progress(
-            elapsed=CLOCKS[config.clock]() - self.started,
-            max_seconds=config.max_seconds,
-            steps=self.generator_steps,
-            max_steps=config.max_generator_steps,
-            batches=self.discriminator_steps,
-            max_batches=config.epochs * batches_per_epoch(len(self.data), config.batch_size),
+            (CLOCKS[config.clock]() - self.started, config.max_seconds),
+            (self.generator_steps, config.max_generator_steps),
+            (self.discriminator_steps, batches),
         )
         rates = [config.lr_generator, config.lr_discriminator]
         scale_learning_rates(self.optimizers, rates, decay_factor(progress, config.lr_decay_start))

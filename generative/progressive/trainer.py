@@ -51,6 +51,12 @@ from generative.gan.augment import (
     saved_ada_state,
 )
 from generative.gan.losses import clip_weights, gradient_penalty, r1_penalty
+from generative.gan.schedule import (
+    budget_progress,
+    check_decay_start,
+    decay_factor,
+    scale_learning_rates,
+)
 from generative.loop import CLOCKS, Callback, LoopTrainer, autocast, check_runtime
 from generative.progressive.layers import downsample, upsample
 from generative.progressive.model import ProgressiveModel
@@ -83,6 +89,9 @@ class ProgressiveTrainerConfig(JsonConfig):
     augment / augment_strength / ada_target: differentiable augmentation of every image D sees
     (real and generated, in D's and G's steps; `generative.gan.augment`), at a fixed strength
     or the one ADA adapts towards E[sign D(real)] = ada_target; single-process only.
+    lr_decay_start: None = a constant lr; a fraction f in [0, 1): once f of the budget is used
+    (the larger used fraction of the schedule's images and of `max_seconds`), the lr of G and
+    D falls linearly to 0 at the budget's end (`generative.gan.schedule`).
     """
 
     batch_size: int = 64
@@ -101,9 +110,11 @@ class ProgressiveTrainerConfig(JsonConfig):
     augment: str = ""
     augment_strength: float = 1.0
     ada_target: float | None = None
+    lr_decay_start: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        check_decay_start(self.lr_decay_start)
         if self.batch_size < 1 or self.n_critic < 1 or self.lr <= 0:
             raise ValueError("batch_size and n_critic must be >= 1 and lr > 0")
         if self.fade_images < 1 or self.stable_images < 1:
@@ -246,6 +257,7 @@ class ProgressiveTrainer(LoopTrainer):
     def train_step(self, batch: tuple[torch.Tensor, float]) -> torch.Tensor:
         """One D step, then a G step after every n_critic-th, on this rank's share of the
         global batch; returns its share of the (d_loss, g_loss, penalty) sums' increments."""
+        self._decay_learning_rates()
         (real, alpha), stage, rows = batch, self.phase.stage, self.order.batch_size
         d_loss, penalty = self.discriminator_step(real, stage, alpha)
         self.phase_steps += 1
@@ -255,6 +267,19 @@ class ProgressiveTrainer(LoopTrainer):
             g_loss = self.generator_step(rows, stage, alpha)
             self.phase_generator_steps += 1
         return torch.stack([d_loss, g_loss, penalty]) * (len(real) / rows)
+
+    def _decay_learning_rates(self) -> None:
+        """Scale the lr of G and D by the decay schedule at the budget used so far."""
+        config = self.config
+        if config.lr_decay_start is None:
+            return
+        images = [phase.images for phase in self.schedule]
+        progress = budget_progress(
+            (CLOCKS[config.clock]() - self.started, config.max_seconds),
+            (sum(images[: self.phase_index]) + self.shown, sum(images)),
+        )
+        factor = decay_factor(progress, config.lr_decay_start)
+        scale_learning_rates(self.optimizers, [config.lr, config.lr], factor)
 
     def epoch_logs(self, sums: list[float], count: int) -> dict[str, float]:
         """The phase's mean losses, where it ended (alpha, images) and whether early; the
