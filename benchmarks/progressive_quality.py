@@ -5,8 +5,9 @@ style-mixing properties; sample grids and z / w interpolations for docs/.
 Data: the 60,000 training images padded from 28x28 to 32x32 with 2 zero pixels per side.
 Every model gets `--budget-s` seconds of this process's CPU time (`time.process_time`, so
 other jobs on a busy machine do not eat into it). DCGAN (non-saturating loss, the paper's Adam
-settings) is capped at a G-step count from two timed throw-away runs of n and 3n G steps (the
-marginal rate and the fixed cost of a fit, as in `gan_quality.py`, but on the process clock).
+settings unless `--dcgan-lr`; width `--dcgan-base`) trains until the trainer's process clock
+reads `--budget-s`; `--dcgan-lr-decay` / `--lr-decay` let the DCGAN's / the progressive
+models' learning rates fall linearly to 0 over the budget's last part.
 The progressive models (`--loss` and `--r1-gamma`, by default the library's: non-saturating
 with lazy R1; drift 1e-3, Adam (`--lr`, `--betas`; the library's 6e-3, (0, 0.99)), n_critic 1;
 widths from `--channel-base` / `--max-channels`, by default the library's) grow
