@@ -254,9 +254,7 @@ def _add_train_gan(train: Any) -> None:
     )
     gan.add_argument("--ada-target", type=float, help="adapt its strength (ADA; e.g. 0.6)")
     gan.add_argument("--r1-gamma", type=float, help="R1 penalty weight on D (0 = off)")
-    gan.add_argument(
-        "--lr-decay-start", type=float, help="both lrs fall linearly to 0 after this budget share"
-    )
+    gan.add_argument("--lr-decay-start", type=float, help="lrs -> 0 linearly after this share")
     gan.set_defaults(handler=cli_train.cmd_train_gan)
 
 
@@ -289,11 +287,7 @@ def _add_train_progressive(train: Any) -> None:
         parser.add_argument("--stable-images", type=int, help="real images per stable phase")
         parser.add_argument("--final-images", type=int, help="the last stage's stable phase")
         parser.add_argument("--lr", type=float, help="Adam learning rate of both nets")
-        parser.add_argument(
-            "--lr-decay-start",
-            type=float,
-            help="the lr falls linearly to 0 after this budget share",
-        )
+        parser.add_argument("--lr-decay-start", type=float, help="lr falls to 0 after this share")
         parser.add_argument(
             "--augment", help="differentiable augmentation of D's inputs: color,translation,cutout"
         )
