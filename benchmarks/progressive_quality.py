@@ -421,7 +421,7 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> list[str]:
         + f"; augmentation {args.augment or 'none'}, ADA target {args.ada_target}"
         + (
             f"; lr decays linearly to 0 from {args.lr_decay:g} of the budget"
-            if args.lr_decay
+            if args.lr_decay is not None
             else ""
         ),
         f"- growth schedule ({growing_models(args)}): {args.fade_images:,} images per fade-in, "

@@ -9,12 +9,9 @@ budget is known in advance). `GANTrainerConfig.lr_decay_start` turns it on.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 __all__ = [
-    "batches_per_epoch",
     "budget_progress",
     "check_decay_start",
     "decay_factor",
@@ -49,8 +46,3 @@ def scale_learning_rates(
     for optimizer, rate in zip(optimizers, base_rates, strict=True):
         for group in optimizer.param_groups:
             group["lr"] = rate * factor
-
-
-def batches_per_epoch(rows: int, batch_size: int) -> int:
-    """How many minibatches one pass over `rows` takes."""
-    return max(1, math.ceil(rows / batch_size))

@@ -27,6 +27,7 @@ the resume.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,6 @@ from generative.gan.augment import (
 from generative.gan.losses import clip_weights, gradient_penalty, r1_penalty
 from generative.gan.model import GAN
 from generative.gan.schedule import (
-    batches_per_epoch,
     budget_progress,
     check_decay_start,
     decay_factor,
@@ -249,7 +249,7 @@ class GANTrainer(LoopTrainer):
         config = self.config
         if config.lr_decay_start is None:
             return
-        batches = config.epochs * batches_per_epoch(len(self.data), config.batch_size)
+        batches = config.epochs * math.ceil(len(self.data) / config.batch_size)
         progress = budget_progress(
             (CLOCKS[config.clock]() - self.started, config.max_seconds),
             (self.generator_steps, config.max_generator_steps),
