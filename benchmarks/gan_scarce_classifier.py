@@ -76,6 +76,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gan-augment", default="translation,cutout")
     parser.add_argument("--gan-ema", type=float, default=0.0, help="EMA decay of G (0 = off)")
     parser.add_argument("--gan-lr", type=float, default=2e-4, help="Adam lr of G and D")
+    parser.add_argument(
+        "--gan-lr-decay", type=float, default=None, help="lrs fall to 0 from this step fraction"
+    )
     parser.add_argument("--classifier-steps", type=int, default=600)
     parser.add_argument("--weights", nargs="+", type=float, default=[0.25, 0.5])
     parser.add_argument("--counts", nargs="+", type=int, default=[100, 400])
@@ -142,7 +145,8 @@ def gan_samples(images: torch.Tensor, labels: torch.Tensor, name: str, seed: int
     np.savez(folder / "train.npz", X=(images * 255).round().byte().numpy(), y=labels.numpy())
     trainer = {"epochs": 10**6, "max_generator_steps": args.gan_steps, "device": "cpu",
                "autocast": "bf16", "lr_generator": args.gan_lr, "lr_discriminator": args.gan_lr,
-               "betas": [0.5, 0.999], "augment": args.gan_augment}  # fmt: skip
+               "betas": [0.5, 0.999], "augment": args.gan_augment,
+               "lr_decay_start": args.gan_lr_decay}  # fmt: skip
     start = time.perf_counter()
     holdout = max(0.02, 11 / len(images))  # the flow needs >= 10 rows for its metrics
     model = {"conditional": True, "ema_decay": args.gan_ema}
@@ -279,7 +283,8 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
         f"Command: `{command_line()}` (commit {git_commit()}, "
         f"{datetime.date.today().isoformat()}; {wall / 60:.1f} min; torch threads: "
         f"{args.threads}; seeds {args.seeds}; GAN {args.gan_steps} G steps with "
-        f"{args.gan_augment}, EMA {args.gan_ema:g}, lr {args.gan_lr:g}; classifiers "
+        f"{args.gan_augment}, EMA {args.gan_ema:g}, lr {args.gan_lr:g}, lr decay from "
+        f"{args.gan_lr_decay}; classifiers "
         f"{args.classifier_steps} steps; "
         f"w in {args.weights}, "
         f"m in {args.counts} per class chosen on validation).",
