@@ -243,7 +243,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genad {command}: error: {error}", file=sys.stderr)
         return 1
     except Exception as error:  # a bug: not the user's to fix, so not reported as bad input
+        if is_prefect_startup_timeout(error):
+            print(f"genad {command}: error: {PREFECT_STARTUP_ADVICE}", file=sys.stderr)
+            return 1
         return report_internal_error(command, error)
+
+
+PREFECT_STARTUP_ADVICE = (
+    "Prefect's temporary API server did not answer within "
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (default 20 s); a busy machine starts it "
+    "slowly: run the command again, raise that setting, or start `prefect server start` and "
+    "set PREFECT_API_URL to it"
+)
+
+
+def is_prefect_startup_timeout(error: Exception) -> bool:
+    """Whether `error` is Prefect's failure to reach the temporary server it started for a flow
+    run (a RuntimeError from its SubprocessASGIServer): the environment's, not a bug."""
+    message = str(error)
+    return isinstance(error, RuntimeError) and message.startswith(
+        "Timed out while attempting to connect to ephemeral Prefect API server"
+    )
 
 
 def report_internal_error(command: str, error: Exception) -> int:

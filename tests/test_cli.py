@@ -9,6 +9,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from pipelines import cli
 from pipelines.cli import main
 
 
@@ -329,6 +330,29 @@ def test_an_internal_error_exits_1_saying_so_and_where_the_traceback_is(capsys, 
     trace = Path(err.rsplit("traceback in ", 1)[1].strip())
     assert "in broken" in trace.read_text()
     trace.unlink()
+
+
+def test_a_slow_prefect_server_start_is_reported_as_the_environments_not_a_bug(tmp_path):
+    """A fresh process with no PREFECT_API_URL starts Prefect's temporary server for the flow;
+    with a 0-s startup allowance that start times out, for real (no mock of Prefect)."""
+    import subprocess
+
+    from servers import REPO_ROOT, VENV_BIN, child_env
+
+    (tmp_path / "rows.csv").write_text("a,b\n" + "".join(f"{i},{i % 7}\n" for i in range(60)))
+    env = child_env(
+        {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0",
+         "PREFECT_HOME": str(tmp_path / "prefect"),
+         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        remove=["PREFECT_API_URL"],
+    )  # fmt: skip
+    command = [str(VENV_BIN / "genad"), "train", "vae", "--dataset", str(tmp_path / "rows.csv")]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    lines = [line for line in done.stderr.splitlines() if line.startswith("genad train:")]
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert lines == ["genad train: error: " + cli.PREFECT_STARTUP_ADVICE]
+    assert "internal error" not in done.stderr
 
 
 def test_user_errors_are_marked_as_such():
