@@ -58,6 +58,7 @@ from generative.gan.schedule import (
     scale_learning_rates,
 )
 from generative.loop import CLOCKS, Callback, LoopTrainer, autocast, check_runtime
+from generative.progressive.batches import BatchOrder, image_pyramid
 from generative.progressive.layers import downsample, upsample
 from generative.progressive.model import ProgressiveModel
 from generative.progressive.schedule import Phase, build_schedule
@@ -65,11 +66,9 @@ from generative.registry import write_model_files
 
 __all__ = [
     "TRAINER_STATE_FILE",
-    "BatchOrder",
     "ProgressiveTrainer",
     "ProgressiveTrainerConfig",
     "ema_decay",
-    "image_pyramid",
 ]
 # a resumed growth may have another budget: these fields are not part of the fingerprint
 RESUMABLE_CHANGES = ("device", "max_seconds", "clock", "stop_after_stage")
@@ -392,39 +391,3 @@ def ema_decay(target: float, steps: int) -> float:
     so that a short run's EMA is not mostly its initial weights (0.999 would keep 60% of them
     after 500 steps)."""
     return min(target, (1.0 + steps) / (10.0 + steps))
-
-
-def image_pyramid(images: torch.Tensor, stages: int) -> list[torch.Tensor]:
-    """The images at every stage's resolution (2x2 average pooling), 4x4 first."""
-    levels = [images]
-    for _ in range(stages - 1):
-        levels.append(downsample(levels[-1]))
-    return levels[::-1]
-
-
-class BatchOrder:
-    """Minibatch indices from successive seeded permutations of the rows; its state (the
-    current permutation and position) is part of a checkpoint."""
-
-    def __init__(self, rows: int, batch_size: int, rng: torch.Generator) -> None:
-        self.rows, self.batch_size, self.rng = rows, min(batch_size, rows), rng
-        self.permutation = torch.randperm(rows, generator=rng, device=rng.device)
-        self.position = 0
-
-    def next(self) -> torch.Tensor:
-        """The next batch_size row indices (a new permutation when the current one ends)."""
-        if self.position + self.batch_size > self.rows:
-            self.permutation = torch.randperm(self.rows, generator=self.rng, device=self.rng.device)
-            self.position = 0
-        batch = self.permutation[self.position : self.position + self.batch_size]
-        self.position += self.batch_size
-        return batch
-
-    def state(self) -> dict:
-        """The permutation (on the CPU) and the position in it."""
-        return {"permutation": self.permutation.cpu(), "position": self.position}
-
-    def load_state(self, state: dict) -> None:
-        """Continue from a saved `state`."""
-        self.permutation = state["permutation"].to(self.permutation.device)
-        self.position = int(state["position"])
