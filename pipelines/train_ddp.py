@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import json
 import sys
 from collections.abc import Callable
@@ -257,11 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     result = train(args, world)  # a failing rank exits; torchrun then stops the others
     if result is not None:
         write_result(Path(args.out), {**result, "world_size": world.size})
-    # Free the DDP wrappers (held in reference cycles) while the process group is alive: left
-    # to interpreter shutdown, a reducer torn down after the group can abort the process
-    # ("terminate called without an active exception", seen once on rank 1 of a GAN run).
-    gc.collect()
-    shutdown(world)
+    shutdown(world)  # frees the DDP wrappers first (see `generative.distributed.shutdown`)
     return 0
 
 
