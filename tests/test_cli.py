@@ -317,8 +317,6 @@ def test_a_bad_trim_fraction_flag_is_refused_by_name(capsys):
 
 
 def test_an_internal_error_exits_1_saying_so_and_where_the_traceback_is(capsys, monkeypatch):
-    from pipelines import cli
-
     def broken(args):
         raise ValueError("an index went out of range in genad's own code")
 
