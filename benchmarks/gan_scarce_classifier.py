@@ -24,6 +24,9 @@ Accuracy on the whole test split (10,000 images). The flow holds out 2 % of its 
 least 11, for its own quality metrics (it needs 10), so the GAN sees the rest of the training
 part (93 % of it at 20 images per class). MLflow's store
 is a scratch sqlite under .state/bench-scarce.
+`--reuse-samples` skips the GAN: each (size, seed) classifies with the samples the last run
+without it drew (kept under .state/bench-scarce/data, checked against the same training images),
+so classifier settings can be compared on one draw of samples.
 
 Usage: .venv/bin/python benchmarks/gan_scarce_classifier.py --threads 1 [--write-docs]
 """
@@ -87,6 +90,11 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=1.0,
         help="< 1: also (d), the GAN's samples filtered by classifier (b)",
+    )
+    parser.add_argument(
+        "--reuse-samples",
+        action="store_true",
+        help="use the samples an earlier run drew for the same size and seed; no GAN training",
     )
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--json", type=Path, default=ROOT / "docs/results/gan_augmentation.json",
@@ -159,8 +167,33 @@ def gan_samples(images: torch.Tensor, labels: torch.Tensor, name: str, seed: int
     with np.load(out) as samples:
         X = torch.from_numpy(np.asarray(samples["X"], np.float32))
         y = torch.from_numpy(np.asarray(samples["y"]).astype(np.int64))
+    return as_images(X), y
+
+
+def as_images(X: torch.Tensor) -> torch.Tensor:
+    """Flat or (n, h, w) samples as (n, 1, h, w) images in [0, 1]."""
     X = X.reshape(len(X), *IMAGE_SHAPE)
-    return (X / 255.0 if X.max() > 1.5 else X), y
+    return X / 255.0 if X.max() > 1.5 else X
+
+
+def earlier_samples(train: tuple, name: str, args: argparse.Namespace) -> tuple:
+    """((images, labels), provenance line) from the samples an earlier run wrote for `name`.
+    Refuses samples whose GAN trained on other images or that hold too few per class."""
+    folder = WORK / "data" / name
+    with np.load(folder / "train.npz") as saved:
+        same = np.array_equal(saved["X"], (train[0] * 255).round().byte().numpy())
+    if not same:
+        raise SystemExit(f"--reuse-samples: {folder} holds a GAN trained on other images")
+    with np.load(folder / "samples.npz") as samples:
+        X = torch.from_numpy(np.asarray(samples["X"], np.float32))
+        y = torch.from_numpy(np.asarray(samples["y"]).astype(np.int64))
+    needed = math.ceil(max(args.counts) / args.filter_keep)
+    if min(int((y == c).sum()) for c in range(10)) < needed:
+        raise SystemExit(f"--reuse-samples: {folder} has fewer than {needed} samples per class")
+    origin = json.loads((folder / "samples.npz.provenance.json").read_text())
+    line = f"{origin['model_uri']} v{origin['model_version']}, drawn {origin['created_at']}"
+    log(f"{name}: reusing samples of {line}")
+    return (as_images(X), y), line
 
 
 @torch.no_grad()
@@ -198,13 +231,18 @@ def run_one(per_class: int, seed: int, data: dict, args: argparse.Namespace) -> 
     train_rows, val_rows = split_validation(scarce[1], seed)
     train = (scarce[0][train_rows], scarce[1][train_rows])
     val = (scarce[0][val_rows], scarce[1][val_rows])
-    fake = gan_samples(*train, f"scarce-{per_class}-{seed}", seed, args)
+    name = f"scarce-{per_class}-{seed}"
+    if args.reuse_samples:
+        fake, samples_source = earlier_samples(train, name, args)
+    else:
+        fake, samples_source = gan_samples(*train, name, seed, args), None
     fit = {"seed": seed, "steps": args.classifier_steps}
     test = data["test"]
     classic = train_classifier(train, None, 0, augment=True, **fit)
     result = {
         "real": accuracy(train_classifier(train, None, 0, augment=False, **fit), *test),
         "classic": accuracy(classic, *test),
+        "samples_from": samples_source,
     }
     net, result["choice"] = best_on_validation(train, fake, val, fit, args)
     result["classic+gan"] = accuracy(net, *test)
@@ -282,9 +320,7 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
         "",
         f"Command: `{command_line()}` (commit {git_commit()}, "
         f"{datetime.date.today().isoformat()}; {wall / 60:.1f} min; torch threads: "
-        f"{args.threads}; seeds {args.seeds}; GAN {args.gan_steps} G steps with "
-        f"{args.gan_augment}, EMA {args.gan_ema:g}, lr {args.gan_lr:g}, lr decay from "
-        f"{args.gan_lr_decay}; classifiers "
+        f"{args.threads}; seeds {args.seeds}; {gan_note(args, results)}; classifiers "
         f"{args.classifier_steps} steps; "
         f"w in {args.weights}, "
         f"m in {args.counts} per class chosen on validation).",
@@ -317,6 +353,16 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
             *filtered,
         ]
     return "\n".join(lines) + "\n"
+
+
+def gan_note(args: argparse.Namespace, results: dict) -> str:
+    """The GAN's settings, or with --reuse-samples the earlier runs' samples that were used."""
+    if args.reuse_samples:
+        sources = [run["samples_from"] for runs in results.values() for run in runs]
+        return "GAN samples reused from earlier runs (" + "; ".join(sources) + ")"
+    decay = "constant" if args.gan_lr_decay is None else f"decayed from {args.gan_lr_decay:g}"
+    return (f"GAN {args.gan_steps} G steps with {args.gan_augment}, EMA {args.gan_ema:g}, "
+            f"lr {args.gan_lr:g} {decay}")  # fmt: skip
 
 
 def gain_over_classic(runs: list[dict], method: str) -> str:
