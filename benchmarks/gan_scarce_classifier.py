@@ -150,7 +150,7 @@ def gan_samples(images: torch.Tensor, labels: torch.Tensor, name: str, seed: int
 
     folder = WORK / "data" / name
     folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / "train.npz", X=(images * 255).round().byte().numpy(), y=labels.numpy())
+    np.savez(folder / "train.npz", X=as_bytes(images), y=labels.numpy())
     trainer = {"epochs": 10**6, "max_generator_steps": args.gan_steps, "device": "cpu",
                "autocast": "bf16", "lr_generator": args.gan_lr, "lr_discriminator": args.gan_lr,
                "betas": [0.5, 0.999], "augment": args.gan_augment,
@@ -164,16 +164,21 @@ def gan_samples(images: torch.Tensor, labels: torch.Tensor, name: str, seed: int
     out = folder / "samples.npz"
     per_class = math.ceil(max(args.counts) / args.filter_keep)
     synthesize_flow(f"models:/{name}@challenger", per_class, None, str(out), seed=seed)
-    with np.load(out) as samples:
+    return load_samples(out)
+
+
+def as_bytes(images: torch.Tensor) -> np.ndarray:
+    """Images in [0, 1] as the uint8 array the GAN's training file holds."""
+    return (images * 255).round().byte().numpy()
+
+
+def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (n, 1, h, w) in [0, 1], labels) from a samples npz that `genad synth` wrote."""
+    with np.load(path) as samples:
         X = torch.from_numpy(np.asarray(samples["X"], np.float32))
         y = torch.from_numpy(np.asarray(samples["y"]).astype(np.int64))
-    return as_images(X), y
-
-
-def as_images(X: torch.Tensor) -> torch.Tensor:
-    """Flat or (n, h, w) samples as (n, 1, h, w) images in [0, 1]."""
     X = X.reshape(len(X), *IMAGE_SHAPE)
-    return X / 255.0 if X.max() > 1.5 else X
+    return (X / 255.0 if X.max() > 1.5 else X), y
 
 
 def earlier_samples(train: tuple, name: str, args: argparse.Namespace) -> tuple:
@@ -181,19 +186,17 @@ def earlier_samples(train: tuple, name: str, args: argparse.Namespace) -> tuple:
     Refuses samples whose GAN trained on other images or that hold too few per class."""
     folder = WORK / "data" / name
     with np.load(folder / "train.npz") as saved:
-        same = np.array_equal(saved["X"], (train[0] * 255).round().byte().numpy())
+        same = np.array_equal(saved["X"], as_bytes(train[0]))
     if not same:
         raise SystemExit(f"--reuse-samples: {folder} holds a GAN trained on other images")
-    with np.load(folder / "samples.npz") as samples:
-        X = torch.from_numpy(np.asarray(samples["X"], np.float32))
-        y = torch.from_numpy(np.asarray(samples["y"]).astype(np.int64))
+    X, y = load_samples(folder / "samples.npz")
     needed = math.ceil(max(args.counts) / args.filter_keep)
     if min(int((y == c).sum()) for c in range(10)) < needed:
         raise SystemExit(f"--reuse-samples: {folder} has fewer than {needed} samples per class")
     origin = json.loads((folder / "samples.npz.provenance.json").read_text())
     line = f"{origin['model_uri']} v{origin['model_version']}, drawn {origin['created_at']}"
     log(f"{name}: reusing samples of {line}")
-    return (as_images(X), y), line
+    return (X, y), line
 
 
 @torch.no_grad()
