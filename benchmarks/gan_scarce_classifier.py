@@ -9,9 +9,10 @@ the training part. Three classifiers of the metrics package's FeatureNet archite
 - (b) "classic": the training part with classic augmentation on every batch (horizontal flip
   with probability 1/2, a shift of up to 2 pixels each way by zero-padding and cropping);
 - (c) "classic+gan": (b), with a share w of every batch drawn from m synthetic images per class
-  (augmented the same way). The synthetic images come from a conditional DCGAN trained on the
-  training part by `pipelines.train_gan.train_gan_flow` (non-saturating loss with the DCGAN
-  paper's Adam settings, differentiable augmentation `--gan-augment` inside D's step,
+  (augmented the same way; with `--synthetic-augment none` only the real images of the batch
+  are augmented, the GAN's as drawn). The synthetic images come from a conditional DCGAN
+  trained on the training part by `pipelines.train_gan.train_gan_flow` (non-saturating loss
+  with the DCGAN paper's Adam settings, differentiable augmentation `--gan-augment` inside D's step,
   `--gan-steps` G steps, bf16) and drawn by `pipelines.synth.synthesize_flow` from the
   registered generator: the path of `genad train gan --conditional --augment ...` and
   `genad synth`. w in `--weights` and m in `--counts` are chosen on the validation split
@@ -83,6 +84,12 @@ def parse_args() -> argparse.Namespace:
         "--gan-lr-decay", type=float, default=None, help="lrs fall to 0 from this step fraction"
     )
     parser.add_argument("--classifier-steps", type=int, default=600)
+    parser.add_argument(
+        "--synthetic-augment",
+        choices=("classic", "none"),
+        default="classic",
+        help="classic augmentation on the GAN's samples in (c) and (d) too, or on the real only",
+    )
     parser.add_argument("--weights", nargs="+", type=float, default=[0.25, 0.5])
     parser.add_argument("--counts", nargs="+", type=int, default=[100, 400])
     parser.add_argument(
@@ -118,8 +125,11 @@ def classic_augment(images: torch.Tensor, generator: torch.Generator) -> torch.T
 
 
 def train_classifier(real: tuple, synthetic: tuple | None, weight: float, *, augment: bool,
-                     seed: int, steps: int) -> FeatureNet:  # fmt: skip
-    """A FeatureNet classifier; a share `weight` of each batch from `synthetic` when given."""
+                     seed: int, steps: int,
+                     augment_synthetic: bool = True) -> FeatureNet:  # fmt: skip
+    """A FeatureNet classifier; a share `weight` of each batch from `synthetic` when given.
+    With `augment`, classic augmentation applies to every image of the batch, or to the real
+    ones only when `augment_synthetic` is False."""
     torch.manual_seed(seed)
     net = FeatureNet(FeatureNetConfig(IMAGE_SHAPE, num_classes=10))
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -133,8 +143,11 @@ def train_classifier(real: tuple, synthetic: tuple | None, weight: float, *, aug
             extra = torch.randint(len(synthetic[0]), (n_fake,), generator=generator)
             images = torch.cat([images, synthetic[0][extra]])
             labels = torch.cat([labels, synthetic[1][extra]])
-        if augment:
+        if augment and (augment_synthetic or not n_fake):
             images = classic_augment(images, generator)
+        elif augment:
+            real_part = classic_augment(images[: BATCH - n_fake], generator)
+            images = torch.cat([real_part, images[BATCH - n_fake :]])
         loss = F.cross_entropy(net(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -242,35 +255,47 @@ def run_one(per_class: int, seed: int, data: dict, args: argparse.Namespace) -> 
     fit = {"seed": seed, "steps": args.classifier_steps}
     test = data["test"]
     classic = train_classifier(train, None, 0, augment=True, **fit)
+    fit["augment_synthetic"] = args.synthetic_augment == "classic"
     result = {
         "real": accuracy(train_classifier(train, None, 0, augment=False, **fit), *test),
         "classic": accuracy(classic, *test),
         "samples_from": samples_source,
     }
-    net, result["choice"] = best_on_validation(train, fake, val, fit, args)
+    net, result["choice"] = best_on_validation(train, fake, (val, test), fit, args)
     result["classic+gan"] = accuracy(net, *test)
     if args.filter_keep < 1:
         kept = most_confident(fake, classic, max(args.counts))
-        net, result["choice_filtered"] = best_on_validation(train, kept, val, fit, args)
+        net, result["choice_filtered"] = best_on_validation(train, kept, (val, test), fit, args)
         result[FILTERED] = accuracy(net, *test)
     log(f"{per_class}/class seed {seed}: {result}")
     return result
 
 
-def best_on_validation(train: tuple, fake: tuple, val: tuple, fit: dict, args) -> tuple:
+def best_on_validation(train: tuple, fake: tuple, splits: tuple, fit: dict, args) -> tuple:
     """(classifier, choice): the (b)-style classifier with m synthetic images per class mixed
-    in at weight w, for the (m, w) of `args` with the best validation accuracy."""
-    best = (-1.0, None)
+    in at weight w, for the (m, w) of `args` with the best accuracy on the validation split
+    (`splits` = (validation, test)). The choice also lists every (m, w)'s validation and test
+    accuracy, a diagnostic of the choice only: the test split never picks."""
+    val, test = splits
+    best, grid = (-1.0, None), []
     for count in sorted(args.counts):
         subset = first_per_class(fake[1], count)
         synthetic = (fake[0][subset], fake[1][subset])
         for weight in sorted(args.weights):
             net = train_classifier(train, synthetic, weight, augment=True, **fit)
             score = accuracy(net, *val)
+            grid.append({"count": count, "weight": weight, "val": score,
+                         "val_nll": mean_nll(net, *val), "test": accuracy(net, *test)})  # fmt: skip
             if score > best[0]:
                 best = (score, (count, weight, net))
     count, weight, net = best[1]
-    return net, {"count": count, "weight": weight, "val_accuracy": best[0]}
+    return net, {"count": count, "weight": weight, "val_accuracy": best[0], "grid": grid}
+
+
+@torch.no_grad()
+def mean_nll(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean cross-entropy (nats) of a trained classifier on labelled images."""
+    return float(F.cross_entropy(net.eval()(images), labels))
 
 
 def main() -> int:
@@ -325,6 +350,7 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
         f"{datetime.date.today().isoformat()}; {wall / 60:.1f} min; torch threads: "
         f"{args.threads}; seeds {args.seeds}; {gan_note(args, results)}; classifiers "
         f"{args.classifier_steps} steps; "
+        f"classic augmentation of the GAN's samples: {args.synthetic_augment}; "
         f"w in {args.weights}, "
         f"m in {args.counts} per class chosen on validation).",
         "",
@@ -355,7 +381,28 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
             "|---|---|---|---|",
             *filtered,
         ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + grid_table(results)) + "\n"
+
+
+def grid_table(results: dict) -> list[str]:
+    """Every (m, w) of (c) on the test split, mean over seeds: what a perfect choice would
+    reach, against what the validation split chose (a diagnostic; the test never picks)."""
+    lines = ["", "(c) at every (m, w), test accuracy, mean ± sd over seeds (diagnostic):", "",
+             "| images per class | m | w | (c) at (m, w) | gain over (b) | chosen on validation |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for per_class, runs in results.items():
+        for index, point in enumerate(runs[0]["choice"]["grid"]):
+            tests = [run["choice"]["grid"][index]["test"] * 100 for run in runs]
+            gains = [t - run["classic"] * 100 for t, run in zip(tests, runs, strict=True)]
+            picked = sum(
+                (run["choice"]["count"], run["choice"]["weight"])
+                == (point["count"], point["weight"])
+                for run in runs
+            )
+            lines.append(f"| {per_class} | {point['count']} | {point['weight']:g} | "
+                         f"{mean_sd(tests)} | {mean_sd(gains, signed=True)} | "
+                         f"{picked} of {len(runs)} |")  # fmt: skip
+    return lines
 
 
 def gan_note(args: argparse.Namespace, results: dict) -> str:
