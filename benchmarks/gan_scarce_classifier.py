@@ -52,7 +52,6 @@ os.environ.update(
 os.environ.setdefault("GENAD_DATA_DIR", str(ROOT.parent / "shared" / "data"))
 
 import argparse
-import datetime
 import json
 import math
 import time
@@ -61,14 +60,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from bench_common import log, replace_section, set_threads
-from gan_common import IMAGE_SHAPE, balanced_subset, fashion, mean_sd
-from provenance import command_line, git_commit
+from gan_common import IMAGE_SHAPE, balanced_subset, fashion
+from scarce_report import FILTERED, grid_rows, report, summary_rows, write_rows
 
 from generative.metrics import FeatureNet, FeatureNetConfig, accuracy
 
 BATCH = 64
-METHODS = ("real", "classic", "classic+gan")
-FILTERED = "classic+gan_filtered"  # (d), run with --filter-keep < 1
 
 
 def parse_args() -> argparse.Namespace:
@@ -309,121 +306,8 @@ def main() -> int:
     print(text)
     if args.write_docs:
         replace_section(ROOT / "docs" / "benchmarks.md", text)
-    write_rows(rows, args.json)
+    write_rows(rows, args.json, grid_rows(results))
     return 0
-
-
-def summary_rows(results: dict) -> list[dict]:
-    """gan_augmentation.json's rows for the images: accuracy per size and method."""
-    rows = []
-    for per_class, runs in results.items():
-        for method in methods_run(runs):
-            values = [run[method] for run in runs]
-            rows.append({"data": "fashion-mnist", "per_class": per_class, "method": method,
-                         "metric": "accuracy", "mean": float(np.mean(values)),
-                         "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-                         "seeds": len(values)})  # fmt: skip
-    return rows
-
-
-def methods_run(runs: list[dict]) -> tuple[str, ...]:
-    """(a), (b), (c), and (d) where `--filter-keep` ran it."""
-    return METHODS + ((FILTERED,) if FILTERED in runs[0] else ())
-
-
-def write_rows(rows: list[dict], path: Path) -> None:
-    """Merge the image rows into `path` (gan_augmentation.json's form; tabular rows kept)."""
-    old = json.loads(path.read_text())["rows"] if path.is_file() else []
-    kept = [row for row in old if row["metric"] != "accuracy"]
-    payload = {"command": command_line(), "commit": git_commit(),
-               "date": datetime.date.today().isoformat(), "rows": rows + kept}  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {path}")
-
-
-def report(args: argparse.Namespace, results: dict, wall: float) -> str:
-    lines = [
-        "## Scarce labels: classic augmentation vs conditional-GAN samples (issue 19)",
-        "",
-        f"Command: `{command_line()}` (commit {git_commit()}, "
-        f"{datetime.date.today().isoformat()}; {wall / 60:.1f} min; torch threads: "
-        f"{args.threads}; seeds {args.seeds}; {gan_note(args, results)}; classifiers "
-        f"{args.classifier_steps} steps; "
-        f"classic augmentation of the GAN's samples: {args.synthetic_augment}; "
-        f"w in {args.weights}, "
-        f"m in {args.counts} per class chosen on validation).",
-        "",
-        "Test accuracy (10,000 images), mean ± sd over seeds; gain = (c) - (b), paired:",
-        "",
-        "| images per class | (a) real | (b) classic | (c) classic + GAN | gain (c) - (b) | "
-        "(c)'s choices (m, w) |",
-        "|---|---|---|---|---|---|",
-    ]
-    filtered = []
-    for per_class, runs in results.items():
-        cells = [mean_sd([r[m] * 100 for r in runs]) for m in METHODS]
-        gain = gain_over_classic(runs, "classic+gan")
-        lines.append(f"| {per_class} | " + " | ".join(cells) + f" | {gain} | {choices(runs)} |")
-        if FILTERED in runs[0]:
-            cell, gain = (
-                mean_sd([r[FILTERED] * 100 for r in runs]),
-                gain_over_classic(runs, FILTERED),
-            )
-            filtered.append(f"| {per_class} | {cell} | {gain} | {choices(runs, '_filtered')} |")
-    if filtered:
-        lines += [
-            "",
-            f"(d) the GAN's samples filtered by classifier (b), keeping {args.filter_keep:g} of "
-            "them per class:",
-            "",
-            "| images per class | (d) classic + filtered GAN | gain (d) - (b) | (d)'s choices |",
-            "|---|---|---|---|",
-            *filtered,
-        ]
-    return "\n".join(lines + grid_table(results)) + "\n"
-
-
-def grid_table(results: dict) -> list[str]:
-    """Every (m, w) of (c) on the test split, mean over seeds: what a perfect choice would
-    reach, against what the validation split chose (a diagnostic; the test never picks)."""
-    lines = ["", "(c) at every (m, w), test accuracy, mean ± sd over seeds (diagnostic):", "",
-             "| images per class | m | w | (c) at (m, w) | gain over (b) | chosen on validation |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
-    for per_class, runs in results.items():
-        for index, point in enumerate(runs[0]["choice"]["grid"]):
-            tests = [run["choice"]["grid"][index]["test"] * 100 for run in runs]
-            gains = [t - run["classic"] * 100 for t, run in zip(tests, runs, strict=True)]
-            picked = sum(
-                (run["choice"]["count"], run["choice"]["weight"])
-                == (point["count"], point["weight"])
-                for run in runs
-            )
-            lines.append(f"| {per_class} | {point['count']} | {point['weight']:g} | "
-                         f"{mean_sd(tests)} | {mean_sd(gains, signed=True)} | "
-                         f"{picked} of {len(runs)} |")  # fmt: skip
-    return lines
-
-
-def gan_note(args: argparse.Namespace, results: dict) -> str:
-    """The GAN's settings, or with --reuse-samples the earlier runs' samples that were used."""
-    if args.reuse_samples:
-        sources = [run["samples_from"] for runs in results.values() for run in runs]
-        return "GAN samples reused from earlier runs (" + "; ".join(sources) + ")"
-    decay = "constant" if args.gan_lr_decay is None else f"decayed from {args.gan_lr_decay:g}"
-    return (f"GAN {args.gan_steps} G steps with {args.gan_augment}, EMA {args.gan_ema:g}, "
-            f"lr {args.gan_lr:g} {decay}")  # fmt: skip
-
-
-def gain_over_classic(runs: list[dict], method: str) -> str:
-    """`method`'s accuracy minus (b)'s, in points, mean ± sd over the paired seeds."""
-    return mean_sd([(r[method] - r["classic"]) * 100 for r in runs], signed=True)
-
-
-def choices(runs: list[dict], suffix: str = "") -> str:
-    """The (m, w) that validation chose, per seed."""
-    picked = [r["choice" + suffix] for r in runs]
-    return ", ".join(f"({c['count']}, {c['weight']:g})" for c in picked)
 
 
 if __name__ == "__main__":
