@@ -44,10 +44,13 @@ def set_threads(threads: int, detail: str) -> None:
 
 
 def save_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` (folders created) and print 'wrote PATH' as `path` was given."""
+    """Write `text` to `path` (folders created) through a temporary file renamed over it, so a
+    crash leaves the old file or the new one, never half of one; print 'wrote PATH'."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(text)
+    partial.replace(target)
     print(f"wrote {path}", flush=True)
 
 

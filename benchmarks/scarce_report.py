@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from bench_common import save_text
 from gan_common import mean_sd
 from provenance import command_line, git_commit
 
@@ -42,9 +43,7 @@ def write_rows(rows: list[dict], path: Path, grid: list[dict]) -> None:
     payload = {"command": command_line(), "commit": git_commit(),
                "date": datetime.date.today().isoformat(), "rows": rows + kept,
                "grid": grid}  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {path}")
+    save_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def grid_rows(results: dict) -> list[dict]:
