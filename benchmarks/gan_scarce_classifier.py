@@ -140,11 +140,9 @@ def train_classifier(real: tuple, synthetic: tuple | None, weight: float, *, aug
             extra = torch.randint(len(synthetic[0]), (n_fake,), generator=generator)
             images = torch.cat([images, synthetic[0][extra]])
             labels = torch.cat([labels, synthetic[1][extra]])
-        if augment and (augment_synthetic or not n_fake):
-            images = classic_augment(images, generator)
-        elif augment:
-            real_part = classic_augment(images[: BATCH - n_fake], generator)
-            images = torch.cat([real_part, images[BATCH - n_fake :]])
+        if augment:
+            end = BATCH if augment_synthetic else BATCH - n_fake  # the real images come first
+            images = torch.cat([classic_augment(images[:end], generator), images[end:]])
         loss = F.cross_entropy(net(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -51,10 +51,10 @@ def grid_rows(results: dict) -> list[dict]:
     and how many seeds' validation split chose it."""
     rows = []
     for per_class, runs in results.items():
+        chosen = [(run["choice"]["count"], run["choice"]["weight"]) for run in runs]
         for index, point in enumerate(runs[0]["choice"]["grid"]):
             tests = np.array([run["choice"]["grid"][index]["test"] for run in runs])
             gains = tests - np.array([run["classic"] for run in runs])
-            chosen = [(r["choice"]["count"], r["choice"]["weight"]) for r in runs]
             rows.append({"per_class": per_class, "count": point["count"],
                          "weight": point["weight"], "accuracy": float(tests.mean()),
                          "gain_over_classic": float(gains.mean()),
