@@ -10,7 +10,8 @@ the training part. Three classifiers of the metrics package's FeatureNet archite
   with probability 1/2, a shift of up to 2 pixels each way by zero-padding and cropping);
 - (c) "classic+gan": (b), with a share w of every batch drawn from m synthetic images per class
   (augmented the same way; with `--synthetic-augment none` only the real images of the batch
-  are augmented, the GAN's as drawn). The synthetic images come from a conditional DCGAN
+  are augmented, the GAN's as drawn; with `--synthetic-label-smoothing e` their targets are
+  smoothed by e, the real ones' not). The synthetic images come from a conditional DCGAN
   trained on the training part by `pipelines.train_gan.train_gan_flow` (non-saturating loss
   with the DCGAN paper's Adam settings, differentiable augmentation `--gan-augment` inside D's step,
   `--gan-steps` G steps, bf16) and drawn by `pipelines.synth.synthesize_flow` from the
@@ -24,9 +25,10 @@ the training part. Three classifiers of the metrics package's FeatureNet archite
 Accuracy on the whole test split (10,000 images). The flow holds out 2 % of its rows, and at
 least 11, for its own quality metrics (it needs 10), so the GAN sees the rest of the training
 part (93 % of it at 20 images per class). MLflow's store
-is a scratch sqlite under .state/bench-scarce.
+is a scratch sqlite under .state/bench-scarce (the environment variable GENAD_SCARCE_WORK names
+another folder: processes that train GANs at the same time each need their own).
 `--reuse-samples` skips the GAN: each (size, seed) classifies with the samples the last run
-without it drew (kept under .state/bench-scarce/data, checked against the same training images),
+without it drew (kept under that folder's data/, checked against the same training images),
 so classifier settings can be compared on one draw of samples.
 
 Usage: .venv/bin/python benchmarks/gan_scarce_classifier.py --threads 1 [--write-docs]
@@ -41,7 +43,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / ".state" / "bench-scarce"
+WORK = Path(os.environ.get("GENAD_SCARCE_WORK", ROOT / ".state" / "bench-scarce"))
 os.environ.update(
     DO_NOT_TRACK="true",
     MLFLOW_DISABLE_TELEMETRY="true",
@@ -87,6 +89,12 @@ def parse_args() -> argparse.Namespace:
         default="classic",
         help="classic augmentation on the GAN's samples in (c) and (d) too, or on the real only",
     )
+    parser.add_argument(
+        "--synthetic-label-smoothing",
+        type=float,
+        default=0.0,
+        help="label smoothing of the GAN's samples' targets in (c) and (d) (real ones: none)",
+    )
     parser.add_argument("--weights", nargs="+", type=float, default=[0.25, 0.5])
     parser.add_argument("--counts", nargs="+", type=int, default=[100, 400])
     parser.add_argument(
@@ -106,6 +114,10 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if not 0 < args.filter_keep <= 1:
         parser.error(f"--filter-keep must be in (0, 1], got {args.filter_keep}")
+    if not 0 <= args.synthetic_label_smoothing < 1:
+        parser.error(
+            f"--synthetic-label-smoothing must be in [0, 1), got {args.synthetic_label_smoothing}"
+        )
     return args
 
 
@@ -123,10 +135,12 @@ def classic_augment(images: torch.Tensor, generator: torch.Generator) -> torch.T
 
 def train_classifier(real: tuple, synthetic: tuple | None, weight: float, *, augment: bool,
                      seed: int, steps: int,
-                     augment_synthetic: bool = True) -> FeatureNet:  # fmt: skip
+                     augment_synthetic: bool = True,
+                     synthetic_smoothing: float = 0.0) -> FeatureNet:  # fmt: skip
     """A FeatureNet classifier; a share `weight` of each batch from `synthetic` when given.
     With `augment`, classic augmentation applies to every image of the batch, or to the real
-    ones only when `augment_synthetic` is False."""
+    ones only when `augment_synthetic` is False. The synthetic images' targets are smoothed by
+    `synthetic_smoothing` (see `batch_loss`)."""
     torch.manual_seed(seed)
     net = FeatureNet(FeatureNetConfig(IMAGE_SHAPE, num_classes=10))
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -143,11 +157,26 @@ def train_classifier(real: tuple, synthetic: tuple | None, weight: float, *, aug
         if augment:
             end = BATCH if augment_synthetic else BATCH - n_fake  # the real images come first
             images = torch.cat([classic_augment(images[:end], generator), images[end:]])
-        loss = F.cross_entropy(net(images), labels)
+        loss = batch_loss(net(images), labels, n_fake, synthetic_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return net.eval()
+
+
+def batch_loss(logits: torch.Tensor, labels: torch.Tensor, n_fake: int,
+               smoothing: float) -> torch.Tensor:  # fmt: skip
+    """Mean cross-entropy over the batch, the last `n_fake` rows (the GAN's samples) against
+    targets smoothed by `smoothing`: 1 - smoothing + smoothing / K on the drawn class and
+    smoothing / K on each other class (K classes). The real rows keep one-hot targets."""
+    if not (n_fake and smoothing):
+        return F.cross_entropy(logits, labels)
+    n_real = len(labels) - n_fake
+    real = F.cross_entropy(logits[:n_real], labels[:n_real], reduction="sum")
+    fake = F.cross_entropy(
+        logits[n_real:], labels[n_real:], reduction="sum", label_smoothing=smoothing
+    )
+    return (real + fake) / len(labels)
 
 
 def gan_samples(images: torch.Tensor, labels: torch.Tensor, name: str, seed: int, args):
@@ -251,6 +280,7 @@ def run_one(per_class: int, seed: int, data: dict, args: argparse.Namespace) -> 
     test = data["test"]
     classic = train_classifier(train, None, 0, augment=True, **fit)
     fit["augment_synthetic"] = args.synthetic_augment == "classic"
+    fit["synthetic_smoothing"] = args.synthetic_label_smoothing
     result = {
         "real": accuracy(train_classifier(train, None, 0, augment=False, **fit), *test),
         "classic": accuracy(classic, *test),

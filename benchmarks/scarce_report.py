@@ -73,6 +73,7 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
         f"{args.threads}; seeds {args.seeds}; {gan_note(args, results)}; classifiers "
         f"{args.classifier_steps} steps; "
         f"classic augmentation of the GAN's samples: {args.synthetic_augment}; "
+        f"label smoothing of the GAN's samples: {args.synthetic_label_smoothing:g}; "
         f"w in {args.weights}, "
         f"m in {args.counts} per class chosen on validation).",
         "",
