@@ -43,7 +43,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WORK = Path(os.environ.get("GENAD_SCARCE_WORK", ROOT / ".state" / "bench-scarce"))
+WORK = Path(os.environ.get("GENAD_SCARCE_WORK", ROOT / ".state" / "bench-scarce")).resolve()
 os.environ.update(
     DO_NOT_TRACK="true",
     MLFLOW_DISABLE_TELEMETRY="true",

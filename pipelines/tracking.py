@@ -73,8 +73,9 @@ def configure() -> str:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The database file of a sqlite:/// URI, else None."""
-    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+    """The database file of a sqlite:/// URI (a relative one taken from the working folder, as
+    sqlite does), else None."""
+    return Path(uri[len("sqlite:///") :]).resolve() if uri.startswith("sqlite:///") else None
 
 
 def ensure_experiment(name: str) -> str:

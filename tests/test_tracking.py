@@ -30,6 +30,20 @@ def test_experiment_artifacts_live_beside_the_sqlite_database(mlflow_store):
     assert tracking.ensure_experiment("layout-check") == experiment_id  # idempotent
 
 
+def test_a_relative_sqlite_uri_is_taken_from_the_working_folder(tmp_path, monkeypatch):
+    # MLflow's docs write the store as sqlite:///mlflow.db: relative to the working folder.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///relative-store/mlflow.db")
+    try:
+        experiment_id = tracking.ensure_experiment("relative-store")
+        location = mlflow.get_experiment(experiment_id).artifact_location
+    finally:  # back to the session's store for the tests after this one
+        monkeypatch.undo()
+        tracking.configure()
+    assert (tmp_path / "relative-store" / "mlflow.db").is_file()
+    assert location == (tmp_path / "relative-store" / "artifacts" / "relative-store").as_uri()
+
+
 def _dummy_versions(name: str, count: int) -> list[str]:
     """Register `count` versions of a trivial logged model (registry bookkeeping only)."""
     client = MlflowClient()
