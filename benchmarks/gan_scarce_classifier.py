@@ -325,7 +325,8 @@ def mean_nll(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor) -> flo
 
 def main() -> int:
     args = parse_args()
-    set_threads(args.threads, f"sizes {args.per_class}, seeds {args.seeds}")
+    smoothing = f"label smoothing of the GAN's samples: {args.synthetic_label_smoothing:g}"
+    set_threads(args.threads, f"sizes {args.per_class}, seeds {args.seeds}; {smoothing}")
     start = time.perf_counter()
     data = {"train": fashion("train"), "test": fashion("test")}
     results = {n: [run_one(n, s, data, args) for s in args.seeds] for n in args.per_class}
