@@ -26,20 +26,16 @@ from pathlib import Path
 import numpy as np
 from bench_common import save_text
 from provenance import command_line, git_commit
+from scarce_report import grid_rows
 
 SEED_LINE = re.compile(r"\] (\d+)/class seed (\d+): (\{.*\})\s*$")
 SMOOTHING = re.compile(r"label smoothing of the GAN's samples: ([0-9.eE+-]+)")
 COMMAND = re.compile(r"^Command: `(.+?)`", re.MULTILINE)
 
 
-def log_command(spec: str) -> str | None:
-    """The command a log's report names (None for a run cut short before its report)."""
-    found = COMMAND.search(Path(spec.partition(":")[0]).read_text(errors="replace"))
-    return found.group(1) if found else None
-
-
-def read_log(spec: str) -> tuple[float, list[tuple[int, int, dict]]]:
-    """(smoothing, [(images per class, seed, that seed's results)]) of one log `spec`."""
+def read_log(spec: str) -> tuple[float, list[tuple[int, int, dict]], str | None]:
+    """(smoothing, [(images per class, seed, that seed's results)], the command its report
+    names or None for a run cut short before its report) of one log `spec`."""
     path, _, given = spec.partition(":")
     text = Path(path).read_text(errors="replace")
     found = SMOOTHING.search(text)
@@ -53,14 +49,18 @@ def read_log(spec: str) -> tuple[float, list[tuple[int, int, dict]]]:
     ]
     if not runs:
         raise SystemExit(f"{path}: no '<N>/class seed <S>: {{...}}' line (did the run start?)")
-    return smoothing, runs
+    command = COMMAND.search(text)
+    return smoothing, runs, command.group(1) if command else None
 
 
-def collect(specs: list[str]) -> dict[tuple[int, float], dict[int, dict]]:
-    """{(images per class, smoothing): {seed: results}}; SystemExit on a repeated seed."""
+def collect(specs: list[str]) -> tuple[dict[tuple[int, float], dict[int, dict]], list[dict]]:
+    """({(images per class, smoothing): {seed: results}}, [{log, command}]); SystemExit on a
+    repeated seed."""
     groups: dict[tuple[int, float], dict[int, dict]] = {}
+    sources = []
     for spec in specs:
-        smoothing, runs = read_log(spec)
+        smoothing, runs, command = read_log(spec)
+        sources.append({"log": spec, "command": command})
         for per_class, seed, result in runs:
             group = groups.setdefault((per_class, smoothing), {})
             if seed in group:
@@ -69,7 +69,7 @@ def collect(specs: list[str]) -> dict[tuple[int, float], dict[int, dict]]:
                     "is in two logs; pass one of them"
                 )
             group[seed] = result
-    return groups
+    return groups, sources
 
 
 def paired_baselines(groups: dict) -> dict[int, dict[int, dict]]:
@@ -118,26 +118,13 @@ def result_rows(groups: dict, baselines: dict) -> list[dict]:
 
 
 def grid(groups: dict) -> list[dict]:
-    """Per group and (m, w): (c)'s test accuracy and its paired gain over (b), per seed."""
-    rows = []
-    for (per_class, smoothing), runs in sorted(groups.items()):
-        order = sorted(runs)
-        for index, point in enumerate(runs[order[0]]["choice"]["grid"]):
-            tests = np.array([runs[s]["choice"]["grid"][index]["test"] for s in order])
-            gains = tests - np.array([runs[s]["classic"] for s in order])
-            chosen = sum(
-                (runs[s]["choice"]["count"], runs[s]["choice"]["weight"])
-                == (point["count"], point["weight"])
-                for s in order
-            )
-            rows.append({"per_class": per_class, "synthetic_label_smoothing": smoothing,
-                         "count": point["count"], "weight": point["weight"],
-                         "accuracy": float(tests.mean()),
-                         "gain_over_classic": float(gains.mean()),
-                         "gain_sd": float(gains.std(ddof=1)) if len(order) > 1 else None,
-                         "per_seed_gain": [float(g) for g in gains], "chosen": chosen,
-                         "seeds": len(order)})  # fmt: skip
-    return rows
+    """Per group and (m, w): `grid_rows`' row (test accuracy, paired gain over (b) per seed,
+    how often validation chose it) with the group's smoothing."""
+    return [
+        {**point, "synthetic_label_smoothing": smoothing}
+        for (per_class, smoothing), runs in sorted(groups.items())
+        for point in grid_rows({per_class: [runs[seed] for seed in sorted(runs)]})
+    ]
 
 
 def table(rows: list[dict]) -> str:
@@ -167,11 +154,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, required=True, help="merged results file to write")
     parser.add_argument("--note", default="", help="a sentence kept in the JSON")
     args = parser.parse_args()
-    groups = collect(args.logs)
+    groups, sources = collect(args.logs)
     rows = result_rows(groups, paired_baselines(groups))
     payload = {"command": command_line(), "commit": git_commit(),
                "date": datetime.date.today().isoformat(), "note": args.note,
-               "sources": [{"log": spec, "command": log_command(spec)} for spec in args.logs],
+               "sources": sources,
                "rows": rows, "grid": grid(groups)}  # fmt: skip
     print(table(rows))
     save_text(args.json, json.dumps(payload, indent=2) + "\n")

@@ -48,7 +48,7 @@ def write_rows(rows: list[dict], path: Path, grid: list[dict]) -> None:
 
 def grid_rows(results: dict) -> list[dict]:
     """Per size and (m, w): (c)'s test accuracy and its gain over (b), mean and sd over seeds,
-    and how many seeds' validation split chose it."""
+    the gain per seed, and how many seeds' validation split chose it."""
     rows = []
     for per_class, runs in results.items():
         chosen = [(run["choice"]["count"], run["choice"]["weight"]) for run in runs]
@@ -59,6 +59,7 @@ def grid_rows(results: dict) -> list[dict]:
                          "weight": point["weight"], "accuracy": float(tests.mean()),
                          "gain_over_classic": float(gains.mean()),
                          "gain_sd": float(gains.std(ddof=1)) if len(runs) > 1 else None,
+                         "per_seed_gain": [float(g) for g in gains],
                          "chosen": chosen.count((point["count"], point["weight"])),
                          "seeds": len(runs)})  # fmt: skip
     return rows
