@@ -1,7 +1,7 @@
 """Several detector "views" per ADBench set and seed, alone and combined on a common scale.
 
-A view is a name and VAEDetector keyword arguments (JSON); the name "iforest" is
-IsolationForest. Each view is fitted once per (set, seed) on the split and subsample of
+A view is a name and VAEDetector keyword arguments (JSON); a name that starts with "iforest"
+is IsolationForest. Each view is fitted once per (set, seed) on the split and subsample of
 `benchmarks/adbench_sweep.py` (`--protocol unsupervised` or `novelty`); its test scores and its
 calibration scores (VAEDetector: `calibration_scores_`, the held-out rows it never trained on;
 IsolationForest: its training rows) are cached under `--cache` as npz, keyed by the view's
@@ -11,7 +11,10 @@ adds them. A selection "a|b" scores each (set, seed) by the view whose calibrati
 the higher mean (model choice by held-out log-likelihood; meaningful only between views whose
 scores are log p(x) in the same units, e.g. two decoders on the same scaling). A view whose
 parameters hold `"_score_as_gaussian": true` trains with its own decoder (a Student-t) and scores
-with a Gaussian of the same location and scale (the robust fit's Gaussian plug-in).
+with a Gaussian of the same location and scale (the robust fit's Gaussian plug-in);
+`"_draw": r` refits the same detector with random_state 1000 r + seed (another draw of its
+initialisation, batch order and held-out rows) and `"_ensemble": {...}` fits a
+VAEEnsembleDetector (`view_scores`). `--json` writes the summary rows.
 Prints per-set AUROC (mean over seeds) and, per view, combination and selection, the mean AUROC,
 mean AUPRC and the sets where it is at least IsolationForest's; with `--reference`, each row paired
 against that one set by set.
@@ -73,28 +76,46 @@ def fit_view(task: tuple[str, int, str, str, dict, str]) -> str:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if view == "iforest":
-            from sklearn.ensemble import IsolationForest
-
-            forest = IsolationForest(random_state=seed).fit(X_train)
-            test, calibration = forest.score_samples(X_test), forest.score_samples(X_train)
-        else:
-            from anomaly import VAEDetector
-
-            params = dict(params)
-            as_gaussian = params.pop("_score_as_gaussian", False)
-            detector = VAEDetector(random_state=seed, **params).fit(X_train)
-            if as_gaussian:
-                score_as_gaussian(detector)
-                calibration_rows = detector._split(len(X_train))[2]  # the rows fit held out
-                detector.calibration_scores_ = detector.score_samples(X_train[calibration_rows])
-            test, calibration = detector.score_samples(X_test), detector.calibration_scores_
+        test, calibration = view_scores(view, params, X_train, X_test, seed)
     seconds = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".tmp"), "wb") as handle:
         np.savez(handle, test=test, calibration=calibration, y=y_test, seconds=seconds)
     path.with_suffix(".tmp").replace(path)
     return str(path)
+
+
+def view_scores(
+    view: str, params: dict, X_train: np.ndarray, X_test: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(test scores, calibration scores) of one view fitted on X_train, higher = more normal.
+
+    Keys of `params` that are not VAEDetector parameters: `"_draw": r` fits with random_state
+    1000 r + seed instead of seed (another draw of the same detector: initialisation, batch
+    order and held-out rows); `"_ensemble": {...}` fits a VAEEnsembleDetector with those
+    parameters and the rest of `params` as its members'; `"_score_as_gaussian": true` (below).
+    """
+    params = dict(params)
+    random_state = 1000 * params.pop("_draw", 0) + seed
+    if view.startswith("iforest"):
+        from sklearn.ensemble import IsolationForest
+
+        forest = IsolationForest(random_state=random_state).fit(X_train)
+        return forest.score_samples(X_test), forest.score_samples(X_train)
+    from anomaly import VAEDetector, VAEEnsembleDetector
+
+    as_gaussian = params.pop("_score_as_gaussian", False)
+    if "_ensemble" in params:
+        ensemble = params.pop("_ensemble")
+        detector = VAEEnsembleDetector(random_state=random_state, member_params=params, **ensemble)
+        detector.fit(X_train)
+    else:
+        detector = VAEDetector(random_state=random_state, **params).fit(X_train)
+    if as_gaussian:
+        score_as_gaussian(detector)
+        calibration_rows = detector._split(len(X_train))[2]  # the rows fit held out
+        detector.calibration_scores_ = detector.score_samples(X_train[calibration_rows])
+    return detector.score_samples(X_test), detector.calibration_scores_
 
 
 def standardised(test: np.ndarray, calibration: np.ndarray) -> np.ndarray:
@@ -178,6 +199,33 @@ def paired_lines(mean: dict, names: list[str], reference: str) -> list[str]:
     return lines
 
 
+def write_json(args: argparse.Namespace, views: dict, mean: dict) -> None:
+    """The summary rows (mean AUROC and AUPRC over sets, wins against IsolationForest) with the
+    command, commit and date, to `args.json` (written to a temporary file, then renamed)."""
+    from provenance import command_line, git_commit
+
+    names = args.datasets
+    rows = []
+    for row, per_set in mean.items():
+        auroc = [per_set[n][0] for n in names]
+        wins = None
+        if "iforest" in mean and row != "iforest":
+            wins = int(sum(per_set[n][0] >= mean["iforest"][n][0] for n in names))
+        rows.append({
+            "protocol": args.protocol, "view": row, "params": views.get(row),
+            "mean_auroc": round(float(np.mean(auroc)), 4),
+            "mean_auprc": round(float(np.mean([per_set[n][1] for n in names])), 4),
+            "wins_vs_iforest": wins, "n_sets": len(names),
+        })  # fmt: skip
+    payload = {
+        "command": command_line(), "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "seeds": args.seeds, "rows": rows,
+    }  # fmt: skip
+    path = Path(args.json)
+    path.with_suffix(".tmp").write_text(json.dumps(payload, indent=1) + "\n")
+    path.with_suffix(".tmp").replace(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--protocol", choices=("unsupervised", "novelty"), default="unsupervised")
@@ -190,6 +238,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--cache", default=".state/adbench_views")
     parser.add_argument("--reference", default="", help="a row to compare every other with")
+    parser.add_argument("--json", default="", help="write the summary rows to this JSON file")
     args = parser.parse_args()
     views = json.loads(args.views)
     combos = [c.split("+") for c in args.combine.split(",") if c]
@@ -208,6 +257,8 @@ def main() -> None:
         list(pool.imap_unordered(fit_view, tasks))
     mean = set_means(metrics(args, views, combos), args.datasets)
     report(mean, args.datasets)
+    if args.json:
+        write_json(args, views, mean)
     if args.reference:
         if args.reference not in mean:
             raise SystemExit(f"--reference {args.reference!r} is not a view or combination")
