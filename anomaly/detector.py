@@ -237,9 +237,11 @@ class VAEDetector(BaseDetector):
         callbacks: Sequence[Callback],
         checkpoint_dir: str | os.PathLike | None,
         world: World | None,
+        stage: str = "",
     ) -> torch.device:
         """A fresh `model_` trained on the rows `train_idx` of `data` (early stopping, when
-        `patience` > 0, on `val_idx`); sets `history_` and returns the device it trained on."""
+        `patience` > 0, on `val_idx`); sets `history_` and returns the device it trained on.
+        `stage` names a training before the final one for the callbacks ("first_pass")."""
         if world is not None and world.size > 1 and self.trim_fraction_ > 0:
             raise ConfigError(
                 "trim_fraction ranks the rows of a whole batch, which is split across the "
@@ -261,6 +263,7 @@ class VAEDetector(BaseDetector):
             callbacks,
             checkpoint_dir=checkpoint_dir,
             world=world,
+            stage=stage,
         )
         self.history_ = trainer.fit(data[train_idx], data[val_idx] if len(val_idx) else None)
         return trainer.device
@@ -272,7 +275,7 @@ class VAEDetector(BaseDetector):
         row (`refit_folds=1`), or, with k folds, the model trained on the other k - 1 folds
         (an out-of-fold score, so a model cannot vouch for an anomaly it memorised)."""
         if self.refit_folds == 1:
-            device = self._train_vae(data, train_idx, val_idx, **options)
+            device = self._train_vae(data, train_idx, val_idx, **options, stage="first_pass")
             return self._elbo(data[train_idx], device)
         rng = np.random.default_rng(self.random_state)
         fold_of = rng.permutation(len(train_idx)) % self.refit_folds
@@ -281,6 +284,7 @@ class VAEDetector(BaseDetector):
             fold_options = dict(options)
             if options["checkpoint_dir"] is not None:
                 fold_options["checkpoint_dir"] = Path(options["checkpoint_dir"]) / f"fold{fold}"
+            fold_options["stage"] = f"first_pass_fold{fold}"
             device = self._train_vae(data, train_idx[fold_of != fold], val_idx, **fold_options)
             elbo[fold_of == fold] = self._elbo(data[train_idx[fold_of == fold]], device)
         return elbo

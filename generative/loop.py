@@ -119,6 +119,9 @@ class LoopTrainer:
     counters: tuple[str, ...] = ()  # integer attributes a checkpoint keeps (step counters)
     loss_name = "a loss"  # for the divergence message
     divergence_advice = "Lower the learning rate."
+    # Which of several trainings of one fit this is, for callbacks that log: "" for the one
+    # that makes the final model, a name such as "first_pass" for a training before it.
+    stage = ""
 
     def __init__(
         self,

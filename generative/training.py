@@ -114,6 +114,7 @@ class Trainer(LoopTrainer):
     `checkpoint_dir`: write a checkpoint after every epoch and resume from the latest one there.
     `world`: train data-parallel across torchrun's processes (`generative.distributed`); the
     same World with size 1 draws exactly as the distributed run does (for comparisons).
+    `stage`: which training of a fit this is, for the callbacks (`LoopTrainer.stage`).
     """
 
     step: int
@@ -127,8 +128,10 @@ class Trainer(LoopTrainer):
         *,
         checkpoint_dir: str | Path | None = None,
         world: World | None = None,
+        stage: str = "",
     ) -> None:
         super().__init__(model, config, callbacks, checkpoint_dir=checkpoint_dir, world=world)
+        self.stage = stage
         self.batch_noise: GlobalBatchNoise | None = None
 
     def _autocast(self) -> torch.autocast:

@@ -37,19 +37,23 @@ TRAINER_FOLDER = "trainer"  # in a checkpoint_dir: the trainer's epoch checkpoin
 
 
 class MlflowEpochLogger(Callback):
-    """Log each epoch's metrics to an MLflow run (by id: safe from any thread). Epochs the run
-    already has (logged before a crash, replayed by a resumed training) are not logged again."""
+    """Log each epoch's metrics to an MLflow run (by id: safe from any thread) as `epoch_<name>`
+    for the training that makes the model, and `<stage>_epoch_<name>` for a training before
+    it (the detector's first pass, whose scores pick the refit's rows). Epochs the run already
+    has (logged before a crash, replayed by a resumed training) are not logged again."""
 
     def __init__(self, run_id: str) -> None:
         self.run = tracking.Run(run_id)
+        self.prefix = "epoch_"
         self.logged_steps: set[int] = set()
 
     def on_train_begin(self, trainer: Trainer) -> None:
-        self.logged_steps = self.run.logged_steps("epoch_")
+        self.prefix = f"{trainer.stage}_epoch_" if trainer.stage else "epoch_"
+        self.logged_steps = self.run.logged_steps(self.prefix)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         if epoch not in self.logged_steps:
-            self.run.log_metrics({f"epoch_{k}": v for k, v in logs.items()}, step=epoch)
+            self.run.log_metrics({f"{self.prefix}{k}": v for k, v in logs.items()}, step=epoch)
 
 
 @task(**io_task_options(2, 2), cache_policy=NONE)

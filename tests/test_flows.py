@@ -68,6 +68,24 @@ def test_training_run_logs_config_metrics_dataset_plots_and_model(champion):
     assert 0.9 <= run.data.metrics["val_auroc"] <= 1.0  # 3-sigma shifted anomalies
 
 
+def test_epoch_metrics_are_the_registered_models_and_the_first_pass_has_its_own(champion):
+    """With `refit` (the default) two VAEs train: `epoch_*` must be the curve of the one that
+    was registered (the refit), and the first pass's curve goes under `first_pass_epoch_*`."""
+    client = MlflowClient()
+
+    def curve(key: str) -> list[float]:
+        history = client.get_metric_history(champion["run_id"], key)
+        return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+    resolved = tracking.resolve_model(champion["uri"])
+    model_losses = [epoch["loss"] for epoch in load_bundle(resolved.bundle_dir).detector.history_]
+    assert len(model_losses) == TINY_CONFIG["epochs"]
+    np.testing.assert_allclose(curve("epoch_loss"), model_losses, rtol=1e-9)
+    first_pass = curve("first_pass_epoch_loss")
+    assert len(first_pass) == TINY_CONFIG["epochs"]
+    assert not np.allclose(first_pass, model_losses)  # another training: other rows, other loss
+
+
 def test_platform_models_flag_by_the_calibrated_rule_unless_the_config_chooses():
     assert detector_params({}, 3) == {"random_state": 3, "target_fpr": 0.1}
     assert detector_params({"contamination": 0.2}, 0) == {"random_state": 0, "contamination": 0.2}
